@@ -1,0 +1,36 @@
+"""Shared helpers: data location, atomic writes and input validation."""
+
+from .io import atomic_torch_save, atomic_write, atomic_write_bytes, atomic_write_json
+from .paths import DATA_ENV_VAR, find_real_data, get_data_root
+from .validation import (
+    check_choice,
+    check_embeddings,
+    check_finite,
+    check_labels,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+    check_spatial_dims,
+    check_spatial_tensor,
+    check_tensor,
+)
+
+__all__ = [
+    "DATA_ENV_VAR",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_choice",
+    "check_embeddings",
+    "check_finite",
+    "check_labels",
+    "check_positive_float",
+    "check_positive_int",
+    "check_probability",
+    "check_spatial_dims",
+    "check_spatial_tensor",
+    "check_tensor",
+    "find_real_data",
+    "get_data_root",
+]
