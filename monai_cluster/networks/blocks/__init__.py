@@ -1,0 +1,8 @@
+"""Network building blocks: projection heads and cluster-assignment layers, 2D/3D-aware."""
+
+from .heads import DenseProjectionHead, ProjectionHead
+
+__all__ = [
+    "DenseProjectionHead",
+    "ProjectionHead",
+]
