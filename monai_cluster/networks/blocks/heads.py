@@ -59,10 +59,10 @@ class ProjectionHead(nn.Module):
         self.in_features = check_positive_int(in_features, "in_features")
         hidden = self.in_features if hidden_features is None else check_positive_int(hidden_features, "hidden_features")
         self.out_features = check_positive_int(out_features, "out_features")
-        self.norm = norm
         num_layers = check_positive_int(num_layers, "num_layers")
         if not isinstance(norm, bool):
             raise TypeError(f"norm must be a bool, got {type(norm).__name__} {norm!r}.")
+        self.norm = norm
         layers: list[nn.Module] = []
         width = self.in_features
         for _ in range(num_layers - 1):
