@@ -1,0 +1,160 @@
+"""Local contrastive loss on dense feature maps (Chaitanya et al.): same location in two views is positive.
+
+References:
+    - [0] Global and local contrastive learning, Chaitanya et al., NeurIPS 2020, https://arxiv.org/abs/2006.10511
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+from monai_cluster.losses._nt_xent import (
+    check_reduction,
+    check_temperature,
+    masked_logsumexp,
+    nt_xent_terms,
+    reduce_losses,
+)
+from monai_cluster.utils.validation import check_finite, check_positive_int, check_spatial_tensor, check_tensor
+
+__all__ = ["LocalContrastiveLoss", "local_contrastive_loss"]
+
+
+def _check_maps(f1: object, f2: object) -> tuple[torch.Tensor, torch.Tensor]:
+    a = check_tensor(check_spatial_tensor(f1, "f1"), "f1", floating=True)
+    b = check_tensor(check_spatial_tensor(f2, "f2"), "f2", floating=True)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"f1 and f2 must have the same (B, C, *spatial) shape, got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    check_finite(a, "f1")
+    check_finite(b, "f2")
+    return a, b
+
+
+def _sample_locations(
+    batch: int, available: int, num: int, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``(B, num)`` distinct location indices per image, drawn from ``generator`` (global RNG when None)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
+    draw_device = generator.device if generator is not None else device
+    scores = torch.rand(batch, available, generator=generator, device=draw_device)
+    return scores.topk(num, dim=1).indices.to(device)
+
+
+def local_contrastive_loss(
+    f1: torch.Tensor,
+    f2: torch.Tensor,
+    temperature: float = 0.1,
+    num_locations: int = 64,
+    region_size: int = 1,
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Local NT-Xent between two dense maps whose locations correspond.
+
+    The maps are average-pooled into non-overlapping regions of ``region_size`` pixels (voxels) per side
+    (skipped for 1); ``K = min(num_locations, regions)`` regions are drawn per image without replacement,
+    the same ones in both views: the ``K`` highest scores of ``torch.rand(B, regions, generator=generator)``
+    (all regions, in order, when there are no more than ``num_locations``).
+    With ``u_k`` / ``v_k`` the L2-normalised feature vectors of region ``k`` of one image in view 1 / 2 and
+    ``s(x, y) = <x, y> / temperature``, for anchor ``u_k`` (and symmetrically ``v_k``)::
+
+        l(u_k) = -log( e^{s(u_k, v_k)} / (e^{s(u_k, v_k)} + sum_{j != k} (e^{s(u_k, u_j)} + e^{s(u_k, v_j)})) )
+
+    so negatives are the other sampled regions of the same image in both views. Memory is ``O(B K^2)``,
+    never quadratic in the number of pixels.
+
+    Args:
+        f1: ``(B, C, H, W)`` or ``(B, C, H, W, D)`` dense features of view 1.
+        f2: same shape, view 2, spatially aligned with ``f1`` (e.g. intensity-only augmentations).
+        temperature: softmax temperature ``> 0``.
+        num_locations: regions sampled per image (``K``).
+        region_size: side of the pooled regions in pixels; every spatial size must be ``>= region_size``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(B, 2K)``: view-1 anchors, then view-2 anchors).
+        generator: ``torch.Generator`` for the location draw (seed it for reproducibility); global RNG if None.
+
+    Returns:
+        a scalar, or ``(B, 2K)`` with ``reduction="none"``.
+    """
+    temperature = check_temperature(temperature)
+    reduction = check_reduction(reduction)
+    num_locations = check_positive_int(num_locations, "num_locations")
+    region_size = check_positive_int(region_size, "region_size")
+    a, b = _check_maps(f1, f2)
+    spatial = tuple(a.shape[2:])
+    if min(spatial) < region_size:
+        raise ValueError(f"region_size={region_size} must not exceed the spatial size of f1, got shape {tuple(a.shape)}.")
+    if region_size > 1:
+        pool = F.avg_pool2d if len(spatial) == 2 else F.avg_pool3d
+        a, b = pool(a, region_size, stride=region_size), pool(b, region_size, stride=region_size)
+    batch, channels = a.shape[:2]
+    flat1, flat2 = a.flatten(2), b.flatten(2)  # (B, C, M)
+    available = flat1.shape[2]
+    if available < 2:
+        raise ValueError(
+            f"f1 must hold at least 2 regions of size {region_size} to contrast, got shape {tuple(f1.shape)}."
+        )
+    count = min(num_locations, available)
+    if count < available:
+        index = _sample_locations(batch, available, count, a.device, generator)[:, None, :].expand(-1, channels, -1)
+        flat1, flat2 = flat1.gather(2, index), flat2.gather(2, index)
+    u = F.normalize(flat1.transpose(1, 2), dim=2)  # (B, K, C)
+    v = F.normalize(flat2.transpose(1, 2), dim=2)
+    views = torch.cat([u, v], dim=1)  # (B, 2K, C)
+    logits = torch.bmm(views / temperature, views.transpose(1, 2))  # (B, 2K, 2K)
+    pos = (u * v).sum(dim=2) / temperature
+    region = torch.arange(count, device=a.device).repeat(2)
+    excluded = region[:, None] == region[None, :]  # self and positive
+    per_anchor = nt_xent_terms(masked_logsumexp(logits, excluded, inplace=True), torch.cat([pos, pos], dim=1))
+    return reduce_losses(per_anchor, reduction)
+
+
+class LocalContrastiveLoss(_Loss):
+    """Local contrastive loss of Chaitanya et al. on dense maps, 2D or 3D; see :func:`local_contrastive_loss`.
+
+    Negatives lie within each image, so there is nothing to gather across ranks: the mean of the per-rank
+    losses equals the loss on the global batch.
+
+    Args:
+        temperature: softmax temperature ``> 0``.
+        num_locations: regions sampled per image.
+        region_size: side (pixels/voxels) of the average-pooled regions; 1 keeps single locations.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(B, 2K)``).
+
+    References:
+        - [0] Global and local contrastive learning, Chaitanya et al., NeurIPS 2020, https://arxiv.org/abs/2006.10511
+    """
+
+    def __init__(
+        self, temperature: float = 0.1, num_locations: int = 64, region_size: int = 1, reduction: str = "mean"
+    ) -> None:
+        super().__init__(reduction=check_reduction(reduction))
+        self.temperature = check_temperature(temperature)
+        self.num_locations = check_positive_int(num_locations, "num_locations")
+        self.region_size = check_positive_int(region_size, "region_size")
+
+    def forward(
+        self, f1: torch.Tensor, f2: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """
+        Args:
+            f1: ``(B, C, H, W)`` or ``(B, C, H, W, D)`` dense features of view 1.
+            f2: same shape, view 2.
+            generator: optional ``torch.Generator`` for the location draw.
+
+        Returns:
+            a scalar, or ``(B, 2K)`` with ``reduction="none"``.
+        """
+        return local_contrastive_loss(
+            f1, f2, self.temperature, self.num_locations, self.region_size, self.reduction, generator
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, num_locations={self.num_locations}, "
+            f"region_size={self.region_size}, reduction={self.reduction!r}"
+        )
