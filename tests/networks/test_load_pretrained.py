@@ -28,7 +28,12 @@ def test_file_round_trip_loads_every_tensor(spatial_dims, wrap, tmp_path, caplog
     with caplog.at_level(logging.INFO, logger="monai_cluster.networks.utils"):
         report = load_pretrained(target, path, exclude=())
     assert report == {
-        "matched": len(state), "total": len(state), "missing": [], "unexpected": [], "shape_mismatch": [], "excluded": []
+        "matched": len(state),
+        "total": len(state),
+        "missing": [],
+        "unexpected": [],
+        "shape_mismatch": [],
+        "excluded": [],
     }
     assert f"loaded {len(state)}/{len(state)} tensors into BasicUNet from {path}" in caplog.text
     for key, value in target.state_dict().items():
@@ -46,7 +51,8 @@ def test_default_exclude_keeps_final_conv_fresh():
 
 
 def test_channel_mismatch_names_the_key_and_both_shapes():
-    with pytest.raises(ValueError, match=r"conv_0\.conv_0\.conv\.weight: checkpoint \(4, 3, 3, 3\) vs network \(4, 1, 3, 3\)"):
+    expected = r"conv_0\.conv_0\.conv\.weight: checkpoint \(4, 3, 3, 3\) vs network \(4, 1, 3, 3\)"
+    with pytest.raises(ValueError, match=expected):
         load_pretrained(_unet(in_channels=1), _unet(in_channels=3).state_dict())
 
 

@@ -78,9 +78,13 @@ class ProjectionHead(nn.Module):
         """Project ``x`` of shape ``(B, in_features)`` to ``(B, out_features)``."""
         check_tensor(x, "x", ndim=2, floating=True)
         if x.shape[1] != self.in_features:
-            raise ValueError(f"x must be (B, {self.in_features}) for in_features={self.in_features}, got {tuple(x.shape)}.")
+            raise ValueError(
+                f"x must be (B, {self.in_features}) for in_features={self.in_features}, got {tuple(x.shape)}."
+            )
         if self.training and self.norm and len(self.layers) > 1 and x.shape[0] < 2:
-            raise ValueError(f"x must hold at least 2 vectors in training mode (BatchNorm1d), got shape {tuple(x.shape)}.")
+            raise ValueError(
+                f"x must hold at least 2 vectors in training mode (BatchNorm1d), got shape {tuple(x.shape)}."
+            )
         return self.layers(x)
 
 

@@ -32,7 +32,9 @@ def _check_sizes(channels: Sequence[int], strides: Sequence[int]) -> tuple[list[
     if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) < 1:
         raise ValueError(f"channels must be a non-empty sequence of channel counts, got {channels!r}.")
     if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or len(strides) != len(channels):
-        raise ValueError(f"strides must be a sequence with one stride per entry of channels ({len(channels)}), got {strides!r}.")
+        raise ValueError(
+            f"strides must be a sequence with one stride per entry of channels ({len(channels)}), got {strides!r}."
+        )
     chans = [check_positive_int(c, f"channels[{i}]") for i, c in enumerate(channels)]
     strs = [check_positive_int(s, f"strides[{i}]") for i, s in enumerate(strides)]
     return chans, strs

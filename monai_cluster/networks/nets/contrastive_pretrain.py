@@ -168,7 +168,9 @@ class ContrastivePretrainNet(nn.Module):
         enc_channels, dec_channels = self._probe_channels()
         self.num_features = enc_channels
         self.global_head = ProjectionHead(enc_channels, global_hidden, global_dim)
-        self.dense_head = None if encoder_only else DenseProjectionHead(self.spatial_dims, dec_channels, dense_dim, dense_hidden)
+        self.dense_head = (
+            None if encoder_only else DenseProjectionHead(self.spatial_dims, dec_channels, dense_dim, dense_hidden)
+        )
 
     def _probe_channels(self) -> tuple[int, int | None]:
         """Run the backbone once on a small zero input (eval mode, no grad) to read the hooked channel counts."""
@@ -223,7 +225,9 @@ class ContrastivePretrainNet(nn.Module):
                 handle.remove()
         missing = [n for n in wanted if n not in captured]
         if missing:
-            raise ValueError(f"backbone layers {missing} were never called in the {type(self.backbone).__name__} forward.")
+            raise ValueError(
+                f"backbone layers {missing} were never called in the {type(self.backbone).__name__} forward."
+            )
         return captured
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -260,7 +264,9 @@ class ContrastivePretrainNet(nn.Module):
         """
         encoder_only = self.encoder_only if encoder_only is None else encoder_only
         if not encoder_only and self.dense_head is None:
-            raise ValueError("encoder_only=False needs a dense head, but this network was built with encoder_only=True.")
+            raise ValueError(
+                "encoder_only=False needs a dense head, but this network was built with encoder_only=True."
+            )
         self._check_input(x)
         maps = self._capture(x, need_decoder=not encoder_only)
         pooled = self._pool(maps[self.encoder_layer])

@@ -216,7 +216,8 @@ def test_layer_that_never_runs_is_reported():
     unet.unused = nn.Conv2d(4, 4, 1)
     with pytest.raises(ValueError, match=r"backbone layers \['unused'\] were never called"):
         ContrastivePretrainNet(2, 1, backbone=unet, decoder_layer="unused")
-    with pytest.raises(ValueError, match=r"could not run the BasicUNet backbone on a probe input of shape \(1, 1, 6, 6\)"):
+    probe = r"could not run the BasicUNet backbone on a probe input of shape \(1, 1, 6, 6\)"
+    with pytest.raises(ValueError, match=probe):
         ContrastivePretrainNet(2, 1, backbone=BasicUNet(2, 1, 2, FEATURES), size_divisor=3)
 
 
