@@ -66,7 +66,9 @@ def _check_item(
             f"image {image_path}: expected {spatial_dims} spatial dimensions, got spatial shape {image.spatial_shape}."
         )
     if channels is not None and image.channels != channels:
-        raise ValueError(f"image {image_path}: expected {channels} channel(s), got {image.channels} (shape {image.array.shape}).")
+        raise ValueError(
+            f"image {image_path}: expected {channels} channel(s), got {image.channels} (shape {image.array.shape})."
+        )
     if np.issubdtype(image.array.dtype, np.inexact) and not np.all(np.isfinite(image.array)):
         bad = int((~np.isfinite(image.array)).sum())
         raise ValueError(f"image {image_path}: must be finite, but {bad} of {image.array.size} values are NaN or Inf.")

@@ -149,9 +149,13 @@ def list_image_mask_pairs(
     if unpaired_images or unpaired_masks:
         problems = []
         if unpaired_images:
-            problems.append(f"{len(unpaired_images)} image(s) in {images_path} without a mask: {_name_files(unpaired_images)}")
+            problems.append(
+                f"{len(unpaired_images)} image(s) in {images_path} without a mask: {_name_files(unpaired_images)}"
+            )
         if unpaired_masks:
-            problems.append(f"{len(unpaired_masks)} mask(s) in {masks_path} without an image: {_name_files(unpaired_masks)}")
+            problems.append(
+                f"{len(unpaired_masks)} mask(s) in {masks_path} without an image: {_name_files(unpaired_masks)}"
+            )
         hint = f" (layout {layout!r}: a mask's name is the image's stem + one of {list(suffixes)})"
         raise ValueError("; ".join(problems) + hint + ".")
     logger.debug("listed %d pairs under %s (layout %s)", len(items), root, layout)
@@ -208,7 +212,8 @@ def read_diagnosis_csv(path: str | os.PathLike) -> dict[str, str]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     if not rows or [c.strip() for c in rows[0][:2]] != ["image_name", "diagnosis"]:
-        raise ValueError(f"{path}: expected the header 'image_name,diagnosis', got {rows[0] if rows else 'an empty file'}.")
+        got = rows[0] if rows else "an empty file"
+        raise ValueError(f"{path}: expected the header 'image_name,diagnosis', got {got}.")
     table: dict[str, str] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not row:

@@ -49,7 +49,9 @@ def _attach_diagnosis(items: list[dict], csv_path: Path) -> list[dict]:
     names = [split_extension(item["key"])[0] for item in items]
     missing = [name for name in names if name not in table]
     if missing:
-        logger.warning("%s has no diagnosis for %d image(s) (e.g. %s); not attaching diagnoses", csv_path, len(missing), missing[0])
+        logger.warning(
+            "%s has no diagnosis for %d image(s) (e.g. %s); not attaching diagnoses", csv_path, len(missing), missing[0]
+        )
         return items
     return [{**item, "diagnosis": table[name]} for item, name in zip(items, names)]
 

@@ -31,8 +31,12 @@ SYNTHETIC_DERMOSCOPY_KINDS: tuple[str, ...] = ("compact_brown", "irregular_tan",
 # Per kind: radius (fraction of the shorter image side), aspect ratio of the ellipse, amplitude of the lobes
 # (relative radius modulation), RGB colour, border softness (pixels at 64 px) and internal mottling.
 _KIND_PARAMS = {
-    "compact_brown": dict(radius=(0.09, 0.13), aspect=(0.85, 1.0), lobes=0.03, rgb=(125, 78, 52), soft=0.8, mottle=0.04),
-    "irregular_tan": dict(radius=(0.26, 0.32), aspect=(0.65, 0.9), lobes=0.16, rgb=(182, 132, 98), soft=2.0, mottle=0.10),
+    "compact_brown": dict(
+        radius=(0.09, 0.13), aspect=(0.85, 1.0), lobes=0.03, rgb=(125, 78, 52), soft=0.8, mottle=0.04
+    ),
+    "irregular_tan": dict(
+        radius=(0.26, 0.32), aspect=(0.65, 0.9), lobes=0.16, rgb=(182, 132, 98), soft=2.0, mottle=0.10
+    ),
     "blue_black": dict(radius=(0.16, 0.21), aspect=(0.8, 1.0), lobes=0.05, rgb=(60, 54, 80), soft=1.0, mottle=0.06),
 }
 
@@ -79,7 +83,8 @@ def _lesion_radius(rng: np.random.Generator, kind: str, theta: np.ndarray, s: in
     radius = r0 / np.sqrt(np.cos(theta) ** 2 + (np.sin(theta) / aspect) ** 2)
     modulation = np.zeros_like(theta)
     for k in range(2, 7):  # lobes: a few low angular frequencies with random phases
-        modulation += p["lobes"] * rng.uniform(0.3, 1.0) / np.sqrt(k - 1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+        amplitude = p["lobes"] * rng.uniform(0.3, 1.0) / np.sqrt(k - 1)
+        modulation += amplitude * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     if kind == "blue_black":  # radial streaks: narrow spikes of the border
         for angle in rng.uniform(-np.pi, np.pi, rng.integers(6, 12)):
             width = rng.uniform(0.06, 0.12)
@@ -197,7 +202,8 @@ def make_synthetic_dermoscopy(
         image_path, mask_path = root / "images" / f"{name}.png", root / "masks" / f"{name}_lesion.png"
         write_png(image, image_path)
         write_png(mask, mask_path)
-        items.append({"image": str(image_path), "label": str(mask_path), "key": f"images/{name}.png", "diagnosis": kind})
+        key = f"images/{name}.png"
+        items.append({"image": str(image_path), "label": str(mask_path), "key": key, "diagnosis": kind})
     with atomic_write(root / "diagnosis.csv", newline="") as handle:
         handle.write("image_name,diagnosis\n")
         handle.writelines(f"{Path(item['key']).stem},{item['diagnosis']}\n" for item in items)

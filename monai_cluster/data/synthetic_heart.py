@@ -42,7 +42,10 @@ _CHAMBERS = {
 }
 # Vessels: polyline through these points, radius.
 _VESSELS = {
-    6: (((-0.10, 0.08, 0.00), (-0.03, 0.08, 0.55), (-0.10, -0.20, 0.72), (-0.20, -0.42, 0.50), (-0.20, -0.42, -1.2)), 0.085),
+    6: (  # aorta: ascending, arch, descending
+        ((-0.10, 0.08, 0.00), (-0.03, 0.08, 0.55), (-0.10, -0.20, 0.72), (-0.20, -0.42, 0.50), (-0.20, -0.42, -1.2)),
+        0.085,
+    ),
     7: (((0.10, 0.36, 0.05), (0.06, 0.32, 0.45), (-0.20, 0.24, 0.52), (-0.38, 0.02, 0.45)), 0.075),
 }
 _HEART_CENTRE = np.array([-0.05, 0.05, -0.05])
@@ -183,7 +186,8 @@ def make_synthetic_heart(
     for i in range(n):
         name = f"heart_{i:03d}.nii.gz"
         image, label = render_heart(rng, size)
-        write_nifti(image, affine, root / "images" / name)
-        write_nifti(label, affine, root / "labels" / name)
-        items.append({"image": str(root / "images" / name), "label": str(root / "labels" / name), "key": f"images/{name}"})
+        image_path, label_path = root / "images" / name, root / "labels" / name
+        write_nifti(image, affine, image_path)
+        write_nifti(label, affine, label_path)
+        items.append({"image": str(image_path), "label": str(label_path), "key": f"images/{name}"})
     return items

@@ -81,7 +81,8 @@ def test_mask_of_another_size(tmp_path):
 def test_label_values_outside_num_classes(tmp_path):
     three = MASK.copy()
     three[2:4, 2:4] = 3
-    with pytest.raises(ValueError, match=r"values must lie in \[0, 2\) \(or \{0, 255\} for a binary mask\), found \[3\]"):
+    expected = r"values must lie in \[0, 2\) \(or \{0, 255\} for a binary mask\), found \[3\]"
+    with pytest.raises(ValueError, match=expected):
         check_dataset([_pair(tmp_path, "a", RGB, three)], num_classes=2)
     assert check_dataset([_pair(tmp_path, "a", RGB, three)], num_classes=4)["label_values"] == [0, 3]
     binary = MASK.copy()

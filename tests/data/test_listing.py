@@ -65,14 +65,19 @@ def test_custom_folders_and_hidden_files_skipped(tmp_path):
     (tmp_path / "raw" / "img" / "notes.txt").write_text("not an image")
     items = list_image_mask_pairs(tmp_path, image_dir="raw/img", mask_dir=tmp_path / "raw" / "seg")
     assert items == [
-        {"image": str(tmp_path / "raw/img/a.png"), "label": str(tmp_path / "raw/seg/a_lesion.png"), "key": "raw/img/a.png"}
+        {
+            "image": str(tmp_path / "raw/img/a.png"),
+            "label": str(tmp_path / "raw/seg/a_lesion.png"),
+            "key": "raw/img/a.png",
+        }
     ]
 
 
 def test_unpaired_files_are_named(tmp_path):
     _touch_images(tmp_path / "images", ["a.png", "b.png", "c.png"])
     _touch_images(tmp_path / "masks", ["a.png", "d.png"])
-    with pytest.raises(ValueError, match=r"2 image\(s\) .* without a mask: b\.png, c\.png.*1 mask\(s\) .* without an image: d\.png"):
+    expected = r"2 image\(s\) .* without a mask: b\.png, c\.png.*1 mask\(s\) .* without an image: d\.png"
+    with pytest.raises(ValueError, match=expected):
         list_image_mask_pairs(tmp_path)
 
 
