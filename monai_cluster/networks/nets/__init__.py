@@ -1,10 +1,14 @@
 """Whole models: pretraining wrappers, autoencoders and clustering networks."""
 
 from .autoencoder import FeatureAutoEncoder, FeatureVarAutoEncoder
+from .contrastive_autoencoder import ContrastiveAutoEncoder
 from .contrastive_pretrain import ContrastivePretrainNet
+from .dvc import DeepVariationalClustering
 
 __all__ = [
+    "ContrastiveAutoEncoder",
     "ContrastivePretrainNet",
+    "DeepVariationalClustering",
     "FeatureAutoEncoder",
     "FeatureVarAutoEncoder",
 ]
