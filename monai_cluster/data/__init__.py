@@ -11,6 +11,7 @@
 from .check import check_dataset
 from .image_io import IMAGE_EXTENSIONS, LoadedImage, read_image, split_extension, write_nifti, write_png
 from .listing import LAYOUTS, list_image_mask_pairs, list_images, read_diagnosis_csv
+from .medmnist import MEDMNIST_SPLITS, load_medmnist_npz
 from .synthetic import SYNTHETIC_MARKER, prepare_dataset
 from .synthetic_dermoscopy import SYNTHETIC_DERMOSCOPY_KINDS, make_synthetic_dermoscopy, render_dermoscopy
 from .synthetic_heart import HEART_LABELS, make_synthetic_heart, render_heart
@@ -20,11 +21,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "LoadedImage",
+    "MEDMNIST_SPLITS",
     "SYNTHETIC_DERMOSCOPY_KINDS",
     "SYNTHETIC_MARKER",
     "check_dataset",
     "list_image_mask_pairs",
     "list_images",
+    "load_medmnist_npz",
     "make_synthetic_dermoscopy",
     "make_synthetic_heart",
     "prepare_dataset",
