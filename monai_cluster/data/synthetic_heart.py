@@ -60,15 +60,16 @@ def _ellipsoid(p: np.ndarray, centre, radii) -> np.ndarray:
     return (((p - c) / r) ** 2).sum(0) <= 1
 
 
-def _tube(p: np.ndarray, points, radius: float) -> np.ndarray:
-    """Boolean mask of the voxels within ``radius`` of a polyline through ``points``."""
-    inside = np.zeros(p.shape[1:], dtype=bool)
+def _polyline_distance2(p: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Squared distance ``(X, Y, Z)`` from each point of ``p`` ``(3, X, Y, Z)`` to the polyline through ``points``."""
+    best = np.full(p.shape[1:], np.inf, dtype=np.float32)
     for a, b in zip(points[:-1], points[1:]):
-        a = np.asarray(a, dtype=np.float32).reshape(3, 1, 1, 1)
-        ab = np.asarray(b, dtype=np.float32).reshape(3, 1, 1, 1) - a
-        t = np.clip(((p - a) * ab).sum(0) / float((ab**2).sum()), 0, 1)
-        inside |= ((p - a - t * ab) ** 2).sum(0) <= radius**2
-    return inside
+        a, ab = a.astype(np.float32), (b - a).astype(np.float32)
+        diff = p - a.reshape(3, 1, 1, 1)
+        t = np.clip(np.einsum("i...,i->...", diff, ab) / float(ab @ ab), 0, 1)
+        diff -= t[None] * ab.reshape(3, 1, 1, 1)
+        np.minimum(best, np.einsum("i...,i...->...", diff, diff), out=best)
+    return best
 
 
 def _rotation(rng: np.random.Generator, max_degrees: tuple[float, float, float]) -> np.ndarray:
@@ -124,8 +125,9 @@ def render_heart(rng: np.random.Generator, size: tuple[int, int, int]) -> tuple[
     blood = {1: left_blood, 3: left_blood, 6: left_blood, 2: right_blood, 4: right_blood, 7: right_blood}
     for value, (points, radius) in _VESSELS.items():
         points, radius = np.asarray(points) + rng.normal(0, 0.015, (len(points), 3)), radius * rng.uniform(0.9, 1.1)
-        image[_tube(local, points, radius + 0.05)] = soft_tissue  # vessels run in mediastinal tissue, not lung
-        inside = _tube(local, points, radius)
+        distance2 = _polyline_distance2(local, points)
+        image[distance2 <= (radius + 0.05) ** 2] = soft_tissue  # vessels run in mediastinal tissue, not lung
+        inside = distance2 <= radius**2
         label[inside], image[inside] = value, blood[value] + rng.normal(0, 8)
     for value in (4, 3, 2, 1):
         c, r = _CHAMBERS[value]
