@@ -30,6 +30,7 @@ LAYOUTS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
 """Known layouts: which folders hold images and masks, and how a mask's stem derives from its image's."""
 
 _MAX_NAMED = 10
+_ANY_SUFFIX = ("_lesion", "_segmentation", "")
 
 
 def _name_files(paths: Sequence[str]) -> str:
@@ -93,7 +94,9 @@ def list_image_mask_pairs(
     Args:
         root: the dataset folder; keys are image paths relative to it.
         layout: ``"auto"`` or one of :data:`LAYOUTS`.
-        image_dir: image folder (relative to ``root`` or absolute), overriding the layout's.
+        image_dir: image folder (relative to ``root`` or absolute), overriding the layout's. With
+            ``layout="auto"``, giving ``image_dir`` or ``mask_dir`` skips detection: the other folder defaults
+            to ``images/`` and ``masks/`` (or ``labels/``), and masks may be named like any known layout.
         mask_dir: mask folder (relative to ``root`` or absolute), overriding the layout's.
 
     Returns:
@@ -107,13 +110,13 @@ def list_image_mask_pairs(
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise ValueError(f"root {root} does not exist or is not a folder.")
-    if layout == "auto":
-        if image_dir is not None and mask_dir is not None:
-            suffixes: tuple[str, ...] = ("_lesion", "_segmentation", "")
-            images_path, masks_path = _resolve_folder(root, image_dir), _resolve_folder(root, mask_dir)
-        else:
-            layout, images_path, masks_path = _detect_layout(root)
-            suffixes = LAYOUTS[layout][1]
+    if layout == "auto" and image_dir is None and mask_dir is None:
+        layout, images_path, masks_path = _detect_layout(root)
+        suffixes = LAYOUTS[layout][1]
+    elif layout == "auto":  # folders given: accept every known mask naming
+        suffixes = _ANY_SUFFIX
+        images_path = root / "images"
+        masks_path = root / "masks" if (root / "masks").is_dir() or not (root / "labels").is_dir() else root / "labels"
     else:
         folders, suffixes = LAYOUTS[layout]
         images_path, masks_path = root / folders[0][0], root / folders[0][1]

@@ -73,6 +73,14 @@ def test_custom_folders_and_hidden_files_skipped(tmp_path):
     ]
 
 
+def test_one_custom_folder_with_auto_layout(tmp_path):
+    _touch_images(tmp_path / "scans", ["a.png", "b.png"])
+    _touch_images(tmp_path / "labels", ["a_segmentation.png", "b.png"])
+    items = list_image_mask_pairs(tmp_path, image_dir="scans")
+    assert [it["key"] for it in items] == ["scans/a.png", "scans/b.png"]
+    assert _names(items, "label") == ["a_segmentation.png", "b.png"]
+
+
 def test_unpaired_files_are_named(tmp_path):
     _touch_images(tmp_path / "images", ["a.png", "b.png", "c.png"])
     _touch_images(tmp_path / "masks", ["a.png", "d.png"])
