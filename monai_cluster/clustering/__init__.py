@@ -1,0 +1,48 @@
+"""Pure functions on numpy features: extraction, k-means, hierarchical pseudo-classes, tables and metrics.
+
+Cluster-guided contrastive pretraining (Zhang et al., 2022) clusters autoencoder features hierarchically
+into nested pseudo-classes: :func:`extract_features` -> :func:`hierarchical_pseudo_classes` (or
+:func:`compute_pseudo_class_table`) -> :func:`write_pseudo_class_table`; training reads the table back with
+:func:`read_pseudo_class_table`.
+"""
+
+from .features import default_feature_fn, extract_features
+from .hierarchy import (
+    EXACT_MAX_SAMPLES,
+    default_num_centroids,
+    hierarchical_pseudo_classes,
+    relabel_nested,
+    ward_linkage,
+)
+from .kmeans import kmeans, kmeans_assign
+from .metrics import cluster_accuracy, clustering_scores, contingency_matrix
+from .table import (
+    TABLE_MAGIC,
+    PseudoClassTable,
+    compute_pseudo_class_table,
+    read_pseudo_class_table,
+    write_pseudo_class_table,
+)
+from .ward import cut_linkage, weighted_ward_linkage
+
+__all__ = [
+    "EXACT_MAX_SAMPLES",
+    "PseudoClassTable",
+    "TABLE_MAGIC",
+    "cluster_accuracy",
+    "clustering_scores",
+    "compute_pseudo_class_table",
+    "contingency_matrix",
+    "cut_linkage",
+    "default_feature_fn",
+    "default_num_centroids",
+    "extract_features",
+    "hierarchical_pseudo_classes",
+    "kmeans",
+    "kmeans_assign",
+    "read_pseudo_class_table",
+    "relabel_nested",
+    "ward_linkage",
+    "weighted_ward_linkage",
+    "write_pseudo_class_table",
+]
