@@ -6,6 +6,7 @@ into nested pseudo-classes: :func:`extract_features` -> :func:`hierarchical_pseu
 :func:`read_pseudo_class_table`.
 """
 
+from .dec import assignment_change_fraction, student_t_assignment, target_distribution
 from .features import default_feature_fn, extract_features
 from .hierarchy import (
     EXACT_MAX_SAMPLES,
@@ -16,6 +17,7 @@ from .hierarchy import (
 )
 from .kmeans import kmeans, kmeans_assign
 from .metrics import cluster_accuracy, clustering_scores, contingency_matrix
+from .sampling import cluster_spread, reconstruct, sample_around_centroids
 from .table import (
     TABLE_MAGIC,
     PseudoClassTable,
@@ -29,7 +31,9 @@ __all__ = [
     "EXACT_MAX_SAMPLES",
     "PseudoClassTable",
     "TABLE_MAGIC",
+    "assignment_change_fraction",
     "cluster_accuracy",
+    "cluster_spread",
     "clustering_scores",
     "compute_pseudo_class_table",
     "contingency_matrix",
@@ -41,7 +45,11 @@ __all__ = [
     "kmeans",
     "kmeans_assign",
     "read_pseudo_class_table",
+    "reconstruct",
     "relabel_nested",
+    "sample_around_centroids",
+    "student_t_assignment",
+    "target_distribution",
     "ward_linkage",
     "weighted_ward_linkage",
     "write_pseudo_class_table",
