@@ -96,7 +96,8 @@ class MultiViewPrepareBatch:
             raise ValueError(f"MultiViewPrepareBatch: all views must have the same shape, got {shapes}.")
         if views[0].ndim not in (4, 5):
             raise ValueError(
-                f"batch[{self.image_key!r}] must be (B, C, H, W) or (B, C, H, W, D), got shape {shapes[self.image_key]}."
+                f"batch[{self.image_key!r}] must be (B, C, H, W) or (B, C, H, W, D), "
+                f"got shape {shapes[self.image_key]}."
             )
         batch_size = views[0].shape[0]
         inputs = torch.cat(views, dim=0).to(device=device, non_blocking=non_blocking, **kwargs)

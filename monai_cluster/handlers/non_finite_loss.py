@@ -21,7 +21,9 @@ def loss_from_output(output: Any) -> Any:
         output = output[0]
     if isinstance(output, Mapping):
         if "loss" not in output:
-            raise ValueError(f"the iteration output has no 'loss' entry (it has {list(output)}); pass output_transform.")
+            raise ValueError(
+                f"the iteration output has no 'loss' entry (it has {list(output)}); pass output_transform."
+            )
         return output["loss"]
     return output
 

@@ -1,4 +1,4 @@
-"""MONAI-style array and dictionary transforms: multi-view augmentation and slice partitions."""
+"""MONAI-style array and dictionary transforms: multi-view augmentation, pseudo-class lookup, slice partitions."""
 
 from .multiview import MultiView, MultiViewd, MultiViewD, MultiViewDict, find_spatial_transforms, view_key
 from .partition import (
@@ -11,12 +11,17 @@ from .partition import (
     SlicePartitionD,
     SlicePartitionDict,
 )
+from .pseudo_class import PseudoClass, PseudoClassd, PseudoClassD, PseudoClassDict
 
 __all__ = [
     "MultiView",
     "MultiViewd",
     "MultiViewD",
     "MultiViewDict",
+    "PseudoClass",
+    "PseudoClassd",
+    "PseudoClassD",
+    "PseudoClassDict",
     "RandSlice",
     "RandSliced",
     "RandSliceD",

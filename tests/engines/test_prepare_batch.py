@@ -12,7 +12,9 @@ SPATIAL = {2: (8, 8), 3: (4, 4, 4)}
 
 
 def _batch(dims: int, views: int = 2, batch: int = 3, **extra) -> dict:
-    data = {("image" if v == 0 else f"image_{v}"): torch.full((batch, 1, *SPATIAL[dims]), float(v)) for v in range(views)}
+    data = {
+        ("image" if v == 0 else f"image_{v}"): torch.full((batch, 1, *SPATIAL[dims]), float(v)) for v in range(views)
+    }
     data["key"] = [f"k{i}" for i in range(batch)]
     data.update(extra)
     return data

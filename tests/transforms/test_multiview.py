@@ -38,7 +38,9 @@ def _sample(dims: int) -> dict:
 
 
 def _noise_chain() -> Compose:
-    return Compose([RandGaussianNoised("image", prob=1.0, std=0.1), RandScaleIntensityd("image", factors=0.3, prob=1.0)])
+    return Compose(
+        [RandGaussianNoised("image", prob=1.0, std=0.1), RandScaleIntensityd("image", factors=0.3, prob=1.0)]
+    )
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -70,7 +70,9 @@ class MultiViewd(Randomizable, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.transform = as_transform_chain(transform, "transform")
-        self.shared_transform = None if shared_transform is None else as_transform_chain(shared_transform, "shared_transform")
+        self.shared_transform = (
+            None if shared_transform is None else as_transform_chain(shared_transform, "shared_transform")
+        )
         self.num_views = check_positive_int(num_views, "num_views", minimum=2)
         self.intensity_only = bool(intensity_only)
         if self.intensity_only:
@@ -78,7 +80,8 @@ class MultiViewd(Randomizable, MapTransform):
             if spatial:
                 raise ValueError(
                     f"MultiViewd(intensity_only=True) needs a transform chain that keeps voxel correspondence, but "
-                    f"it holds spatial transform(s) {spatial}; move them to shared_transform or set intensity_only=False."
+                    f"it holds spatial transform(s) {spatial}; move them to shared_transform or set "
+                    "intensity_only=False."
                 )
         self._seeds: list[int] = []
 
