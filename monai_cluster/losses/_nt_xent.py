@@ -1,12 +1,14 @@
 """Numerically stable pieces shared by the contrastive losses of this package.
 
-Every loss here writes one anchor's NT-Xent term against a positive ``p`` and a negative set ``N`` as
+One anchor's NT-Xent term against a positive ``p`` and a negative set ``N`` is
 
-    -log( e^{s_p} / (e^{s_p} + sum_{n in N} e^{s_n}) ) = softplus( logsumexp_{n in N} s_n - s_p )
+    -log( e^{s_p} / (e^{s_p} + sum_{n in N} e^{s_n}) )
 
-where ``s`` are cosine similarities divided by the temperature. Excluded columns are filled with a large
-finite negative number before the log-sum-exp (never ``-inf``, whose gradient would be NaN for an anchor
-with no negative at all); such an anchor gets ``softplus(very negative) = 0`` and a zero gradient.
+with ``s`` cosine similarities over the temperature. Columns that are neither ``p`` nor in ``N`` are filled
+with a large finite negative number (never ``-inf``, whose gradient is NaN for an anchor with no negative at
+all) and the row goes through a log-softmax (a fused cross-entropy when there is one positive per anchor,
+``softplus(logsumexp_N s - s_p)`` when an anchor has several). An anchor without negatives gets loss 0
+and a zero gradient.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ __all__ = [
     "check_gather_flag",
     "masked_logsumexp",
     "paired_views",
+    "positive_columns",
     "sample_indices",
+    "single_positive_nt_xent",
     "nt_xent_terms",
     "reduce_losses",
 ]
@@ -57,13 +61,12 @@ def check_gather_flag(gather_distributed: object) -> bool:
 
 def paired_views(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather_distributed: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+) -> tuple[torch.Tensor, int, int]:
     """Normalise two ``(B, F)`` views and build the similarity logits of every anchor against every view.
 
     Returns:
-        ``logits`` ``(2B, 2N)`` (anchors ``z1`` then ``z2``; columns all views of all ranks, view 0 first,
-        ``N = B`` without gathering) from ONE matrix product, ``pos`` ``(2B,)`` the logit of each anchor with
-        its own sample's other view, ``N`` and this rank's sample offset within the ``N`` samples.
+        ``logits`` ``(2B, 2N)`` from ONE matrix product (anchors ``z1`` then ``z2``; columns all views of all
+        ranks, view 0 first, ``N = B`` without gathering), ``N``, and this rank's sample offset within ``N``.
     """
     dim = z1.shape[1]
     n1, n2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
@@ -73,9 +76,14 @@ def paired_views(
         columns = torch.cat([pairs[:, :dim], pairs[:, dim:]])
     else:
         columns, offset = anchors, 0
-    pos = (n1 * n2).sum(dim=1) / temperature
-    logits = (anchors / temperature) @ columns.T
-    return logits, torch.cat([pos, pos]), columns.shape[0] // 2, offset
+    logits = (anchors / temperature) @ columns.T  # temperature applied on the (2B, F) side: no (2B, 2N) division
+    return logits, columns.shape[0] // 2, offset
+
+
+def positive_columns(batch: int, total: int, offset: int, device: torch.device) -> torch.Tensor:
+    """Column of each anchor's other view in :func:`paired_views` logits, ``(2B,)``."""
+    local = torch.arange(offset, offset + batch, device=device)
+    return torch.cat([local + total, local])
 
 
 def sample_indices(batch: int, total: int, offset: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +111,31 @@ def masked_logsumexp(logits: torch.Tensor, excluded: torch.Tensor, inplace: bool
 def nt_xent_terms(neg_lse: torch.Tensor, pos_logits: torch.Tensor) -> torch.Tensor:
     """``-log(e^{pos} / (e^{pos} + e^{neg_lse}))`` elementwise, stably (``softplus(neg_lse - pos)``)."""
     return F.softplus(neg_lse - pos_logits)
+
+
+def single_positive_nt_xent(
+    logits: torch.Tensor, excluded: torch.Tensor, positive: torch.Tensor, inplace: bool = False
+) -> torch.Tensor:
+    """NT-Xent per row when each row has exactly one positive column.
+
+    Args:
+        logits: ``(..., R, M)`` similarities over the temperature.
+        excluded: boolean ``(R, M)``, True for columns that are not negatives of the row; the positive
+            column may be True (it is unmasked here, in place: pass a mask you own).
+        positive: ``(R,)`` column of each row's positive.
+        inplace: overwrite ``logits`` (allowed when nothing else needs them, e.g. a fresh matmul output).
+
+    Returns:
+        ``(..., R)`` losses ``-log softmax(masked row)[positive]``.
+    """
+    rows = torch.arange(excluded.shape[0], device=excluded.device)
+    excluded[rows, positive] = False
+    fill = torch.finfo(logits.dtype).min / 4
+    masked = logits.masked_fill_(excluded, fill) if inplace else logits.masked_fill(excluded, fill)
+    lead = masked.shape[:-2]
+    flat = masked.reshape(-1, masked.shape[-1])
+    target = positive.repeat(flat.shape[0] // positive.shape[0])
+    return F.cross_entropy(flat, target, reduction="none").reshape(*lead, -1)
 
 
 def reduce_losses(per_item: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -17,10 +17,9 @@ from monai_cluster.losses._nt_xent import (
     check_gather_flag,
     check_reduction,
     check_temperature,
-    masked_logsumexp,
-    nt_xent_terms,
     paired_views,
-    sample_indices,
+    positive_columns,
+    single_positive_nt_xent,
     reduce_losses,
 )
 from monai_cluster.utils.validation import check_embeddings, check_labels
@@ -76,8 +75,8 @@ def cluster_guided_nt_xent(
     loss is ``0`` with zero gradient (finite), so a batch drawn from a single pseudo-class gives loss 0.
 
     Similarities are one matrix product of L2-normalised embeddings; excluded entries are masked with a
-    large negative number before a log-sum-exp, so the loss is finite at any temperature > 0. Memory is
-    ``O(B^2)``, never ``(B, B, F)``.
+    large negative number before a log-softmax (a fused cross-entropy, i.e. a log-sum-exp), so the loss is
+    finite at any temperature > 0. Memory is ``O(B^2)``, never ``(B, B, F)``.
 
     Args:
         z1: ``(B, F)`` embeddings of the first view, ``B >= 2``.
@@ -100,21 +99,20 @@ def cluster_guided_nt_xent(
     batch = z1.shape[0]
     labels = None if pseudo_classes is None else _select_levels(pseudo_classes, level, batch, z1.device)
 
-    logits, pos, total, offset = paired_views(z1, z2, temperature, gather_distributed)
-    all_labels = gather_rows(labels) if gather_distributed and labels is not None else labels
-
-    if labels is None:
-        sample_rows, sample_cols = sample_indices(batch, total, offset, z1.device)
-        excluded = sample_rows[:, None] == sample_cols[None, :]
-        per_view = nt_xent_terms(masked_logsumexp(logits, excluded, inplace=True), pos)
+    logits, total, offset = paired_views(z1, z2, temperature, gather_distributed)
+    positive = positive_columns(batch, total, offset, z1.device)
+    if labels is None:  # sample indices as labels: only the anchor itself is excluded (plain SimCLR)
+        labels = torch.arange(offset, offset + batch, device=z1.device)[:, None]
+        all_labels = torch.arange(total, device=z1.device)[:, None]
     else:
-        rows, cols = labels.repeat(2, 1), all_labels.repeat(2, 1)
-        num = labels.shape[1]
-        per_level = [
-            nt_xent_terms(masked_logsumexp(logits, rows[:, j, None] == cols[None, :, j], inplace=num == 1), pos)
-            for j in range(num)
-        ]
-        per_view = per_level[0] if num == 1 else torch.stack(per_level).mean(dim=0)
+        all_labels = gather_rows(labels) if gather_distributed else labels
+    rows, cols = labels.repeat(2, 1), all_labels.repeat(2, 1)
+    num = labels.shape[1]
+    per_level = [
+        single_positive_nt_xent(logits, rows[:, j, None] == cols[None, :, j], positive, inplace=num == 1)
+        for j in range(num)
+    ]
+    per_view = per_level[0] if num == 1 else torch.stack(per_level).mean(dim=0)
     return reduce_losses(per_view, reduction)
 
 

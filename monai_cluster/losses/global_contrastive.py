@@ -88,7 +88,7 @@ def global_contrastive_loss(
     part = _check_ids(partitions, "partitions", batch, device)
     vol = _check_ids(volume_ids, "volume_ids", batch, device)
 
-    logits, _, total, offset = paired_views(z1, z2, temperature, gather_distributed)
+    logits, total, offset = paired_views(z1, z2, temperature, gather_distributed)
     ids = None if part is None else torch.stack([part, part if vol is None else vol], dim=1)
     if gather_distributed and ids is not None:
         ids = gather_rows(ids)

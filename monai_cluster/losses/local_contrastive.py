@@ -13,9 +13,8 @@ from torch.nn.modules.loss import _Loss
 from monai_cluster.losses._nt_xent import (
     check_reduction,
     check_temperature,
-    masked_logsumexp,
-    nt_xent_terms,
     reduce_losses,
+    single_positive_nt_xent,
 )
 from monai_cluster.utils.validation import check_finite, check_positive_int, check_spatial_tensor, check_tensor
 
@@ -87,7 +86,9 @@ def local_contrastive_loss(
     a, b = _check_maps(f1, f2)
     spatial = tuple(a.shape[2:])
     if min(spatial) < region_size:
-        raise ValueError(f"region_size={region_size} must not exceed the spatial size of f1, got shape {tuple(a.shape)}.")
+        raise ValueError(
+            f"region_size={region_size} must not exceed the spatial size of f1, got shape {tuple(a.shape)}."
+        )
     if region_size > 1:
         pool = F.avg_pool2d if len(spatial) == 2 else F.avg_pool3d
         a, b = pool(a, region_size, stride=region_size), pool(b, region_size, stride=region_size)
@@ -106,10 +107,10 @@ def local_contrastive_loss(
     v = F.normalize(flat2.transpose(1, 2), dim=2)
     views = torch.cat([u, v], dim=1)  # (B, 2K, C)
     logits = torch.bmm(views / temperature, views.transpose(1, 2))  # (B, 2K, 2K)
-    pos = (u * v).sum(dim=2) / temperature
     region = torch.arange(count, device=a.device).repeat(2)
-    excluded = region[:, None] == region[None, :]  # self and positive
-    per_anchor = nt_xent_terms(masked_logsumexp(logits, excluded, inplace=True), torch.cat([pos, pos], dim=1))
+    excluded = region[:, None] == region[None, :]  # self (and the positive, which is unmasked below)
+    positive = torch.cat([region[count:] + count, region[:count]])
+    per_anchor = single_positive_nt_xent(logits, excluded, positive, inplace=True)
     return reduce_losses(per_anchor, reduction)
 
 

@@ -74,7 +74,8 @@ class ContrastivePretrainLoss(nn.Module):
         self.use_local = local_loss is not None and self.local_weight > 0
         if not (self.use_global or self.use_local):
             raise ValueError(
-                "ContrastivePretrainLoss needs at least one active term: a global_loss or local_loss with a weight > 0, "
+                "ContrastivePretrainLoss needs at least one active term: a global_loss or local_loss with a "
+                "weight > 0, "
                 f"got global_loss={type(global_loss).__name__} (weight {self.global_weight}), "
                 f"local_loss={type(local_loss).__name__} (weight {self.local_weight})."
             )
@@ -127,7 +128,8 @@ class ContrastivePretrainLoss(nn.Module):
         total = None
         if self.use_global:
             kwargs = self._global_kwargs(targets)
-            components["global"] = self._pairwise_mean(self.global_loss, self._views(preds, "global"), "global_loss", **kwargs)
+            views = self._views(preds, "global")
+            components["global"] = self._pairwise_mean(self.global_loss, views, "global_loss", **kwargs)
             total = self.global_weight * components["global"]
         if self.use_local:
             components["local"] = self._pairwise_mean(self.local_loss, self._views(preds, "dense"), "local_loss")
