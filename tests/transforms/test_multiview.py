@@ -23,6 +23,7 @@ from monai.transforms import (
 )
 
 from monai_cluster.transforms import MultiView, MultiViewd, MultiViewD, MultiViewDict, find_spatial_transforms, view_key
+from monai_cluster.transforms.flip_rotate import RandFlipRot90d
 
 SHAPES = {2: (1, 8, 8), 3: (1, 6, 6, 4)}
 
@@ -166,6 +167,7 @@ def test_dict_spatial_chain_allowed_when_not_intensity_only():
         (OneOf([RandGaussianNoised("image"), RandSpatialCropd("image", roi_size=4)]), "RandSpatialCropd"),
         (Rand2DElasticd("image", spacing=3, magnitude_range=(1, 2)), "Rand2DElasticd"),
         (Resized("image", spatial_size=4), "Resized"),
+        (RandFlipRot90d("image"), "RandFlipRot90d"),
     ],
 )
 def test_intensity_only_rejects_spatial_transforms(chain, name):

@@ -32,7 +32,8 @@ NON_SPATIAL_INVERTIBLES: tuple[type, ...] = (
     RandSimulateLowResolution,
     RandSimulateLowResolutiond,
 )
-_SPATIAL_MODULES = ("monai.transforms.spatial.", "monai.transforms.croppad.")
+# modules whose transforms all move voxels (this package's recorded flips/rotations included)
+_SPATIAL_MODULES = ("monai.transforms.spatial.", "monai.transforms.croppad.", "monai_cluster.transforms.flip_rotate.")
 _SPATIAL_NON_INVERTIBLES: tuple[type, ...] = (RandSmoothDeform, RandSmoothDeformd)
 
 
@@ -77,7 +78,8 @@ def find_spatial_transforms(transform: object) -> list[str]:
     A transform counts as spatial when it is a MONAI ``InvertibleTransform`` (flips, rotations, affines, crops,
     pads, zooms, resizes, spacing, orientation, transposes, ...) other than the type/metadata conversions in
     :data:`NON_SPATIAL_INVERTIBLES`, when its class lives in MONAI's ``spatial`` or ``croppad`` modules (elastic
-    deformations, grid distortions, patch samplers), or when it is ``RandSmoothDeform(d)``. ``Compose``
+    deformations, grid distortions, patch samplers) or in :mod:`monai_cluster.transforms.flip_rotate`
+    (``RandFlipRot90(d)``, ``LocalDiscriminationViewsd``), or when it is ``RandSmoothDeform(d)``. ``Compose``
     (and ``OneOf``/``SomeOf``/``RandomOrder``) and plain lists are searched recursively.
 
     Args:
