@@ -76,6 +76,7 @@ class DVCTrainingResult:
             the pretraining.
         epochs_run: clustering epochs trained.
         stop_reason: ``"tol"`` or ``"max_epochs"``.
+        gamma: the weight of KL(P || Q) that was used.
     """
 
     labels: np.ndarray
@@ -84,6 +85,7 @@ class DVCTrainingResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     epochs_run: int = 0
     stop_reason: str = "max_epochs"
+    gamma: float = 0.0
 
 
 @dataclass
@@ -352,7 +354,7 @@ def train_dvc_clustering(
     batch_size: int = 64,
     lr: float = 1e-3,
     beta: float = 1.0,
-    gamma: float = 1.0,
+    gamma: float | None = None,
     recon: str = "mse",
     update_interval: int = 1,
     tol: float = 1e-3,
@@ -367,16 +369,22 @@ def train_dvc_clustering(
 
     Args:
         initial_labels: ``(N,)`` labels from :func:`init_dvc_centroids` (the first refresh is compared to them).
+        gamma: weight of KL(P || Q). The ELBO here is a per-sample SUM over voxels, so the weight has to grow
+            with the image size to matter; ``None`` uses ``0.1 * C * prod(spatial) / K``, the weight of
+            Soleymani et al.'s released code (per-voxel mean reconstruction + 0.1 * kl_div's elementwise mean
+            over K clusters) in these units.
         tol: fraction in ``[0, 1]``; 0 never stops early.
         The others as in :func:`pretrain_vae`.
     """
     device, epochs, batch_size, lr, seed = _check_run(model, device, epochs, batch_size, lr, seed, writer)
     update_interval = check_positive_int(update_interval, "update_interval")
-    gamma = check_positive_float(gamma, "gamma", allow_zero=True)
     tol = check_positive_float(tol, "tol", allow_zero=True)
     if tol > 1:
         raise ValueError(f"tol must be a fraction in [0, 1], got {tol}.")
     dataset = _Indexed(data, image_key, with_second_view=False)
+    if gamma is None:
+        gamma = 0.1 * dataset[0]["image"].numel() / model.num_clusters
+    gamma = check_positive_float(gamma, "gamma", allow_zero=True)
     previous = np.asarray(initial_labels)
     if previous.shape != (len(dataset),) or not np.issubdtype(previous.dtype, np.integer):
         raise ValueError(
@@ -428,6 +436,7 @@ def train_dvc_clustering(
         history=history,
         epochs_run=epochs_run,
         stop_reason=stop_reason,
+        gamma=gamma,
     )
 
 
@@ -439,7 +448,7 @@ def train_dvc(
     batch_size: int = 64,
     lr: float = 1e-3,
     beta: float = 1.0,
-    gamma: float = 1.0,
+    gamma: float | None = None,
     recon: str = "mse",
     update_interval: int = 1,
     tol: float = 1e-3,
@@ -451,7 +460,9 @@ def train_dvc(
 ) -> DVCTrainingResult:
     """The whole DVC procedure: :func:`pretrain_vae`, :func:`init_dvc_centroids`, :func:`train_dvc_clustering`.
 
-    The result's history also holds the pretraining curves (``pretrain_loss``, ...).
+    ``pretrain_epochs`` and ``cluster_epochs`` are the stages' ``epochs``; the other arguments are passed to the
+    stages that take them (``gamma=None`` scales with the image size, see :func:`train_dvc_clustering`). The
+    result's history also holds the pretraining curves (``pretrain_loss``, ...).
     """
     common = {"batch_size": batch_size, "device": device, "seed": seed, "image_key": image_key}
     pre = pretrain_vae(

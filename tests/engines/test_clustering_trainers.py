@@ -72,6 +72,7 @@ def test_dvc_reaches_high_accuracy_on_separable_images():
     assert cluster_accuracy(y, result.labels) > 0.9
     assert result.labels.shape == (90,) and result.centroids.shape == (3, 4)
     assert result.stop_reason == "max_epochs" and result.epochs_run == 10
+    assert result.gamma == pytest.approx(0.1 * 16 * 16 / 3)  # the default scales with the image size
     assert len(result.history["pretrain_loss"]) == 20 and len(result.history["loss"]) == 10
     assert result.history["pretrain_loss"][-1] < result.history["pretrain_loss"][0]
     assert all(np.isfinite(result.history[k]).all() for k in ("loss", "reconstruction", "kl", "clustering"))
@@ -88,8 +89,9 @@ def test_dvc_refreshes_target_every_update_interval_epochs_and_is_seeded():
         model = _dvc()
         initial = init_dvc_centroids(model, x, seed=0)
         result = train_dvc_clustering(
-            model, x, initial, epochs=7, update_interval=3, tol=0.0, batch_size=8, progress=False
+            model, x, initial, epochs=7, update_interval=3, tol=0.0, batch_size=8, gamma=2.0, progress=False
         )
+        assert result.gamma == 2.0
         assert result.history["refresh_epochs"] == [0, 3, 6]
         assert len(result.history["changed_fraction"]) == 3 and result.history["changed_fraction"][0] == 0.0
         assert result.epochs_run == 7 and result.stop_reason == "max_epochs"
