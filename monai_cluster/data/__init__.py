@@ -9,6 +9,7 @@
 """
 
 from .check import check_dataset
+from .fundus import list_fundus_pairs, make_synthetic_fundus
 from .image_io import IMAGE_EXTENSIONS, LoadedImage, read_image, split_extension, write_nifti, write_png
 from .listing import LAYOUTS, list_image_mask_pairs, list_images, read_diagnosis_csv
 from .medmnist import MEDMNIST_SPLITS, load_medmnist_npz
@@ -25,10 +26,12 @@ __all__ = [
     "SYNTHETIC_DERMOSCOPY_KINDS",
     "SYNTHETIC_MARKER",
     "check_dataset",
+    "list_fundus_pairs",
     "list_image_mask_pairs",
     "list_images",
     "load_medmnist_npz",
     "make_synthetic_dermoscopy",
+    "make_synthetic_fundus",
     "make_synthetic_heart",
     "prepare_dataset",
     "read_diagnosis_csv",

@@ -6,9 +6,26 @@ from .dec import DECClusteringLoss, dec_kl_divergence
 from .elbo import ELBOLoss, gaussian_kl_divergence, reconstruction_error
 from .global_contrastive import GlobalContrastiveLoss, global_contrastive_loss
 from .local_contrastive import LocalContrastiveLoss, local_contrastive_loss
+from .local_discrimination import LocalDiscriminationLoss
+from .patch_discrimination import (
+    MixupConsistencyLoss,
+    PatchDiscriminationLoss,
+    invariant_spreading_loss,
+    mixup_consistency_loss,
+    mixup_images,
+    patch_discrimination_loss,
+)
 from .pretrain import ContrastivePretrainLoss
+from .region_discrimination import (
+    AssignmentEntropyLoss,
+    RegionDiscriminationLoss,
+    assignment_entropy_loss,
+    region_discrimination_loss,
+)
+from .shape_prior import ShapePriorLoss, shape_prior_discriminator_loss, shape_prior_generator_loss
 
 __all__ = [
+    "AssignmentEntropyLoss",
     "ClusterGuidedContrastiveLoss",
     "ContrastiveAutoEncoderLoss",
     "ContrastivePretrainLoss",
@@ -16,10 +33,23 @@ __all__ = [
     "ELBOLoss",
     "GlobalContrastiveLoss",
     "LocalContrastiveLoss",
+    "LocalDiscriminationLoss",
+    "MixupConsistencyLoss",
+    "PatchDiscriminationLoss",
+    "RegionDiscriminationLoss",
+    "ShapePriorLoss",
+    "assignment_entropy_loss",
     "cluster_guided_nt_xent",
     "dec_kl_divergence",
     "gaussian_kl_divergence",
     "global_contrastive_loss",
+    "invariant_spreading_loss",
     "local_contrastive_loss",
+    "mixup_consistency_loss",
+    "mixup_images",
+    "patch_discrimination_loss",
     "reconstruction_error",
+    "region_discrimination_loss",
+    "shape_prior_discriminator_loss",
+    "shape_prior_generator_loss",
 ]

@@ -1,12 +1,13 @@
 """Networks for learning from unlabeled images: heads, pretraining wrappers, autoencoders, weight loading."""
 
-from .blocks import DenseProjectionHead, ProjectionHead, StudentTClusterAssignment
+from .blocks import DenseProjectionHead, ProjectionHead, ShapePriorDiscriminator, StudentTClusterAssignment
 from .nets import (
     ContrastiveAutoEncoder,
     ContrastivePretrainNet,
     DeepVariationalClustering,
     FeatureAutoEncoder,
     FeatureVarAutoEncoder,
+    LocalDiscriminationNet,
 )
 from .utils import load_pretrained
 
@@ -17,7 +18,9 @@ __all__ = [
     "DenseProjectionHead",
     "FeatureAutoEncoder",
     "FeatureVarAutoEncoder",
+    "LocalDiscriminationNet",
     "ProjectionHead",
+    "ShapePriorDiscriminator",
     "StudentTClusterAssignment",
     "load_pretrained",
 ]

@@ -2,9 +2,11 @@
 
 from .cluster_assignment import StudentTClusterAssignment
 from .heads import DenseProjectionHead, ProjectionHead
+from .shape_prior import ShapePriorDiscriminator
 
 __all__ = [
     "DenseProjectionHead",
     "ProjectionHead",
+    "ShapePriorDiscriminator",
     "StudentTClusterAssignment",
 ]

@@ -4,6 +4,7 @@ from .autoencoder import FeatureAutoEncoder, FeatureVarAutoEncoder
 from .contrastive_autoencoder import ContrastiveAutoEncoder
 from .contrastive_pretrain import ContrastivePretrainNet
 from .dvc import DeepVariationalClustering
+from .local_discrimination import LocalDiscriminationNet
 
 __all__ = [
     "ContrastiveAutoEncoder",
@@ -11,4 +12,5 @@ __all__ = [
     "DeepVariationalClustering",
     "FeatureAutoEncoder",
     "FeatureVarAutoEncoder",
+    "LocalDiscriminationNet",
 ]
