@@ -170,7 +170,10 @@ class LocalDiscriminationLoss(nn.Module):
         if not isinstance(preds, Mapping):
             raise TypeError(f"preds must be the network's output dict, got {type(preds).__name__}.")
         if targets is not None and not isinstance(targets, Mapping):
-            raise TypeError(f"targets must be a dict (flip_rot, mix_weight, mix_partner) or None, got {type(targets).__name__}.")
+            raise TypeError(
+                "targets must be a dict (flip_rot, mix_weight, mix_partner) or None, got "
+                f"{type(targets).__name__}."
+            )
         targets = targets or {}
         need_embedding = any(self.weights[k] > 0 for k in ("patch", "mixup", "region"))
         need_assignment = any(self.weights[k] > 0 for k in ("region", "entropy", "shape_prior"))

@@ -100,7 +100,9 @@ def invariant_spreading_loss(
     a = check_tensor(u, "u", ndim=2, floating=True)
     b = check_tensor(v, "v", ndim=2, floating=True)
     if a.shape != b.shape or a.shape[0] < 1:
-        raise ValueError(f"u and v must have the same (M, D) shape with M >= 1, got {tuple(a.shape)} and {tuple(b.shape)}.")
+        raise ValueError(
+            f"u and v must have the same (M, D) shape with M >= 1, got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
     check_finite(a, "u")
     check_finite(b, "v")
     m = a.shape[0]
@@ -118,7 +120,9 @@ def invariant_spreading_loss(
 
 def _grid(grid_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
     if isinstance(grid_size, Sequence) and not isinstance(grid_size, (str, bytes)) and len(grid_size) != spatial_dims:
-        raise ValueError(f"grid_size must be an int or {spatial_dims} ints for a {spatial_dims}D map, got {grid_size!r}.")
+        raise ValueError(
+            f"grid_size must be an int or {spatial_dims} ints for a {spatial_dims}D map, got {grid_size!r}."
+        )
     grid = ensure_tuple_rep(grid_size, spatial_dims)
     return tuple(check_positive_int(g, "grid_size") for g in grid)
 

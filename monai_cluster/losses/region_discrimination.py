@@ -102,7 +102,7 @@ def _regions(e: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 def cluster_centres(regions: torch.Tensor) -> torch.Tensor:
-    """Unit cluster centres ``c_k`` ``(K, D)``: the normalised mean over images of the region embeddings ``(N, K, D)``."""
+    """Unit cluster centres ``c_k`` ``(K, D)``: the normalised mean over images of region embeddings ``(N, K, D)``."""
     r = check_tensor(regions, "regions", ndim=3, floating=True)
     return F.normalize(r.mean(dim=0), dim=1)
 
@@ -190,7 +190,9 @@ class RegionDiscriminationLoss(_Loss):
 
 
 class AssignmentEntropyLoss(_Loss):
-    """Mean binary entropy (bits) of soft assignments, minimised for confident clusters; see :func:`assignment_entropy_loss`.
+    """Mean binary entropy (bits) of soft assignments, minimised for confident clusters.
+
+    See :func:`assignment_entropy_loss`.
 
     Args:
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.

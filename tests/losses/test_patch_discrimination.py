@@ -120,10 +120,8 @@ def test_mixup_consistency_matches_reference_and_detaches_the_target(spatial_dim
     e.requires_grad_()
     w, partner = torch.tensor([0.3, 0.5, 0.8]), torch.tensor([1, 2, 0])
     pooled = _ref_pool(e.detach(), 2).view(3, -1, e.shape[1])
-    targets = [
-        (w[b] * pooled[b] + (1 - w[b]) * pooled[partner[b]]) / (w[b] * pooled[b] + (1 - w[b]) * pooled[partner[b]]).norm(dim=1, keepdim=True)
-        for b in range(3)
-    ]
+    mixes = [w[b] * pooled[b] + (1 - w[b]) * pooled[partner[b]] for b in range(3)]
+    targets = [mix / mix.norm(dim=1, keepdim=True) for mix in mixes]
     ref = _ref_invariant_spreading(_ref_pool(mixed, 2), torch.cat(targets), 0.1)
     loss = mixup_consistency_loss(mixed, e, w, partner, temperature=0.1, grid_size=2, reduction="none")
     torch.testing.assert_close(loss.double(), torch.tensor(ref, dtype=torch.float64), rtol=1e-4, atol=1e-4)

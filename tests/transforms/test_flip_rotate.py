@@ -130,7 +130,8 @@ def test_dictionary_applies_one_operation_to_every_key(dims):
 def test_views_collate_and_realign(dims):
     t = LocalDiscriminationViewsd("image", transform=RandGaussianNoised("image", prob=1.0, std=0.01))
     t.set_random_state(0)
-    assert LocalDiscriminationViewsD is LocalDiscriminationViewsd and LocalDiscriminationViewsDict is LocalDiscriminationViewsd
+    assert LocalDiscriminationViewsD is LocalDiscriminationViewsd
+    assert LocalDiscriminationViewsDict is LocalDiscriminationViewsd
     rng = np.random.default_rng(0)
     samples = [
         t({"image": MetaTensor(torch.from_numpy(rng.random((1, *([8] * dims))).astype(np.float32))), "key": f"k{i}"})
@@ -155,7 +156,8 @@ def test_views_are_reproducible_and_view0_can_be_flipped():
         out_a, out_b = a({"image": img}), b({"image": img})
         for i, key in enumerate(("image", "image_1", "image_2")):
             assert torch.equal(_plain(out_a[key]), _plain(out_b[key]))
-            assert torch.equal(undo_flip_rot90(_plain(out_a[key])[None], out_a[f"{key}_flip_rot"])[0], torch.from_numpy(img))
+            undone = undo_flip_rot90(_plain(out_a[key])[None], out_a[f"{key}_flip_rot"])[0]
+            assert torch.equal(undone, torch.from_numpy(img))
         seen.add(tuple(out_a["image_flip_rot"].tolist()))
     assert len(seen) > 1
 
@@ -232,7 +234,8 @@ def test_dictionary_errors_name_the_keys():
         t({"image": np.zeros((1, 4, 4)), "label": np.zeros((1, 4, 6))})
     with pytest.raises(ValueError, match=r"sample\['image'\] must be channel-first"):
         t({"image": np.zeros((4, 4)), "label": np.zeros((4, 4))})
-    assert "image_flip_rot" in RandFlipRot90d(["image", "label"], allow_missing_keys=True)({"image": np.zeros((1, 4, 4))})
+    lenient = RandFlipRot90d(["image", "label"], allow_missing_keys=True)
+    assert "image_flip_rot" in lenient({"image": np.zeros((1, 4, 4))})
     v = LocalDiscriminationViewsd("image")
     with pytest.raises(ValueError, match=r"\['image'\] are missing"):
         v({"label": np.zeros((1, 4, 4))})

@@ -64,7 +64,9 @@ class ShapePriorDiscriminator(nn.Module):
         blocks, width = [], self.in_channels
         for out in self.features:
             blocks.append(
-                Convolution(self.spatial_dims, width, out, strides=2, kernel_size=3, act=act, norm=norm, dropout=dropout)
+                Convolution(
+                    self.spatial_dims, width, out, strides=2, kernel_size=3, act=act, norm=norm, dropout=dropout
+                )
             )
             width = out
         self.blocks = nn.Sequential(*blocks)

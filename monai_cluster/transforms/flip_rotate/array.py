@@ -188,8 +188,8 @@ def undo_flip_rot90(feature_map: torch.Tensor, record: Any) -> torch.Tensor:
     shapes = {tuple(p.shape[2:]) for p in pieces}
     if len(shapes) > 1:
         raise ValueError(
-            f"record rotates non-square planes differently per sample, so the undone maps have shapes {sorted(shapes)}; "
-            "use square planes or identical records within a batch."
+            "record rotates non-square planes differently per sample, so the undone maps have shapes "
+            f"{sorted(shapes)}; use square planes or identical records within a batch."
         )
     stacked = torch.cat(pieces, dim=0)
     inverse = torch.empty(len(order), dtype=torch.long, device=feature_map.device)

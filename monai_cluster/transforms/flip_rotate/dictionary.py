@@ -179,7 +179,9 @@ class LocalDiscriminationViewsd(Randomizable, MapTransform):
         written += [record_key(view_key(k, i), self.record_suffix) for k in keys for i in range(self.num_views)]
         taken = [k for k in written if k in data]
         if taken:
-            raise ValueError(f"LocalDiscriminationViewsd would overwrite key(s) {taken} that are already in the sample.")
+            raise ValueError(
+                f"LocalDiscriminationViewsd would overwrite key(s) {taken} that are already in the sample."
+            )
         if not keys:
             return dict(data)
         self.randomize()
