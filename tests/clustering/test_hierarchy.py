@@ -68,9 +68,10 @@ def test_single_level_duplicates_and_reproducibility():
 
 
 def test_default_num_centroids():
-    assert default_num_centroids(10**6, 64) == 512
+    assert default_num_centroids(10**6, 64) == 256
     assert default_num_centroids(10**6, 8) == 256
-    assert default_num_centroids(10**6, 1000) == 4096
+    assert default_num_centroids(10**6, 100) == 400
+    assert default_num_centroids(10**6, 2000) == 4096
     assert default_num_centroids(100, 64) == 100
     assert default_num_centroids(10**6, 5000) == 5000
 
@@ -111,3 +112,29 @@ def test_errors():
         hierarchical_pseudo_classes(bad, (2, 4))
     with pytest.raises(ValueError, match="2D"):
         hierarchical_pseudo_classes(x[:, 0], (2, 4))
+
+
+def test_empty_kmeans_clusters_fall_back_then_fail(monkeypatch):
+    from monai_cluster.clustering import hierarchy
+
+    x = np.random.default_rng(8).standard_normal((200, 3)).astype(np.float32)
+    real = hierarchy.faiss_kmeans
+    seen = []
+
+    def random_seeding_collapses(x, m, *args, init="k-means++"):
+        seen.append(init)
+        if init == "random":  # every point in one cluster, as coinciding seeds on repeated points can do
+            return np.zeros(len(x), dtype=np.int64), np.zeros((m, x.shape[1]), dtype=np.float32)
+        return real(x, m, *args, init=init)
+
+    monkeypatch.setattr(hierarchy, "faiss_kmeans", random_seeding_collapses)
+    labels = hierarchical_pseudo_classes(x, (2, 8), method="scalable", num_centroids=20)
+    assert seen == ["random", "k-means++"]
+    _assert_nested_and_numbered(labels, (2, 8))
+
+    def always_collapses(x, m, *args, init="k-means++"):
+        return np.zeros(len(x), dtype=np.int64), np.zeros((m, x.shape[1]), dtype=np.float32)
+
+    monkeypatch.setattr(hierarchy, "faiss_kmeans", always_collapses)
+    with pytest.raises(ValueError, match="k-means left only 1 non-empty clusters of num_centroids=20"):
+        hierarchical_pseudo_classes(x, (2, 8), method="scalable", num_centroids=20)

@@ -70,3 +70,11 @@ def test_init_choice(two_scale_blobs):
     assert labels.shape == (90,)
     with pytest.raises(ValueError, match="init"):
         kmeans(x, 3, init="forgy")
+
+
+def test_accepts_torch_tensors(two_scale_blobs):
+    import torch
+
+    x, _, fine = two_scale_blobs(n=90)
+    labels, _ = kmeans(torch.from_numpy(x), 9, seed=0, nredo=2)
+    assert adjusted_rand_score(fine, labels) > 0.99
