@@ -68,10 +68,10 @@ def test_single_level_duplicates_and_reproducibility():
 
 
 def test_default_num_centroids():
-    assert default_num_centroids(10**6, 64) == 256
+    assert default_num_centroids(10**6, 64) == 512
     assert default_num_centroids(10**6, 8) == 256
-    assert default_num_centroids(10**6, 100) == 400
-    assert default_num_centroids(10**6, 2000) == 4096
+    assert default_num_centroids(10**6, 100) == 800
+    assert default_num_centroids(10**6, 1000) == 4096
     assert default_num_centroids(100, 64) == 100
     assert default_num_centroids(10**6, 5000) == 5000
 
