@@ -1,17 +1,14 @@
 """Engines: batch preparation for MONAI's ``SupervisedTrainer`` and the image-clustering training procedures."""
 
-from .clustering_trainers import (
+from .cae_trainer import (
     CAEClusteringResult,
     CAETrainingResult,
-    DVCTrainingResult,
     RandomViewAugment,
     cluster_cae,
-    init_dvc_centroids,
-    pretrain_vae,
+    train_autoencoder,
     train_cae,
-    train_dvc,
-    train_dvc_clustering,
 )
+from .dvc_trainer import DVCTrainingResult, init_dvc_centroids, pretrain_vae, train_dvc, train_dvc_clustering
 from .prepare_batch import MultiViewPrepareBatch
 
 __all__ = [
@@ -23,6 +20,7 @@ __all__ = [
     "cluster_cae",
     "init_dvc_centroids",
     "pretrain_vae",
+    "train_autoencoder",
     "train_cae",
     "train_dvc",
     "train_dvc_clustering",

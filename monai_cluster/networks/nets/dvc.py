@@ -3,7 +3,7 @@
 Soleymani et al. learn a Gaussian posterior q(z|x) with a probabilistic convolutional encoder and a likelihood
 with a convolutional decoder, then cluster the latent space with DEC's Student's-t soft assignment and its
 KL(P || Q) loss while keeping the VAE terms, so that the decoder keeps the latent space from being distorted.
-The training procedure lives in :mod:`monai_cluster.engines.clustering_trainers`.
+The training procedure lives in :mod:`monai_cluster.engines.dvc_trainer`.
 
 References:
     - [0] DVC, 2021, https://arxiv.org/abs/2109.10777

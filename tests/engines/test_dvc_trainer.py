@@ -1,4 +1,4 @@
-"""DVC and contrastive-autoencoder training procedures end to end on tiny separable images (2D and 3D)."""
+"""DVC training procedure end to end on tiny separable images (2D and 3D), and the shared data/argument checks."""
 
 from __future__ import annotations
 
@@ -7,49 +7,8 @@ import pytest
 import torch
 
 from monai_cluster.clustering.metrics import cluster_accuracy
-from monai_cluster.engines.clustering_trainers import (
-    RandomViewAugment,
-    cluster_cae,
-    init_dvc_centroids,
-    pretrain_vae,
-    train_cae,
-    train_dvc,
-    train_dvc_clustering,
-)
-from monai_cluster.networks.nets.contrastive_autoencoder import ContrastiveAutoEncoder
+from monai_cluster.engines.dvc_trainer import init_dvc_centroids, pretrain_vae, train_dvc, train_dvc_clustering
 from monai_cluster.networks.nets.dvc import DeepVariationalClustering
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread, above all on a machine shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def blobs(n_per_class: int = 30, size: int = 16, spatial_dims: int = 2, seed: int = 0):
-    """Three classes of images: one Gaussian blob at a class-specific place on the diagonal, plus noise."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(size)] * spatial_dims, indexing="ij"))
-    images, labels = [], []
-    for label, centre in enumerate((size / 4, size / 2, 3 * size / 4)):
-        for _ in range(n_per_class):
-            where = centre + rng.normal(0, 0.5, spatial_dims)
-            d2 = sum((grid[d] - where[d]) ** 2 for d in range(spatial_dims))
-            image = np.exp(-d2 / (2 * (size / 10) ** 2)) + rng.normal(0, 0.05, grid.shape[1:])
-            images.append(np.clip(image, 0, 1)[None])
-            labels.append(label)
-    return torch.tensor(np.stack(images), dtype=torch.float32), np.array(labels)
-
-
-class RecordingWriter:
-    def __init__(self) -> None:
-        self.scalars: list[tuple[str, float, int]] = []
-
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self.scalars.append((tag, value, step))
 
 
 def _dvc(in_shape=(1, 16, 16), seed=0):
@@ -59,9 +18,9 @@ def _dvc(in_shape=(1, 16, 16), seed=0):
     )
 
 
-def test_dvc_reaches_high_accuracy_on_separable_images():
+def test_dvc_reaches_high_accuracy_on_separable_images(blobs, recording_writer):
     x, y = blobs()
-    writer = RecordingWriter()
+    writer = recording_writer
     model = _dvc()
     before = [p.detach().clone() for p in model.parameters()]
     rng_state = torch.random.get_rng_state()
@@ -82,7 +41,7 @@ def test_dvc_reaches_high_accuracy_on_separable_images():
     np.testing.assert_allclose(result.centroids, model.centroids.detach().numpy())
 
 
-def test_dvc_refreshes_target_every_update_interval_epochs_and_is_seeded():
+def test_dvc_refreshes_target_every_update_interval_epochs_and_is_seeded(blobs):
     x, _ = blobs(n_per_class=8)
     runs = []
     for _ in range(2):
@@ -100,7 +59,7 @@ def test_dvc_refreshes_target_every_update_interval_epochs_and_is_seeded():
     assert runs[0].history["loss"] == runs[1].history["loss"]
 
 
-def test_dvc_tol_stopping_rule_fires():
+def test_dvc_tol_stopping_rule_fires(blobs):
     x, _ = blobs(n_per_class=8)
     model = _dvc()
     initial = init_dvc_centroids(model, x)
@@ -115,7 +74,7 @@ def test_dvc_tol_stopping_rule_fires():
     assert result.labels.shape == (24,)
 
 
-def test_dvc_3d_and_dataset_of_dicts():
+def test_dvc_3d_and_dataset_of_dicts(blobs):
     x, _ = blobs(n_per_class=4, size=8, spatial_dims=3)
     data = [{"image": image, "key": str(i)} for i, image in enumerate(x)]
     model = DeepVariationalClustering(3, (1, 8, 8, 8), latent_dim=3, num_clusters=3, channels=(2, 4), strides=(2, 2))
@@ -125,41 +84,6 @@ def test_dvc_3d_and_dataset_of_dicts():
     assert result.labels.shape == (12,) and set(result.labels.tolist()) <= {0, 1, 2}
 
 
-def test_cae_reaches_high_accuracy_and_clusters_by_kmeans_and_prototypes():
-    x, y = blobs()
-    torch.manual_seed(0)
-    model = ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=8, channels=(4, 8), strides=(2, 2), proj_dim=16)
-    writer = RecordingWriter()
-    result = train_cae(model, x.numpy(), epochs=10, batch_size=30, num_clusters=3, writer=writer, progress=False)
-    assert result.epochs_run == 10 and len(result.history["loss"]) == 10
-    assert result.history["loss"][-1] < result.history["loss"][0]
-    assert result.clustering.method == "kmeans" and result.clustering.latents.shape == (90, 8)
-    assert cluster_accuracy(y, result.clustering.labels) > 0.9
-    assert {"cae/loss", "cae/contrastive", "cae/reconstruction"} <= {tag for tag, _, _ in writer.scalars}
-    prototypes = cluster_cae(model, x, 3, method="prototypes", temperature=0.5)
-    assert prototypes.method == "prototypes" and prototypes.iterations >= 1
-    assert prototypes.centroids.shape == (3, 8)
-    assert cluster_accuracy(y, prototypes.labels) > 0.9
-
-
-def test_cae_uses_given_second_views_in_3d():
-    x, _ = blobs(n_per_class=3, size=8, spatial_dims=3)
-    data = [{"image": image, "image_1": image.flip(-1)} for image in x]
-    model = ContrastiveAutoEncoder(3, 1, (8, 8, 8), latent_dim=4, channels=(2,), strides=(2,), proj_dim=4)
-    seen = []
-    result = train_cae(model, data, epochs=2, batch_size=4, augment=lambda b: seen.append(b) or b, progress=False)
-    assert not seen  # the dataset's own views were used
-    assert len(result.history["loss"]) == 2 and result.clustering is None
-
-
-def test_random_view_augment_is_seeded_and_stays_in_range():
-    x = torch.rand(4, 1, 8, 8)
-    a, b = RandomViewAugment(seed=1)(x), RandomViewAugment(seed=1)(x)
-    torch.testing.assert_close(a, b)
-    assert not torch.equal(a, x) and a.min() >= x.min() and a.max() <= x.max()
-    assert RandomViewAugment(seed=2)(torch.rand(2, 1, 4, 4, 4)).shape == (2, 1, 4, 4, 4)
-
-
 def test_non_finite_loss_stops_with_a_message():
     x = torch.rand(4, 1, 16, 16)
     x[0, 0, 0, 0] = float("nan")
@@ -167,7 +91,7 @@ def test_non_finite_loss_stops_with_a_message():
         pretrain_vae(_dvc(), x, epochs=1, batch_size=4, progress=False)
 
 
-def test_errors():
+def test_dvc_and_data_errors(blobs):
     x, _ = blobs(n_per_class=2)
     model = _dvc()
     with pytest.raises(ValueError, match="tol must be a fraction"):
@@ -194,21 +118,10 @@ def test_errors():
         pretrain_vae(model, [{"img": x[0]}], progress=False)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         pretrain_vae(lambda t: t, x)
-    cae = ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=4, channels=(4,), strides=(2,))
-    with pytest.raises(ValueError, match="data must hold at least two images"):
-        train_cae(cae, x[:1], progress=False)
-    with pytest.raises(TypeError, match="augment must be a callable"):
-        train_cae(cae, x, augment=3, progress=False)
-    with pytest.raises(ValueError, match="batch_size"):
-        train_cae(cae, x, batch_size=1, progress=False)
-    with pytest.raises(ValueError, match="method must be one of"):
-        cluster_cae(cae, x, 3, method="gmm")
-    with pytest.raises(ValueError, match="temperature"):
-        cluster_cae(cae, x, 3, method="prototypes", temperature=0.0)
 
 
 @pytest.mark.real_data
-def test_both_procedures_run_on_real_pneumoniamnist(real_data):
+def test_dvc_runs_on_real_pneumoniamnist(real_data):
     from monai_cluster.data.medmnist import load_medmnist_npz
 
     images, labels = load_medmnist_npz(real_data("chest_xray", "pneumoniamnist_balanced.npz"), "val")
@@ -219,6 +132,3 @@ def test_both_procedures_run_on_real_pneumoniamnist(real_data):
     result = train_dvc(dvc, images, pretrain_epochs=2, cluster_epochs=2, batch_size=16, recon="bce", progress=False)
     assert result.labels.shape == (48,) and np.isfinite(result.history["loss"]).all()
     assert result.history["pretrain_loss"][-1] < result.history["pretrain_loss"][0]
-    cae = ContrastiveAutoEncoder(2, 1, (28, 28), latent_dim=8, channels=(4, 8), strides=(2, 2), proj_dim=8)
-    out = train_cae(cae, images, epochs=2, batch_size=16, num_clusters=2, progress=False)
-    assert out.clustering.labels.shape == (48,) and 0.0 <= cluster_accuracy(labels, out.clustering.labels) <= 1.0

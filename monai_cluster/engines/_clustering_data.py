@@ -1,0 +1,175 @@
+"""Shared private helpers of the image-clustering training procedures (:mod:`.dvc_trainer`, :mod:`.cae_trainer`).
+
+Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
+with ``image_key``; :class:`IndexedImages` turns any of them into items ``{"index", "key", "image"[, "image_1"]}``.
+The run helpers validate the shared arguments, seed torch without leaking into the caller's RNG, run one
+optimisation epoch (stopping on a non-finite loss) and log per-epoch means to tqdm and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from monai_cluster.clustering.features import extract_features
+from monai_cluster.utils.validation import check_positive_float, check_positive_int
+
+__all__ = [
+    "IndexedImages",
+    "check_run",
+    "check_seed",
+    "log_scalars",
+    "make_loader",
+    "record_epoch",
+    "resolve_device",
+    "seeded",
+    "to_image",
+    "train_epoch",
+    "whole_dataset",
+]
+
+
+def check_seed(seed: object) -> int:
+    """Return ``seed`` as an int; ValueError naming ``seed`` unless it is an integer ``>= 0``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+    return int(seed)
+
+
+def to_image(value: object, name: str) -> torch.Tensor:
+    """A float tensor from a tensor, MONAI ``MetaTensor`` or numpy array (TypeError naming ``name`` otherwise)."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor or numpy array, got {type(value).__name__}.")
+    value = value.as_tensor() if hasattr(value, "as_tensor") else value  # MONAI MetaTensor: drop the metadata
+    return value.float() if not value.is_floating_point() else value
+
+
+class IndexedImages(Dataset):
+    """Items ``{"index", "key", "image"}`` (and ``"image_1"`` when a second view is asked for and the dict items
+    carry one) of a tensor or a dataset of images / tuples / dicts."""
+
+    def __init__(self, data: object, image_key: str, with_second_view: bool) -> None:
+        if isinstance(data, (torch.Tensor, np.ndarray)):
+            data = to_image(data, "data")
+            if data.ndim not in (4, 5):
+                raise ValueError(f"data must be (N, C, H, W) or (N, C, H, W, D), got shape {tuple(data.shape)}.")
+        elif not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+            raise TypeError(f"data must be a tensor, numpy array or map-style dataset, got {type(data).__name__}.")
+        if len(data) == 0:
+            raise ValueError("data must hold at least one image, got an empty dataset.")
+        self.data, self.image_key = data, image_key
+        first = data[0]
+        self.second_view = with_second_view and isinstance(first, Mapping) and "image_1" in first
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        item, out = self.data[index], {"index": index, "key": str(index)}
+        if isinstance(item, Mapping):
+            for key in (self.image_key, "image_1") if self.second_view else (self.image_key,):
+                if key not in item:
+                    raise ValueError(f"data items must hold the key {key!r}, got keys {sorted(item)} at index {index}.")
+            if self.second_view:
+                out["image_1"] = to_image(item["image_1"], f"data[{index}]['image_1']")
+            item = item[self.image_key]
+        elif isinstance(item, (tuple, list)):
+            item = item[0]
+        out["image"] = to_image(item, f"data[{index}]")
+        return out
+
+
+def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """``device``, or the device of ``model``'s parameters when it is None (CPU for a model without any)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    if device is None:
+        param = next(model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+def check_run(
+    model: nn.Module, device: object, epochs: object, batch_size: object, lr: object, seed: object, writer: object
+) -> tuple[torch.device, int, int, float, int]:
+    """Validate the arguments every training function shares; return ``(device, epochs, batch_size, lr, seed)``."""
+    if writer is not None and not callable(getattr(writer, "add_scalar", None)):
+        raise TypeError(f"writer must have add_scalar (a TensorBoard SummaryWriter), got {type(writer).__name__}.")
+    return (
+        resolve_device(model, device),
+        check_positive_int(epochs, "epochs"),
+        check_positive_int(batch_size, "batch_size"),
+        check_positive_float(lr, "lr"),
+        check_seed(seed),
+    )
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[torch.Generator]:
+    """Seed torch inside the block without leaking into the caller's global RNG state; yield a loader generator."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
+) -> DataLoader:
+    """Shuffled batches drawn with ``generator``; in order when it is None (never touching the global RNG,
+    from which a DataLoader without a generator draws its base seed)."""
+    shuffle = generator is not None
+    generator = generator if shuffle else torch.Generator()
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+
+
+def log_scalars(writer: object, prefix: str, values: Mapping[str, float], step: int) -> None:
+    """``writer.add_scalar(f"{prefix}/{key}", value, step)`` for each value (nothing when ``writer`` is None)."""
+    if writer is not None:
+        for key, value in values.items():
+            writer.add_scalar(f"{prefix}/{key}", value, step)
+
+
+def train_epoch(
+    batches: DataLoader, step: Callable, optimizer: torch.optim.Optimizer, keys: tuple[str, ...], where: str
+) -> dict[str, float]:
+    """One optimisation pass; ``step(batch) -> (parts, n)`` gives scalar losses (``parts["loss"]`` is optimised)
+    for ``n`` samples. Returns the sample-weighted mean of each key; a non-finite loss raises."""
+    sums, count = dict.fromkeys(keys, 0.0), 0
+    for batch in batches:
+        parts, n = step(batch)
+        if not bool(torch.isfinite(parts["loss"].detach())):
+            raise FloatingPointError(f"non-finite loss ({parts['loss'].item()}) {where}; lower lr or check the data.")
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+        for key in keys:
+            sums[key] += parts[key].item() * n
+        count += n
+    return {key: value / count for key, value in sums.items()}
+
+
+def record_epoch(
+    history: dict, means: Mapping[str, float], prefix: str, writer: object, tag: str, epoch: int, bar: object
+) -> None:
+    """Append ``means`` to ``history`` (keys prefixed), log them under ``tag`` and show the loss on ``bar``."""
+    for key, value in means.items():
+        history[f"{prefix}{key}"].append(value)
+    log_scalars(writer, tag, means, epoch)
+    bar.set_postfix(loss=f"{means['loss']:.4g}")
+
+
+def whole_dataset(
+    model: nn.Module, dataset: Dataset, fn: Callable, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """``fn(model, x)`` over the whole dataset in order, in eval mode, without gradients (float32, CPU)."""
+    loader = make_loader(dataset, batch_size, None)
+    return torch.from_numpy(extract_features(model, loader, feature_fn=fn, device=device, progress=False)[0])
