@@ -214,8 +214,11 @@ def read_pseudo_class_table(path: str | os.PathLike, expected_keys: Iterable[str
     path = Path(path)
     where = str(path)
     if not path.is_file():
-        raise ValueError(f"pseudo-class table {where} does not exist.")
-    lines = path.read_text(encoding="utf-8").splitlines()
+        raise ValueError(f"pseudo-class table {where} does not exist (or is not a file).")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where}: not a UTF-8 text file ({err}); not a pseudo-class table.") from None
     if not lines or lines[0].strip() != TABLE_MAGIC:
         got = repr(lines[0]) if lines else "an empty file"
         raise ValueError(f"{where}, line 1: expected {TABLE_MAGIC!r}, got {got}; not a pseudo-class table.")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_cluster.losses._nt_xent import check_reduction, reduce_losses
-from monai_cluster.utils.validation import check_choice, check_positive_float, check_tensor
+from monai_cluster.utils.validation import check_choice, check_finite, check_positive_float, check_tensor
 
 __all__ = ["ELBOLoss", "gaussian_kl_divergence", "reconstruction_error"]
 
@@ -69,6 +69,7 @@ def reconstruction_error(reconstruction: torch.Tensor, target: torch.Tensor, rec
         )
     if reconstruction.ndim < 2:
         raise ValueError(f"reconstruction must be batched (B, ...), got shape {tuple(reconstruction.shape)}.")
+    check_finite(target, "target")  # a NaN/Inf image would otherwise turn the loss into NaN without a word
     if recon == "bce":
         for value, name in ((reconstruction, "reconstruction"), (target, "target")):
             if bool((value < 0).any()) or bool((value > 1).any()):
