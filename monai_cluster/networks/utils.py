@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,8 +33,10 @@ def _read_source(source: object, map_location: str | torch.device) -> tuple[Mapp
             raise ValueError(f"pretrained checkpoint {str(path)!r} does not exist (or is not a file).")
         try:
             obj = torch.load(path, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-            raise ValueError(f"pretrained checkpoint {str(path)!r} could not be read as a torch file: {err}") from err
+        except Exception as err:  # noqa: BLE001 - a corrupt file fails in many ways (IndexError, KeyError, ...)
+            raise ValueError(
+                f"pretrained checkpoint {str(path)!r} could not be read as a torch file ({type(err).__name__}: {err})"
+            ) from err
         name = str(path)
     elif isinstance(source, Mapping):
         obj, name = source, "the given state dict"
