@@ -1,0 +1,329 @@
+"""Image-clustering workflow: cluster a set of 2D images or 3D volumes with a contrastive autoencoder or DVC.
+
+What the ``bundles/image_clustering`` configs call (the logic lives here so it can be imported and tested):
+
+1. :func:`check_clustering_settings` validates the bundle's overridable settings with messages that name them.
+2. :func:`load_clustering_data` (from :mod:`._image_clustering_data`) loads a folder, a MedMNIST ``.npz`` or
+   synthetic data into one ``(N, C, *spatial)`` tensor with keys and, when known, labels.
+3. :func:`build_clustering_network` makes a :class:`ContrastiveAutoEncoder` (``"contrastive_ae"``) or a
+   :class:`DeepVariationalClustering` (``"dvc"``) for that image shape.
+4. :class:`ImageClusteringTrainer` trains it (:func:`train_cae` + k-means on the latent codes, or the whole DVC
+   procedure), saves the weights, and writes ``clusters.csv`` (``key,cluster,confidence[,label]``), ``metrics.json``
+   (Hungarian accuracy, NMI, ARI when labels are known), ``summary.json`` and three pictures: the latent space
+   coloured by cluster (and label), the most confident images of each cluster, and images decoded around each
+   cluster's centre. Confidence is the Student's-t soft assignment of the image's latent code to its cluster
+   (DVC's own ``q``; for the CAE the same kernel on the k-means centres).
+
+References:
+    - [0] Contrastive autoencoder, 2023, https://arxiv.org/abs/2209.12005
+    - [1] DVC, 2021, https://arxiv.org/abs/2109.10777
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from monai_cluster.clustering.dec import student_t_assignment
+from monai_cluster.clustering.features import extract_features
+from monai_cluster.clustering.metrics import clustering_scores
+from monai_cluster.clustering.sampling import sample_around_centroids
+from monai_cluster.engines.cae_trainer import train_cae
+from monai_cluster.engines.dvc_trainer import train_dvc
+from monai_cluster.networks.nets.contrastive_autoencoder import ContrastiveAutoEncoder
+from monai_cluster.networks.nets.dvc import DeepVariationalClustering
+from monai_cluster.utils.io import atomic_torch_save, atomic_write, atomic_write_json
+from monai_cluster.utils.validation import check_choice
+from monai_cluster.visualize.latent import plot_latent_space
+from monai_cluster.visualize.overlay import save_montage
+
+from monai_cluster.workflows.common import resolve_device, validate_option, validate_options
+
+from ._image_clustering_data import ClusteringData, load_clustering_data, load_image_items
+
+__all__ = [
+    "CLUSTERING_METHODS",
+    "SETTINGS_SPECS",
+    "ClusteringData",
+    "ImageClusteringTrainer",
+    "build_clustering_network",
+    "check_clustering_settings",
+    "load_clustering_data",
+    "load_image_items",
+    "write_clusters_csv",
+]
+
+logger = logging.getLogger(__name__)
+
+CLUSTERING_METHODS = ("contrastive_ae", "dvc")
+
+
+SETTINGS_SPECS = {
+    "method": "choice:" + "|".join(CLUSTERING_METHODS),
+    "num_clusters": "int>=2",
+    "epochs": "int>=1",
+    "bundle_root": "path",
+    "dataset_dir": "path?",
+}
+"""Specs (:func:`monai_cluster.workflows.validate_options`) of the bundle's main overrides."""
+
+
+def check_clustering_settings(
+    method: object, num_clusters: object, epochs: object, bundle_root: object, dataset_dir: object = None
+) -> dict:
+    """Validate the main overrides of the image-clustering bundle before anything is loaded or built.
+
+    Args:
+        method: ``"contrastive_ae"`` or ``"dvc"``.
+        num_clusters: integer ``>= 2``.
+        epochs: integer ``>= 1``.
+        bundle_root: where outputs go; must not be an existing file.
+        dataset_dir: ``None``/``""`` (synthetic data), an existing folder or an existing ``.npz`` file.
+
+    Returns:
+        the settings normalised.
+
+    Raises:
+        ValueError/TypeError: naming the option (``--num_clusters``) and what was expected.
+    """
+    settings = validate_options(
+        {"method": method, "num_clusters": num_clusters, "epochs": epochs, "bundle_root": bundle_root,
+         "dataset_dir": dataset_dir},
+        SETTINGS_SPECS,
+    )  # fmt: skip
+    if Path(settings["bundle_root"]).is_file():
+        raise ValueError(f"option 'bundle_root' (--bundle_root) must be a folder, got the file {bundle_root!r}.")
+    if settings["dataset_dir"] not in (None, "None", "null"):
+        path = Path(settings["dataset_dir"])
+        if not (path.is_dir() or (path.is_file() and path.suffix == ".npz")):
+            raise ValueError(
+                "option 'dataset_dir' (--dataset_dir) must be an existing folder of images/volumes or a MedMNIST "
+                f".npz file (or null for synthetic data), got {dataset_dir!r}."
+            )
+    return settings
+
+
+def build_clustering_network(
+    method: str,
+    image_shape: tuple[int, ...],
+    num_clusters: int,
+    latent_dim: int = 10,
+    channels: tuple[int, ...] = (16, 32),
+    strides: tuple[int, ...] = (2, 2),
+    proj_dim: int = 64,
+) -> nn.Module:
+    """The network of ``method`` for channel-first images of ``image_shape`` ``(C, *spatial)``.
+
+    ``"contrastive_ae"``: :class:`ContrastiveAutoEncoder` (projection head of ``proj_dim``); ``"dvc"``:
+    :class:`DeepVariationalClustering` with ``num_clusters`` centroids. The spatial sizes must be divisible by
+    the product of ``strides`` (the error says so).
+    """
+    method = check_choice(method, "method", CLUSTERING_METHODS)
+    shape = tuple(int(s) for s in image_shape)
+    spatial_dims = len(shape) - 1
+    if method == "dvc":
+        return DeepVariationalClustering(
+            spatial_dims, shape, latent_dim=latent_dim, num_clusters=num_clusters,
+            channels=tuple(channels), strides=tuple(strides),
+        )  # fmt: skip
+    return ContrastiveAutoEncoder(
+        spatial_dims, shape[0], shape[1:], latent_dim=latent_dim, channels=tuple(channels), strides=tuple(strides),
+        proj_dim=proj_dim,
+    )  # fmt: skip
+
+
+def write_clusters_csv(
+    path: str | os.PathLike,
+    keys: list[str],
+    clusters: np.ndarray,
+    confidence: np.ndarray,
+    label_names: list[str] | None = None,
+) -> Path:
+    """Write ``key,cluster,confidence`` (plus ``label`` when ``label_names`` gives one per image) atomically."""
+    lengths = {len(keys), len(clusters), len(confidence)} | ({len(label_names)} if label_names is not None else set())
+    if len(lengths) != 1:
+        raise ValueError(
+            f"keys, clusters, confidence (and label_names) must have one entry per image, got {len(keys)}, "
+            f"{len(clusters)}, {len(confidence)}" + ("" if label_names is None else f", {len(label_names)}") + "."
+        )
+    with atomic_write(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "cluster", "confidence"] + ([] if label_names is None else ["label"]))
+        for i, key in enumerate(keys):
+            row = [key, int(clusters[i]), f"{float(confidence[i]):.6f}"]
+            writer.writerow(row + ([] if label_names is None else [label_names[i]]))
+    return Path(path)
+
+
+class ImageClusteringTrainer:
+    """Train a clustering network on :class:`ClusteringData`, then write its clusters, metrics and pictures.
+
+    Args:
+        network: from :func:`build_clustering_network` (its class decides the procedure).
+        data: the images to cluster.
+        num_clusters: ``K``.
+        epochs: CAE epochs, or DVC's VAE pretraining epochs.
+        output_dir: where ``clusters.csv``, ``metrics.json``, ``summary.json`` and the PNGs go.
+        model_dir: where ``model.pt`` (the network's ``state_dict``) and ``centroids.pt`` go.
+        log_dir: TensorBoard folder, or ``None`` for no logs.
+        cluster_epochs: DVC's clustering epochs (stops earlier by ``tol``).
+        batch_size, lr, seed, device: training settings.
+        temperature: NT-Xent temperature (CAE).
+        recon: reconstruction error, ``"mse"`` (both) or ``"bce"`` (DVC) / ``"l1"`` (CAE).
+        gamma, update_interval, tol: DVC's clustering settings (``gamma=None`` scales with the image size).
+        progress: tqdm progress bars.
+        montage_per_cluster: images per cluster in the confident-images montage and decoded samples.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        data: ClusteringData,
+        num_clusters: int,
+        epochs: int,
+        output_dir: str | os.PathLike,
+        model_dir: str | os.PathLike,
+        log_dir: str | os.PathLike | None = None,
+        cluster_epochs: int = 20,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        temperature: float = 0.5,
+        recon: str = "mse",
+        gamma: float | None = None,
+        update_interval: int = 1,
+        tol: float = 1e-3,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        montage_per_cluster: int = 6,
+    ) -> None:
+        if not isinstance(network, (ContrastiveAutoEncoder, DeepVariationalClustering)):
+            raise TypeError(
+                f"network must be a ContrastiveAutoEncoder or DeepVariationalClustering, got {type(network).__name__}."
+            )
+        if not isinstance(data, ClusteringData):
+            raise TypeError(f"data must be ClusteringData (from load_clustering_data), got {type(data).__name__}.")
+        self.network, self.data = network, data
+        self.method = "dvc" if isinstance(network, DeepVariationalClustering) else "contrastive_ae"
+        self.num_clusters = validate_option("num_clusters", num_clusters, "int>=2")
+        if self.num_clusters > len(data.keys):
+            raise ValueError(
+                f"num_clusters ({self.num_clusters}) must not exceed the number of images ({len(data.keys)})."
+            )
+        if self.method == "dvc" and network.num_clusters != self.num_clusters:
+            raise ValueError(
+                f"num_clusters ({self.num_clusters}) must match the DVC network's ({network.num_clusters})."
+            )
+        self.epochs = validate_option("epochs", epochs, "int>=1")
+        self.cluster_epochs = validate_option("cluster_epochs", cluster_epochs, "int>=1")
+        self.output_dir, self.model_dir = Path(output_dir), Path(model_dir)
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.batch_size = validate_option("batch_size", batch_size, "int>=2")
+        self.lr = validate_option("lr", lr, "float>0")
+        self.temperature, self.recon, self.gamma = temperature, recon, gamma
+        self.update_interval, self.tol = update_interval, tol
+        self.seed, self.device = validate_option("seed", seed, "int>=0"), resolve_device(device)
+        self.progress = validate_option("progress", progress, "bool")
+        self.montage_per_cluster = validate_option("montage_per_cluster", montage_per_cluster, "int>=1")
+
+    def _train(self, writer: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Train and cluster; return ``(labels, latents, centroids, info)``."""
+        x, common = self.data.images, {
+            "batch_size": self.batch_size, "lr": self.lr, "device": self.device, "seed": self.seed,
+            "writer": writer, "progress": self.progress,
+        }  # fmt: skip
+        if self.method == "dvc":
+            result = train_dvc(
+                self.network, x, pretrain_epochs=self.epochs, cluster_epochs=self.cluster_epochs, gamma=self.gamma,
+                recon=self.recon, update_interval=self.update_interval, tol=self.tol, **common,
+            )  # fmt: skip
+            items = [{"image": image, "key": key} for image, key in zip(x, self.data.keys)]
+            latents = extract_features(
+                self.network, items, batch_size=self.batch_size, device=self.device, progress=False,
+                feature_fn=lambda m, b: m.encode(b)[0],
+            )[0]  # fmt: skip
+            info = {"stop_reason": result.stop_reason, "cluster_epochs_run": result.epochs_run, "gamma": result.gamma,
+                    "final_loss": result.history["loss"][-1] if result.history["loss"] else None,
+                    "final_pretrain_loss": result.history["pretrain_loss"][-1]}  # fmt: skip
+            return result.labels, latents, result.centroids, info
+        result = train_cae(
+            self.network, x, epochs=self.epochs, temperature=self.temperature, recon=self.recon,
+            num_clusters=self.num_clusters, **common,
+        )  # fmt: skip
+        info = {"final_loss": result.history["loss"][-1], "final_reconstruction": result.history["reconstruction"][-1]}
+        return result.clustering.labels, result.clustering.latents, result.clustering.centroids, info
+
+    def run(self) -> dict:
+        """Train, cluster, save the weights and write every output; return the summary (also ``summary.json``)."""
+        start = time.perf_counter()
+        writer = None
+        if self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=str(self.log_dir))
+        try:
+            labels, latents, centroids, info = self._train(writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        q = student_t_assignment(torch.from_numpy(latents).double(), torch.from_numpy(centroids).double()).numpy()
+        confidence = q[np.arange(len(labels)), labels]
+        atomic_torch_save(self.network.state_dict(), self.model_dir / "model.pt")
+        centres = {"centroids": torch.from_numpy(centroids), "method": self.method}
+        atomic_torch_save(centres, self.model_dir / "centroids.pt")
+        names = None
+        if self.data.labels is not None and self.data.class_names is not None:
+            names = [self.data.class_names[int(y)] for y in self.data.labels]
+        write_clusters_csv(self.output_dir / "clusters.csv", self.data.keys, labels, confidence, names)
+        summary = {
+            "method": self.method, "num_clusters": self.num_clusters, "num_images": len(labels),
+            "image_shape": list(self.data.image_shape), "source": self.data.source, "epochs": self.epochs,
+            "cluster_sizes": np.bincount(labels, minlength=self.num_clusters).tolist(),
+            "mean_confidence": float(confidence.mean()), **info,
+        }  # fmt: skip
+        if self.data.labels is not None:
+            metrics = {
+                **clustering_scores(self.data.labels, labels), "num_images": len(labels),
+                "num_clusters": self.num_clusters, "classes": self.data.class_names, "method": self.method,
+            }  # fmt: skip
+            atomic_write_json(metrics, self.output_dir / "metrics.json")
+            summary["metrics"] = {k: metrics[k] for k in ("accuracy", "nmi", "ari")}
+            logger.info("clusters vs labels: accuracy %.3f, NMI %.3f, ARI %.3f", *summary["metrics"].values())
+        self._pictures(labels, latents, centroids, confidence, names)
+        summary["seconds"] = time.perf_counter() - start
+        atomic_write_json(summary, self.output_dir / "summary.json")
+        return summary
+
+    def _pictures(
+        self, labels: np.ndarray, latents: np.ndarray, centroids: np.ndarray, confidence: np.ndarray, names: list | None
+    ) -> None:
+        k, m = self.num_clusters, self.montage_per_cluster
+        plot_latent_space(
+            latents, self.output_dir / "latent_space.png", labels=names, clusters=labels, seed=self.seed,
+            title=f"{self.method} latent space, {len(labels)} images, {k} clusters (PCA)",
+        )  # fmt: skip
+        images = self.data.images
+        blank = torch.zeros_like(images[0])
+        tiles, titles = [], []
+        for cluster in range(k):
+            members = np.flatnonzero(labels == cluster)
+            top = members[np.argsort(-confidence[members], kind="stable")][:m]
+            for j in range(m):
+                tiles.append(images[top[j]] if j < len(top) else blank)
+                titles.append(f"c{cluster} {confidence[top[j]]:.2f}" if j < len(top) else f"c{cluster} -")
+        save_montage(tiles, self.output_dir / "cluster_montage.png", nrow=m, titles=titles)
+        samples, ids = sample_around_centroids(
+            self.network.decode, torch.from_numpy(centroids).float(), n_per_cluster=m, latents=latents, labels=labels,
+            seed=self.seed,
+        )  # fmt: skip
+        save_montage(
+            samples.cpu(), self.output_dir / "cluster_samples.png", nrow=m, titles=[f"c{int(c)}" for c in ids]
+        )
+
