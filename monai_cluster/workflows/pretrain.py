@@ -1,0 +1,338 @@
+"""Stage 3 of cluster-guided contrastive pretraining, as pieces a bundle config wires into MONAI's ``SupervisedTrainer``.
+
+- :data:`PRETRAIN_OPTION_SPECS` / :func:`check_pretrain_options`: every option a researcher overrides, checked
+  before anything runs.
+- :func:`make_recluster_handler`: re-cluster the pretraining network's own features every ``recluster_interval``
+  epochs (0 = keep the autoencoder's pseudo-classes).
+- :func:`make_pretrain_checkpointer`: a :class:`~monai_cluster.workflows.TrainingCheckpointer` whose checkpoints
+  also carry the pseudo-class table in use, restored on resume.
+- :class:`PretrainProgress`: tqdm bar and TensorBoard scalars of the total, global and local losses.
+- :func:`run_pretrain`: run the trainer and export ``models/model.pt``, the wrapped segmentation network's own
+  ``state_dict`` (contract 3), so a fine-tune bundle loads it into a plain MONAI ``BasicUNet``.
+
+References:
+    - [0] Zhang et al., cluster-guided contrastive learning, BIBM 2022, https://arxiv.org/abs/2211.08557
+    - [1] Chaitanya et al., global and local contrastive learning, NeurIPS 2020, https://arxiv.org/abs/2006.10511
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+from tqdm.auto import tqdm
+
+from monai_cluster.clustering import PseudoClassTable, write_pseudo_class_table
+from monai_cluster.handlers import PseudoClassUpdateHandler
+from monai_cluster.transforms import PseudoClassd
+from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
+
+from .common import TrainingCheckpointer, is_main_process, validate_options
+
+__all__ = [
+    "PRETRAIN_OPTION_SPECS",
+    "PretrainProgress",
+    "check_pretrain_options",
+    "make_pretrain_checkpointer",
+    "make_recluster_handler",
+    "run_pretrain",
+    "table_from_extra",
+    "table_to_extra",
+]
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_OPTION_SPECS: dict[str, str] = {
+    "epochs": "int>=1",
+    "autoencoder_epochs": "int>=1",
+    "batch_size": "int>=2",
+    "image_size": "ints>=16",
+    "learning_rate": "float>0",
+    "autoencoder_learning_rate": "float>0",
+    "features": "ints>=1",
+    "use_pseudo_classes": "bool",
+    "pseudo_class_level": "int",
+    "num_clusters": "ints>=2",
+    "recluster_interval": "int>=0",
+    "temperature": "float>0",
+    "global_weight": "float>=0",
+    "local_weight": "float>=0",
+    "resume": "bool",
+    "seed": "int>=0",
+    "dataset_dir": "path?",
+    "bundle_root": "path",
+}
+"""Spec (see :func:`~monai_cluster.workflows.validate_option`) of every option of the pretraining bundle."""
+
+
+def check_pretrain_options(**options: Any) -> dict[str, Any]:
+    """Check the pretraining bundle's options (:data:`PRETRAIN_OPTION_SPECS`) and their combinations.
+
+    Raises:
+        TypeError/ValueError: naming the option, e.g. ``option 'epochs' (--epochs) must be an integer >= 1, got
+            str 'abc'``; also when both loss weights are 0, ``features`` is not six sizes, or
+            ``pseudo_class_level`` is not a level of ``num_clusters``.
+    """
+    checked = validate_options(options, PRETRAIN_OPTION_SPECS)
+    if checked["global_weight"] == 0 and checked["local_weight"] == 0:
+        raise ValueError("options 'global_weight' and 'local_weight' are both 0; at least one loss must be active.")
+    if len(checked["features"]) != 6:
+        raise ValueError(f"option 'features' must be six BasicUNet feature sizes, got {checked['features']}.")
+    levels = len(checked["num_clusters"])
+    if not -levels <= checked["pseudo_class_level"] < levels:
+        raise ValueError(
+            f"option 'pseudo_class_level' must index one of the {levels} levels of num_clusters "
+            f"{checked['num_clusters']} (0 = coarsest, -1 = finest), got {checked['pseudo_class_level']}."
+        )
+    return checked
+
+
+def table_to_extra(table: PseudoClassTable | None) -> dict | None:
+    """A pseudo-class table as plain values (keys, labels, num_clusters, feature_model) for a checkpoint."""
+    if table is None:
+        return None
+    return {
+        "keys": list(table.keys),
+        "labels": table.labels.tolist(),
+        "num_clusters": list(table.num_clusters),
+        "feature_model": table.feature_model,
+    }
+
+
+def table_from_extra(extra: Mapping[str, Any]) -> PseudoClassTable:
+    """Inverse of :func:`table_to_extra` (the table is validated again)."""
+    return PseudoClassTable(
+        list(extra["keys"]),
+        np.asarray(extra["labels"], dtype=np.int64),
+        tuple(extra["num_clusters"]),
+        str(extra["feature_model"]),
+    )
+
+
+def make_recluster_handler(
+    recluster_interval: int,
+    network: nn.Module,
+    items: Sequence[dict],
+    num_clusters: Sequence[int],
+    table_path: str | os.PathLike,
+    pseudo_class_transform: PseudoClassd | None,
+    feature_transform: Callable | None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> PseudoClassUpdateHandler:
+    """Re-cluster the features of ``network`` (``forward_features``) every ``recluster_interval`` epochs.
+
+    Off (interval 0) when ``recluster_interval`` is 0 or pseudo-classes are not used (no transform).
+    Pass the unwrapped network (``network_def``), not a ``DistributedDataParallel`` wrapper.
+    """
+    interval = recluster_interval if pseudo_class_transform is not None else 0
+    return PseudoClassUpdateHandler(
+        interval=interval,
+        feature_network=network,
+        data=list(items),
+        num_clusters=tuple(num_clusters),
+        table_path=table_path,
+        transforms=() if pseudo_class_transform is None else (pseudo_class_transform,),
+        feature_transform=feature_transform,
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+
+def make_pretrain_checkpointer(
+    checkpoint_dir: str | os.PathLike,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: Any = None,
+    resume: bool = False,
+    pseudo_class_transform: PseudoClassd | None = None,
+    recluster_handler: PseudoClassUpdateHandler | None = None,
+    table_path: str | os.PathLike | None = None,
+    n_saved: int = 2,
+) -> TrainingCheckpointer:
+    """Checkpoint network, optimizer, scheduler, epoch, iteration and the pseudo-class table every epoch.
+
+    The checkpoint's ``extra`` is ``{"pseudo_class_table": table_to_extra(...) or None, "pseudo_class_table_path":
+    str or None}``. On resume, the saved table is put back into ``pseudo_class_transform`` and the re-clustering
+    handler and rewritten to ``table_path``, so a run that re-clustered after its last checkpoint continues with
+    the pseudo-classes of that checkpoint.
+    """
+    objects: dict[str, Any] = {"network": network, "optimizer": optimizer}
+    if lr_scheduler is not None:
+        objects["lr_scheduler"] = lr_scheduler
+
+    def extra() -> dict:
+        table = None if pseudo_class_transform is None else pseudo_class_transform.table
+        return {
+            "pseudo_class_table": table_to_extra(table),
+            "pseudo_class_table_path": None if table_path is None else str(table_path),
+        }
+
+    def restore(saved: dict) -> None:
+        data = saved.get("pseudo_class_table")
+        if data is None or pseudo_class_transform is None:
+            return
+        table = table_from_extra(data)
+        pseudo_class_transform.set_table(table)
+        if recluster_handler is not None:
+            recluster_handler.table = table
+        if table_path is not None and is_main_process():
+            write_pseudo_class_table(table, table_path)
+        logger.info("resume: pseudo-classes restored from the checkpoint (%d rows)", len(table))
+
+    return TrainingCheckpointer(checkpoint_dir, objects, resume=resume, n_saved=n_saved, extra_fn=extra, on_resume=restore)
+
+
+class PretrainProgress:
+    """Console (tqdm bar, one log line per epoch) and TensorBoard view of the pretraining losses.
+
+    Reads ``loss_function.last_components`` (``total``, ``global``, ``local``) after each iteration; writes the
+    scalars ``pretrain/loss``, ``pretrain/global``, ``pretrain/local`` per iteration, ``pretrain/lr`` and the
+    per-epoch means ``pretrain/epoch_*`` under ``log_dir``. Only rank 0 reports.
+
+    Args:
+        loss_function: a :class:`~monai_cluster.losses.ContrastivePretrainLoss` (or anything with
+            ``last_components``).
+        log_dir: TensorBoard folder, or ``None``.
+        optimizer: whose first learning rate is logged, or ``None``.
+        progress: show the tqdm bar.
+    """
+
+    def __init__(self, loss_function: Any, log_dir: str | os.PathLike | None = None, optimizer: Any = None,
+                 progress: bool = True) -> None:
+        if not hasattr(loss_function, "last_components"):
+            raise TypeError(
+                f"loss_function must expose last_components (ContrastivePretrainLoss), got {type(loss_function).__name__}."
+            )
+        self.loss_function = loss_function
+        self.log_dir = log_dir
+        self.optimizer = optimizer
+        self.progress = bool(progress)
+        self.history: list[dict[str, float]] = []
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._bar = None
+        self._writer = None
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``EPOCH_STARTED``, ``ITERATION_COMPLETED``, ``EPOCH_COMPLETED`` and ``COMPLETED``."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self.close)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._close_on_error)
+
+    def _writer_or_none(self):
+        if self._writer is None and self.log_dir is not None and is_main_process():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
+
+    def epoch_started(self, engine: Engine) -> None:
+        self._sums, self._count = {}, 0
+        if self.progress and is_main_process():
+            desc = f"pretrain epoch {engine.state.epoch}/{engine.state.max_epochs}"
+            self._bar = tqdm(total=engine.state.epoch_length, desc=desc, unit="it", leave=False)
+
+    def iteration_completed(self, engine: Engine) -> None:
+        values = dict(self.loss_function.last_components)
+        for name, value in values.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value
+        self._count += 1
+        writer = self._writer_or_none()
+        if writer is not None:
+            for name, value in values.items():
+                writer.add_scalar("pretrain/loss" if name == "total" else f"pretrain/{name}", value, engine.state.iteration)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+
+    def epoch_completed(self, engine: Engine) -> None:
+        means = {name: total / max(self._count, 1) for name, total in self._sums.items()}
+        self.history.append({"epoch": engine.state.epoch, **means})
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        writer = self._writer_or_none()
+        if writer is not None:
+            for name, value in means.items():
+                writer.add_scalar(f"pretrain/epoch_{name}", value, engine.state.epoch)
+            if self.optimizer is not None:
+                writer.add_scalar("pretrain/lr", self.optimizer.param_groups[0]["lr"], engine.state.epoch)
+            writer.flush()
+        if is_main_process():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+            logger.info("pretrain epoch %d/%d: %s", engine.state.epoch, engine.state.max_epochs, shown)
+
+    def close(self, engine: Engine | None = None) -> None:
+        """Close the bar and the TensorBoard writer."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _close_on_error(self, engine: Engine, error: BaseException) -> None:
+        self.close(engine)
+        raise error
+
+
+def run_pretrain(
+    trainer: Engine,
+    network: nn.Module,
+    output_path: str | os.PathLike,
+    summary_path: str | os.PathLike | None = None,
+    progress: PretrainProgress | None = None,
+) -> Path:
+    """Run the pretraining trainer, then save the segmentation network's own ``state_dict`` atomically (rank 0).
+
+    Args:
+        trainer: MONAI ``SupervisedTrainer`` (``MultiViewPrepareBatch``, ``decollate=False``).
+        network: the :class:`~monai_cluster.networks.ContrastivePretrainNet` (or its DDP wrapper); its
+            ``backbone_state_dict()`` is saved.
+        output_path: ``models/model.pt``.
+        summary_path: optional JSON with epochs, iterations, seconds and per-epoch losses.
+        progress: the :class:`PretrainProgress` attached to the trainer, for the summary's loss history.
+
+    Raises:
+        ValueError: when an epoch would have no iteration (``batch_size`` larger than the images per process).
+    """
+    if not trainer.state.epoch_length:
+        raise ValueError(
+            "option 'batch_size' is larger than the number of unlabeled images per process, so an epoch has no "
+            "batch (the last incomplete batch is dropped); lower batch_size or add images."
+        )
+    module = getattr(network, "module", network)
+    if not callable(getattr(module, "backbone_state_dict", None)):
+        raise TypeError(f"network must be a ContrastivePretrainNet (backbone_state_dict), got {type(module).__name__}.")
+    start = time.perf_counter()
+    trainer.run()
+    seconds = time.perf_counter() - start
+    if is_main_process():
+        atomic_torch_save(module.backbone_state_dict(), output_path)
+        logger.info(
+            "pretrained %s weights saved to %s (epoch %d, %.1f s)",
+            type(module.backbone).__name__, output_path, trainer.state.epoch, seconds,
+        )
+        if summary_path is not None:
+            atomic_write_json(
+                {
+                    "epochs": trainer.state.epoch,
+                    "iterations": trainer.state.iteration,
+                    "seconds_this_run": round(seconds, 2),
+                    "model": str(output_path),
+                    "losses": [] if progress is None else progress.history,
+                },
+                summary_path,
+            )
+    return Path(output_path)

@@ -1,0 +1,236 @@
+"""Data for cluster-guided contrastive pretraining: unlabeled listings and the transform chains of each stage.
+
+Every stage starts from the same deterministic chain (:func:`base_transforms`: load, channel first, intensity
+scaling to ``[0, 1]`` (a fixed range such as 0..255 for RGB, or a Hounsfield window for CT), resize to
+``image_size``, plain float tensor). The autoencoder adds flips (:func:`autoencoder_transforms`), feature
+extraction uses the base chain alone, and pretraining builds two views per image (:func:`pretrain_transforms`):
+a spatial augmentation shared by both views and an intensity augmentation per view, so that a pixel of one
+view corresponds to the same pixel of the other, as the local contrastive loss needs. Without the local loss
+(``local_views=False``) each view also gets its own random zoom and flips, as in SimCLR.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    RandAdjustContrastd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandZoomd,
+    Resized,
+    ScaleIntensityRanged,
+)
+
+from monai_cluster.clustering import read_pseudo_class_table
+from monai_cluster.transforms import MultiViewd, PseudoClassd
+
+from .common import barrier, is_main_process, list_unlabeled, validate_option
+
+__all__ = [
+    "autoencoder_transforms",
+    "base_transforms",
+    "check_image_size",
+    "feature_transforms",
+    "make_pseudo_class_transform",
+    "prepare_unlabeled",
+    "pretrain_transforms",
+]
+
+_SIZE_DIVISOR = 16  # BasicUNet pools four times by 2; the default autoencoder has strides (2, 2, 2, 2)
+
+
+def check_image_size(image_size: object, spatial_dims: int, name: str = "image_size") -> list[int]:
+    """``image_size`` as one int per spatial axis, each a positive multiple of 16 (BasicUNet pools 4 times).
+
+    Raises:
+        TypeError/ValueError: naming ``image_size`` and what was expected.
+    """
+    sizes = validate_option(name, image_size, "ints>=16")
+    if len(sizes) == 1:
+        sizes = sizes * spatial_dims
+    if len(sizes) != spatial_dims:
+        raise ValueError(f"option {name!r} must give 1 or {spatial_dims} sizes for {spatial_dims}D data, got {sizes}.")
+    bad = [s for s in sizes if s % _SIZE_DIVISOR]
+    if bad:
+        raise ValueError(
+            f"option {name!r} must be a multiple of {_SIZE_DIVISOR} on every axis (BasicUNet and the autoencoder "
+            f"downsample 4 times by 2), got {sizes}."
+        )
+    return sizes
+
+
+def prepare_unlabeled(
+    dataset_dir: str | os.PathLike | None,
+    bundle_root: str | os.PathLike,
+    kind: str = "dermoscopy",
+    n: int | None = None,
+    size: int | Sequence[int] | None = None,
+    seed: int = 0,
+    channels: int | None = None,
+    spatial_dims: int | None = None,
+    check: bool = True,
+) -> list[dict]:
+    """The unlabeled training images (:func:`~monai_cluster.workflows.list_unlabeled`), checked before training.
+
+    Under ``torch.distributed`` rank 0 lists (and, for synthetic data, generates) first and the other ranks
+    follow after a barrier, so only one process writes the synthetic files.
+    """
+    kwargs: dict[str, Any] = {
+        "kind": kind,
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "channels": channels,
+        "spatial_dims": spatial_dims,
+    }
+    if is_main_process():
+        items = list_unlabeled(dataset_dir, bundle_root, check=check, **kwargs)
+        barrier()
+        return items
+    barrier()
+    return list_unlabeled(dataset_dir, bundle_root, check=False, **kwargs)
+
+
+def base_transforms(
+    spatial_dims: int,
+    image_size: int | Sequence[int],
+    intensity_range: Sequence[float] = (0.0, 255.0),
+    image_key: str = "image",
+) -> list:
+    """Deterministic loading chain: ``(C, *image_size)`` float32 tensors scaled to ``[0, 1]``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        image_size: output spatial size (one int for every axis, or one per axis; multiples of 16).
+        intensity_range: ``(low, high)`` mapped to ``(0, 1)`` and clipped: ``(0, 255)`` for 8-bit images,
+            a Hounsfield window such as ``(-200, 500)`` for CT.
+        image_key: the sample entry holding the image path.
+    """
+    size = check_image_size(image_size, spatial_dims)
+    low, high = validate_option("intensity_range", intensity_range, "floats")
+    if high <= low:
+        raise ValueError(f"option 'intensity_range' must be (low, high) with high > low, got {[low, high]}.")
+    return [
+        LoadImaged(keys=image_key, image_only=True),
+        EnsureChannelFirstd(keys=image_key),
+        ScaleIntensityRanged(keys=image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
+        Resized(keys=image_key, spatial_size=size, mode="area"),
+        EnsureTyped(keys=image_key, dtype="float32", track_meta=False),
+    ]
+
+
+def _flips(spatial_dims: int, image_key: str) -> list:
+    flips = [RandFlipd(keys=image_key, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    return flips + [RandRotate90d(keys=image_key, prob=0.5, spatial_axes=(0, 1))]
+
+
+def autoencoder_transforms(
+    spatial_dims: int,
+    image_size: int | Sequence[int],
+    intensity_range: Sequence[float] = (0.0, 255.0),
+    image_key: str = "image",
+) -> Compose:
+    """The base chain plus random flips and 90-degree rotations, for training the autoencoder."""
+    return Compose(base_transforms(spatial_dims, image_size, intensity_range, image_key) + _flips(spatial_dims, image_key))
+
+
+def feature_transforms(
+    spatial_dims: int,
+    image_size: int | Sequence[int],
+    intensity_range: Sequence[float] = (0.0, 255.0),
+    image_key: str = "image",
+) -> Compose:
+    """The base chain alone, for feature extraction and clustering (no randomness)."""
+    return Compose(base_transforms(spatial_dims, image_size, intensity_range, image_key))
+
+
+def _intensity_views(image_key: str) -> list:
+    return [
+        RandScaleIntensityd(keys=image_key, factors=0.3, prob=0.8, channel_wise=True),
+        RandShiftIntensityd(keys=image_key, offsets=0.1, prob=0.8),
+        RandAdjustContrastd(keys=image_key, gamma=(0.6, 1.6), prob=0.8),
+        RandGaussianSmoothd(keys=image_key, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.25, 1.0), prob=0.3),
+        RandGaussianNoised(keys=image_key, std=0.03, prob=0.5),
+    ]
+
+
+def pretrain_transforms(
+    spatial_dims: int,
+    image_size: int | Sequence[int],
+    intensity_range: Sequence[float] = (0.0, 255.0),
+    local_views: bool = True,
+    pseudo_class_transform: PseudoClassd | None = None,
+    num_views: int = 2,
+    image_key: str = "image",
+) -> Compose:
+    """Base chain, then ``num_views`` augmented views (``image``, ``image_1``, ...) and the pseudo-classes.
+
+    Args:
+        spatial_dims: 2 or 3.
+        image_size: output spatial size (multiples of 16).
+        intensity_range: see :func:`base_transforms`.
+        local_views: keep voxel correspondence between views (spatial augmentation shared, intensity
+            augmentation per view), as the local loss needs; ``False`` gives each view its own zoom and flips.
+        pseudo_class_transform: a :class:`~monai_cluster.transforms.PseudoClassd` appended after the views
+            (so a re-clustering handler's ``set_table`` is seen), or ``None`` for SimCLR without pseudo-classes.
+        num_views: views per image (>= 2).
+        image_key: the sample entry holding the image path.
+    """
+    local_views = validate_option("local_views", local_views, "bool")
+    mode = "bilinear" if spatial_dims == 2 else "trilinear"
+    zoom = RandZoomd(keys=image_key, min_zoom=0.85, max_zoom=1.25, prob=0.5, keep_size=True, mode=mode)
+    spatial = _flips(spatial_dims, image_key) + [zoom]
+    per_view = _intensity_views(image_key)
+    views = MultiViewd(
+        keys=image_key,
+        transform=per_view if local_views else spatial + per_view,
+        num_views=num_views,
+        shared_transform=spatial if local_views else None,
+        intensity_only=local_views,
+    )
+    chain = base_transforms(spatial_dims, image_size, intensity_range, image_key) + [views]
+    if pseudo_class_transform is not None:
+        if not isinstance(pseudo_class_transform, PseudoClassd):
+            raise TypeError(
+                f"pseudo_class_transform must be a PseudoClassd or None, got {type(pseudo_class_transform).__name__}."
+            )
+        chain.append(pseudo_class_transform)
+    return Compose(chain)
+
+
+def make_pseudo_class_transform(
+    table_path: str | os.PathLike,
+    use_pseudo_classes: bool = True,
+    items: Sequence[dict] | None = None,
+) -> PseudoClassd | None:
+    """A :class:`~monai_cluster.transforms.PseudoClassd` reading ``table_path``, or ``None`` when not used.
+
+    Args:
+        table_path: the pseudo-class table written by the clustering stage.
+        use_pseudo_classes: ``False`` returns ``None`` (plain SimCLR negatives).
+        items: the training listing; when given, every key must be in the table.
+
+    Raises:
+        ValueError: when the table is missing (run the clustering stage first), malformed, or lacks keys of
+            ``items`` (a table from another dataset); the file is named.
+    """
+    if not validate_option("use_pseudo_classes", use_pseudo_classes, "bool"):
+        return None
+    if not os.path.isfile(table_path):
+        raise ValueError(
+            f"pseudo-class table {table_path} does not exist; run the clustering stage first (--run_id run_cluster) "
+            "or set use_pseudo_classes=false."
+        )
+    keys = None if items is None else [item["key"] for item in items]
+    return PseudoClassd(read_pseudo_class_table(table_path, expected_keys=keys))

@@ -1,0 +1,255 @@
+"""Stages 1 and 2 of cluster-guided contrastive pretraining: train the autoencoder, cluster its features.
+
+Stage 1 (:func:`train_autoencoder`) trains a :class:`~monai_cluster.networks.FeatureAutoEncoder` to reconstruct
+the unlabeled images and saves its ``state_dict`` atomically (``models/autoencoder.pt``). Stage 2
+(:func:`cluster_pseudo_classes`) loads it, extracts one pooled feature vector per image, clusters the features
+hierarchically and writes the pseudo-class table atomically (``models/pseudo_classes.csv``, contract 4 of
+``docs/ARCHITECTURE.md``). Under ``torch.distributed`` both run on rank 0 while the other ranks wait.
+
+References:
+    - [0] Zhang et al., cluster-guided contrastive learning, BIBM 2022, https://arxiv.org/abs/2211.08557
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader
+from torch import nn
+from tqdm.auto import tqdm
+
+from monai_cluster.clustering import (
+    PseudoClassTable,
+    compute_pseudo_class_table,
+    extract_features,
+    read_pseudo_class_table,
+    write_pseudo_class_table,
+)
+from monai_cluster.networks import FeatureAutoEncoder
+from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
+
+from .common import barrier, is_main_process, resolve_device, validate_option
+
+__all__ = ["build_autoencoder", "cluster_pseudo_classes", "load_autoencoder", "train_autoencoder"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_autoencoder(
+    spatial_dims: int,
+    in_channels: int,
+    channels: Sequence[int] = (16, 32, 64, 128),
+    strides: Sequence[int] = (2, 2, 2, 2),
+    num_res_units: int = 1,
+    feature_pool: str = "avgmax",
+) -> FeatureAutoEncoder:
+    """The stage-1 autoencoder (MONAI ``AutoEncoder`` with pooled ``forward_features``)."""
+    return FeatureAutoEncoder(
+        spatial_dims, in_channels, channels, strides, num_res_units=num_res_units, feature_pool=feature_pool
+    )
+
+
+def load_autoencoder(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load ``path`` (a ``state_dict`` written by :func:`train_autoencoder`) into ``network`` strictly.
+
+    Raises:
+        ValueError: when the file is missing (run stage 1 first), unreadable or of another network.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"autoencoder weights {path} do not exist; run the autoencoder stage first (--run_id run_autoencoder)."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as err:
+        raise ValueError(f"autoencoder weights {path} do not fit the configured autoencoder: {err}") from err
+    return network
+
+
+def _loader(items: Sequence[dict], transform: Callable, batch_size: int, shuffle: bool) -> DataLoader:
+    dataset = CacheDataset(list(items), transform=transform, cache_rate=1.0, num_workers=0, progress=False)
+    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, num_workers=0)
+
+
+def train_autoencoder(
+    network: nn.Module,
+    items: Sequence[dict],
+    transform: Callable,
+    output_path: str | os.PathLike,
+    epochs: int = 10,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    device: str | torch.device | None = "cpu",
+    log_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    image_key: str = "image",
+) -> dict:
+    """Stage 1: train ``network`` to reconstruct the images (mean squared error, Adam) and save it atomically.
+
+    Args:
+        network: the autoencoder (``forward(x)`` returns a reconstruction of ``x``'s shape).
+        items: ``{"image", "key"}`` dicts.
+        transform: loading chain with light augmentation (e.g. :func:`autoencoder_transforms`).
+        output_path: where the ``state_dict`` is written (``models/autoencoder.pt``).
+        epochs: training epochs (>= 1).
+        batch_size: batch size (>= 1; capped at the number of images).
+        learning_rate: Adam learning rate (> 0).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        log_dir: TensorBoard folder (scalar ``autoencoder/loss`` per epoch), or ``None``.
+        resume: when ``output_path`` already exists, load it and skip training (a finished stage is not redone).
+        image_key: the sample entry holding the image.
+
+    Returns:
+        ``{"epochs": int, "loss": [per-epoch mean], "seconds": float, "skipped": bool}``.
+
+    Raises:
+        FloatingPointError: on a non-finite loss (nothing is written).
+    """
+    epochs = validate_option("autoencoder_epochs", epochs, "int>=1")
+    batch_size = validate_option("batch_size", batch_size, "int>=1")
+    learning_rate = validate_option("learning_rate", learning_rate, "float>0")
+    resume = validate_option("resume", resume, "bool")
+    output_path = Path(output_path)
+    if resume and output_path.is_file():
+        load_autoencoder(network, output_path)
+        logger.info("resume: autoencoder %s exists; stage 1 skipped", output_path)
+        barrier()
+        return {"epochs": 0, "loss": [], "seconds": 0.0, "skipped": True}
+    if not is_main_process():
+        barrier()  # rank 0 trains; the others load its weights
+        load_autoencoder(network, output_path)
+        return {"epochs": 0, "loss": [], "seconds": 0.0, "skipped": True}
+
+    device = resolve_device(device)
+    network.to(device).train()
+    loader = _loader(items, transform, batch_size, shuffle=True)
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    writer = None
+    if log_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(log_dir))
+    history: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc="autoencoder", unit="epoch", disable=not is_main_process())
+    try:
+        for epoch in bar:
+            total, count = 0.0, 0
+            for batch in loader:
+                x = batch[image_key].to(device)
+                loss = torch.nn.functional.mse_loss(network(x), x)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"autoencoder: non-finite loss {float(loss)} at epoch {epoch}; nothing was saved. Lower "
+                        "autoencoder learning_rate or check the images for NaN/Inf."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * x.shape[0]
+                count += x.shape[0]
+            history.append(total / count)
+            bar.set_postfix(mse=f"{history[-1]:.4f}")
+            if writer is not None:
+                writer.add_scalar("autoencoder/loss", history[-1], epoch)
+            logger.info("autoencoder epoch %d/%d: reconstruction mse %.5f", epoch, epochs, history[-1])
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    atomic_torch_save(network.state_dict(), output_path)
+    seconds = time.perf_counter() - start
+    logger.info("autoencoder saved to %s (%d epochs, %.1f s)", output_path, epochs, seconds)
+    barrier()
+    return {"epochs": epochs, "loss": history, "seconds": seconds, "skipped": False}
+
+
+def _check_clusters(num_clusters: object, count: int) -> tuple[int, ...]:
+    levels = validate_option("num_clusters", num_clusters, "ints>=2")
+    if any(b <= a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"option 'num_clusters' must increase strictly from coarse to fine, got {levels}.")
+    if levels[-1] > count:
+        raise ValueError(
+            f"option 'num_clusters' asks for {levels[-1]} clusters at the finest level, but there are only {count} "
+            "images; use fewer clusters or more images."
+        )
+    return tuple(levels)
+
+
+def cluster_pseudo_classes(
+    network: nn.Module,
+    items: Sequence[dict],
+    transform: Callable,
+    table_path: str | os.PathLike,
+    num_clusters: Sequence[int] = (3, 8),
+    autoencoder_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = "cpu",
+    batch_size: int = 16,
+    seed: int = 0,
+    resume: bool = False,
+    method: str = "auto",
+    summary_path: str | os.PathLike | None = None,
+) -> PseudoClassTable:
+    """Stage 2: extract pooled autoencoder features and write the hierarchical pseudo-class table atomically.
+
+    Args:
+        network: the autoencoder (``forward_features(x) -> (B, F)``).
+        items: ``{"image", "key"}`` dicts; the table gets one row per key.
+        transform: deterministic loading chain (:func:`feature_transforms`).
+        table_path: where the table is written (``models/pseudo_classes.csv``).
+        num_clusters: clusters per level, coarse to fine, strictly increasing, the finest at most ``len(items)``.
+        autoencoder_path: weights to load into ``network`` first (stage 1's output), or ``None`` to use it as is.
+        device: feature-extraction device.
+        batch_size: feature-extraction batch size.
+        seed: clustering seed.
+        resume: keep an existing table that covers exactly these keys with these cluster counts.
+        method: :func:`~monai_cluster.clustering.hierarchical_pseudo_classes`'s method.
+        summary_path: optional JSON with the cluster sizes per level.
+
+    Returns:
+        the table (rank 0 computes it; other ranks read the file after a barrier).
+    """
+    levels = _check_clusters(num_clusters, len(items))
+    batch_size = validate_option("batch_size", batch_size, "int>=1")
+    table_path = Path(table_path)
+    keys = [item["key"] for item in items]
+    if validate_option("resume", resume, "bool") and table_path.is_file():
+        try:
+            table = read_pseudo_class_table(table_path, expected_keys=keys)
+        except ValueError as err:
+            logger.warning("resume: existing table %s is not usable (%s); clustering again", table_path, err)
+        else:
+            if table.num_clusters == levels and len(table) == len(keys):
+                logger.info("resume: pseudo-class table %s exists; stage 2 skipped", table_path)
+                barrier()
+                return table
+    if not is_main_process():
+        barrier()
+        return read_pseudo_class_table(table_path, expected_keys=keys)
+    if autoencoder_path is not None:
+        load_autoencoder(network, autoencoder_path)
+    device = resolve_device(device)
+    network.to(device)
+    features, feature_keys = extract_features(
+        network, list(items), batch_size=batch_size, device=device, transform=transform, progress=False
+    )
+    if not np.all(np.isfinite(features)):
+        raise ValueError("autoencoder features hold NaN or Inf; retrain the autoencoder (stage 1).")
+    name = f"{type(network).__name__} ({Path(autoencoder_path).name if autoencoder_path else 'in memory'})"
+    table = compute_pseudo_class_table(features, feature_keys, levels, name, seed=seed, method=method)
+    write_pseudo_class_table(table, table_path)
+    sizes = [np.bincount(table.labels[:, level], minlength=k).tolist() for level, k in enumerate(levels)]
+    logger.info("pseudo-classes of %d images written to %s; cluster sizes per level: %s", len(table), table_path, sizes)
+    if summary_path is not None:
+        atomic_write_json({"num_images": len(table), "num_clusters": list(levels), "cluster_sizes": sizes}, summary_path)
+    barrier()
+    return table
+
