@@ -1,0 +1,237 @@
+"""Data for the segmentation fine-tune bundles: held-out split, few-label subsets, inference listings.
+
+The fine-tune bundles (``bundles/dermoscopy_segmentation``, ``bundles/heart_ct_segmentation``) call
+:func:`segmentation_splits` once per run: it lists (or generates) the dataset, checks every file before
+training (:func:`monai_cluster.data.check_dataset`, so a bad file stops the run with its name), splits off a
+deterministic validation set and keeps a deterministic labelled subset of the rest (``label_fraction`` or
+``num_labeled``, drawn by ``seed``), so that runs with few labels are reproducible and comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from monai_cluster.data import check_dataset, list_image_mask_pairs, list_images
+from monai_cluster.utils.validation import check_choice, check_positive_int
+
+from .common import barrier, is_main_process, resolve_dataset
+
+__all__ = ["inference_items", "labeled_subset", "segmentation_splits", "split_train_val"]
+
+logger = logging.getLogger(__name__)
+
+_MASK_FOLDERS = frozenset({"masks", "labels", "labelsTr", "labelsTs"})
+
+
+def _check_fraction(value: object, name: str, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1 and math.isfinite(value)):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}.")
+    return float(value)
+
+
+def _check_items(items: object, name: str) -> list[dict]:
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
+        raise TypeError(f"{name} must be a list of sample dicts, got {type(items).__name__}.")
+    if not all(isinstance(item, dict) and "key" in item for item in items):
+        raise ValueError(f"{name} must hold dicts with a 'key' entry (the image path relative to the dataset root).")
+    return list(items)
+
+
+def split_train_val(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Split a listing into training and validation samples, deterministically.
+
+    The items are ordered by ``key`` and permuted by ``numpy.random.default_rng(seed)``; the first
+    ``round(val_fraction * n)`` (at least 1 when ``val_fraction > 0``, and at most ``n - 1``) are the
+    validation set. The split depends only on the keys, ``val_fraction`` and ``seed``, never on the order of
+    ``items``.
+
+    Args:
+        items: sample dicts with a ``"key"`` entry.
+        val_fraction: fraction of samples held out, in ``[0, 1)``; 0 gives an empty validation set.
+        seed: permutation seed.
+
+    Returns:
+        ``(train, val)``, each sorted by key.
+
+    Raises:
+        ValueError: when ``val_fraction`` is outside ``[0, 1)`` or fewer than 2 items are given with
+            ``val_fraction > 0``.
+    """
+    items = sorted(_check_items(items, "items"), key=lambda item: item["key"])
+    val_fraction = _check_fraction(val_fraction, "val_fraction", allow_zero=True)
+    if val_fraction >= 1:
+        raise ValueError(f"val_fraction must be below 1 (some samples must remain for training), got {val_fraction}.")
+    if val_fraction == 0:
+        return items, []
+    if len(items) < 2:
+        raise ValueError(f"items must hold at least 2 samples to split off a validation set, got {len(items)}.")
+    n_val = min(max(1, round(val_fraction * len(items))), len(items) - 1)
+    order = np.random.default_rng(seed).permutation(len(items))
+    val_idx = set(order[:n_val].tolist())
+    train = [item for i, item in enumerate(items) if i not in val_idx]
+    val = [item for i, item in enumerate(items) if i in val_idx]
+    return train, val
+
+
+def labeled_subset(
+    items: Sequence[dict], label_fraction: float = 1.0, num_labeled: int | None = None, seed: int = 0
+) -> list[dict]:
+    """Keep a deterministic subset of the labelled training samples (training with few labels).
+
+    ``num_labeled`` (when given) wins over ``label_fraction``; otherwise ``ceil(label_fraction * n)``
+    samples are kept (at least 1). The subset is drawn by ``numpy.random.default_rng(seed)`` from the items
+    ordered by key, and a larger subset with the same seed contains every smaller one (nested subsets).
+
+    Args:
+        items: training sample dicts with a ``"key"`` entry.
+        label_fraction: fraction of ``items`` to keep, in ``(0, 1]``.
+        num_labeled: number of samples to keep, ``1 <= num_labeled <= len(items)``, or ``None``.
+        seed: selection seed.
+
+    Returns:
+        the kept samples, sorted by key.
+
+    Raises:
+        ValueError: for a fraction outside ``(0, 1]``, or ``num_labeled`` below 1 or above ``len(items)``.
+    """
+    items = sorted(_check_items(items, "items"), key=lambda item: item["key"])
+    if not items:
+        raise ValueError("items must hold at least one labelled training sample, got none.")
+    label_fraction = _check_fraction(label_fraction, "label_fraction", allow_zero=False)
+    if num_labeled is None:
+        count = max(1, math.ceil(label_fraction * len(items) - 1e-9))
+    else:
+        count = check_positive_int(num_labeled, "num_labeled")
+        if count > len(items):
+            raise ValueError(f"num_labeled must be at most the {len(items)} training samples, got {count}.")
+    order = np.random.default_rng(seed).permutation(len(items))[:count]
+    kept = [items[i] for i in sorted(order.tolist())]
+    return kept
+
+
+def segmentation_splits(
+    dataset_dir: str | os.PathLike | None,
+    bundle_root: str | os.PathLike,
+    kind: str,
+    num_classes: int,
+    channels: int,
+    val_fraction: float = 0.2,
+    label_fraction: float = 1.0,
+    num_labeled: int | None = None,
+    seed: int = 0,
+    synthetic_n: int | None = None,
+    synthetic_size: int | Sequence[int] | None = None,
+    synthetic_seed: int = 0,
+    check: bool = True,
+) -> dict[str, list[dict]]:
+    """The samples a fine-tune run trains and validates on, checked before anything is trained.
+
+    Args:
+        dataset_dir: a real dataset folder (layouts of :func:`monai_cluster.data.list_image_mask_pairs`), or
+            ``None`` for the synthetic set generated once under ``<bundle_root>/synthetic_data``.
+        bundle_root: the bundle root.
+        kind: ``"dermoscopy"`` (2D) or ``"heart"`` (3D); selects the synthetic generator and spatial rank.
+        num_classes: classes including background; mask values must lie in ``[0, num_classes)`` (binary
+            masks stored as 0/255 are accepted for ``num_classes=2``).
+        channels: image channels (3 for RGB dermoscopy, 1 for CT/MRI).
+        val_fraction: held-out fraction (:func:`split_train_val`).
+        label_fraction: labelled fraction of the training part (:func:`labeled_subset`).
+        num_labeled: number of labelled training samples (wins over ``label_fraction``), or ``None``.
+        seed: seed of the split and of the subset.
+        synthetic_n: number of synthetic samples (``None``: the generator's default).
+        synthetic_size: synthetic image size.
+        synthetic_seed: seed of the synthetic generator (kept apart from ``seed`` so that another split or
+            subset reuses the same generated images).
+        check: decode every file and check shapes and labels first.
+
+    Returns:
+        ``{"train": [...], "val": [...], "all": [...]}``: ``train`` is the labelled subset, ``val`` the held-out
+        set, ``all`` every listed sample.
+
+    Raises:
+        ValueError: naming a bad file (unreadable, mask of another size, label outside ``num_classes``), or a
+            bad option.
+    """
+    kind = check_choice(kind, "kind", ["dermoscopy", "heart"])
+    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    main = is_main_process()
+    if not main:  # under torchrun, rank 0 generates the synthetic data first and the other ranks then list it
+        barrier()
+    try:
+        items = resolve_dataset(
+            dataset_dir,
+            bundle_root,
+            kind=kind,
+            n=synthetic_n,
+            size=synthetic_size,
+            seed=synthetic_seed,
+            check=check,
+            num_classes=num_classes,
+            channels=channels,
+            spatial_dims=2 if kind == "dermoscopy" else 3,
+        )
+    finally:
+        if main:
+            barrier()
+    train_all, val = split_train_val(items, val_fraction, seed)
+    train = labeled_subset(train_all, label_fraction, num_labeled, seed)
+    logger.info(
+        "%s data: %d samples, %d held out for validation, %d of %d training samples labelled (seed %d)",
+        kind,
+        len(items),
+        len(val),
+        len(train),
+        len(train_all),
+        seed,
+    )
+    return {"train": train, "val": val, "all": items}
+
+
+def inference_items(
+    dataset_dir: str | os.PathLike | None,
+    bundle_root: str | os.PathLike,
+    kind: str,
+    channels: int,
+    synthetic_n: int | None = None,
+    synthetic_size: int | Sequence[int] | None = None,
+    synthetic_seed: int = 0,
+) -> list[dict]:
+    """Images to segment: the pairs of a dataset folder, or every image under a folder without masks.
+
+    A folder with a known paired layout gives ``{"image", "label", "key"}`` items (overlays then show the
+    ground truth too); any other folder is searched recursively for images (mask folders skipped) and gives
+    ``{"image", "key"}``. ``None`` segments the synthetic set under ``<bundle_root>/synthetic_data``. Every
+    image is decoded and checked before inference.
+
+    Raises:
+        ValueError: when the folder is missing or holds no image, or an image is unreadable (named).
+    """
+    kind = check_choice(kind, "kind", ["dermoscopy", "heart"])
+    spatial_dims = 2 if kind == "dermoscopy" else 3
+    if dataset_dir is None or str(dataset_dir) == "":
+        items = resolve_dataset(
+            None, bundle_root, kind=kind, n=synthetic_n, size=synthetic_size, seed=synthetic_seed, check=False
+        )
+    else:
+        root = Path(os.path.abspath(dataset_dir))
+        if not root.is_dir():
+            raise ValueError(f"dataset_dir {root} does not exist or is not a folder.")
+        try:
+            items = list_image_mask_pairs(root)
+        except ValueError as err:
+            logger.info("no image/mask layout in %s (%s); segmenting every image found there", root, err)
+            items = [it for it in list_images(root) if not _MASK_FOLDERS.intersection(Path(it["key"]).parts[:-1])]
+            if not items:
+                raise ValueError(f"dataset_dir {root} holds no images outside mask folders.") from err
+    check_dataset(items, channels=channels, spatial_dims=spatial_dims, label_key="label")
+    return items

@@ -1,0 +1,138 @@
+"""The fine-tune network's start: pretrained tensors loaded loudly, or an explicit random start.
+
+:func:`initialize_network` is what the fine-tune bundles call to build ``network`` from ``network_def``:
+with ``use_pretrained`` it loads the pretraining bundle's ``models/model.pt`` (the wrapped network's own
+keys, see :meth:`monai_cluster.networks.ContrastivePretrainNet.backbone_state_dict`) through
+:func:`monai_cluster.networks.load_pretrained`, so a missing file or a checkpoint of another network is an
+error that names the path and the way out, never a silent random start, and it logs how many tensors were
+matched. The task head (``final_conv``) keeps its fresh initialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from monai_cluster.networks import load_pretrained
+
+from .common import validate_option
+
+__all__ = ["encoder_tensor_names", "initialize_network", "load_finetuned"]
+
+logger = logging.getLogger(__name__)
+
+
+def encoder_tensor_names(network: nn.Module, prefixes: Sequence[str] = ("conv_0", "down_")) -> list[str]:
+    """Names of the ``state_dict`` tensors of a BasicUNet's encoder (``conv_0`` and ``down_1..4``)."""
+    return [name for name in network.state_dict() if name.startswith(tuple(prefixes))]
+
+
+def initialize_network(
+    network: nn.Module,
+    device: str | torch.device = "cpu",
+    use_pretrained: bool = False,
+    pretrained_path: str | os.PathLike | None = None,
+    exclude: Sequence[str] = ("final_conv",),
+    min_matched: float = 0.5,
+) -> nn.Module:
+    """Load pretrained weights into ``network`` (when asked) and move it to ``device``.
+
+    Args:
+        network: the fine-tune network (``network_def``, e.g. a MONAI ``BasicUNet``).
+        device: where the network goes.
+        use_pretrained: load ``pretrained_path``; ``False`` starts from random weights (logged as such).
+            Strings such as ``"false"`` from the command line are accepted.
+        pretrained_path: a state dict saved by the pretraining bundle (``models/model.pt``) or a MONAI
+            ``CheckpointSaver`` file holding one under ``"model"``.
+        exclude: submodules left at their fresh initialisation (the task head).
+        min_matched: smallest accepted fraction of matched tensors.
+
+    Returns:
+        ``network`` on ``device``; with ``use_pretrained``, ``network.pretrained_report`` holds the
+        :func:`~monai_cluster.networks.load_pretrained` report (matched, total, missing, ...).
+
+    Raises:
+        ValueError: when ``use_pretrained`` and the file is missing, unreadable, not a state dict, or does
+            not fit ``network`` (too few matched tensors or another shape); the message names
+            ``pretrained_path`` and says how to train from scratch instead.
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module (network_def), got {type(network).__name__}.")
+    use_pretrained = validate_option("use_pretrained", use_pretrained, "bool")
+    if use_pretrained:
+        if pretrained_path is None or str(pretrained_path) == "":
+            raise ValueError(
+                "use_pretrained is true but pretrained_path is empty: pass --pretrained_path <model.pt> "
+                "(the pretraining bundle's models/model.pt), or --use_pretrained false to train from scratch."
+            )
+        path = os.path.abspath(os.fspath(pretrained_path))
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"pretrained_path {path} does not exist: run the pretraining bundle first "
+                "(bundles/cluster_contrastive_pretrain, which writes models/model.pt), pass --pretrained_path, "
+                "or --use_pretrained false to train from scratch."
+            )
+        try:
+            report = load_pretrained(network, path, exclude=exclude, min_matched=min_matched)
+        except ValueError as err:
+            raise ValueError(
+                f"pretrained_path {path} does not fit network_def ({type(network).__name__}): {err} "
+                "Check that the pretraining used the same network (spatial_dims, in_channels, features), "
+                "or pass --use_pretrained false to train from scratch."
+            ) from err
+        network.pretrained_report = report
+        logger.info(
+            "fine-tuning from %s: %d/%d tensors matched (%d encoder tensors), %d left at their initialisation (%s)",
+            path,
+            report["matched"],
+            report["total"],
+            len([k for k in encoder_tensor_names(network) if k not in report["missing"]]),
+            len(report["excluded"]) + len(report["missing"]),
+            ", ".join(exclude) or "none excluded",
+        )
+    else:
+        logger.info("use_pretrained is false: training %s from random initialisation", type(network).__name__)
+    return network.to(device)
+
+
+def load_finetuned(network: nn.Module, checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a fine-tuned checkpoint (``models/model.pt`` of a fine-tune bundle) into ``network``, strictly.
+
+    Args:
+        network: ``network_def`` of the same bundle configuration that trained the checkpoint.
+        checkpoint: a state dict file (as ``CheckpointSaver`` writes it), possibly under ``"model"``.
+        device: where the network goes.
+
+    Returns:
+        ``network`` with every tensor loaded, in eval mode, on ``device``.
+
+    Raises:
+        ValueError: when the file is missing (train first), unreadable, or does not fit ``network`` exactly.
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module (network_def), got {type(network).__name__}.")
+    path = os.path.abspath(os.fspath(checkpoint))
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"checkpoint {path} does not exist: run the bundle's train config first (it writes models/model.pt), "
+            "or pass --checkpoint <file>."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file fails in many ways
+        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}).") from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"checkpoint {path} does not fit network_def ({type(network).__name__}); use the same num_classes, "
+            f"in_channels and features as in training: {str(err)[:500]}"
+        ) from err
+    logger.info("loaded %s into %s", path, type(network).__name__)
+    return network.to(device).eval()
