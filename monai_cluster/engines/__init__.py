@@ -9,12 +9,14 @@ from .cae_trainer import (
     train_cae,
 )
 from .dvc_trainer import DVCTrainingResult, init_dvc_centroids, pretrain_vae, train_dvc, train_dvc_clustering
+from .local_discrimination import LocalDiscriminationPrepareBatch
 from .prepare_batch import MultiViewPrepareBatch
 
 __all__ = [
     "CAEClusteringResult",
     "CAETrainingResult",
     "DVCTrainingResult",
+    "LocalDiscriminationPrepareBatch",
     "MultiViewPrepareBatch",
     "RandomViewAugment",
     "cluster_cae",
