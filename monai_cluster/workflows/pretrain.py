@@ -36,6 +36,7 @@ from monai_cluster.transforms import PseudoClassd
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
 
 from .common import TrainingCheckpointer, is_main_process, validate_options
+from .pretrain_data import check_image_size
 
 __all__ = [
     "PRETRAIN_OPTION_SPECS",
@@ -67,6 +68,8 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
     "local_weight": "float>=0",
     "resume": "bool",
     "seed": "int>=0",
+    "spatial_dims": "int>=2",
+    "in_channels": "int>=1",
     "dataset_dir": "path?",
     "bundle_root": "path",
 }
@@ -79,9 +82,13 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
     Raises:
         TypeError/ValueError: naming the option, e.g. ``option 'epochs' (--epochs) must be an integer >= 1, got
             str 'abc'``; also when both loss weights are 0, ``features`` is not six sizes, or
-            ``pseudo_class_level`` is not a level of ``num_clusters``.
+            ``pseudo_class_level`` is not a level of ``num_clusters``, or ``image_size`` is not a multiple of 16 with one
+            size or one per spatial axis (returned as one size per axis).
     """
     checked = validate_options(options, PRETRAIN_OPTION_SPECS)
+    if checked["spatial_dims"] not in (2, 3):
+        raise ValueError(f"option 'spatial_dims' must be 2 or 3, got {checked['spatial_dims']}.")
+    checked["image_size"] = check_image_size(checked["image_size"], checked["spatial_dims"])
     if checked["global_weight"] == 0 and checked["local_weight"] == 0:
         raise ValueError("options 'global_weight' and 'local_weight' are both 0; at least one loss must be active.")
     if len(checked["features"]) != 6:
