@@ -1,0 +1,190 @@
+"""The dermoscopy_segmentation bundle at toy size: train, evaluate, inference, checks, export, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from PIL import Image
+
+pytestmark = pytest.mark.bundle
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "dermoscopy_segmentation" / "configs"
+FEATURES = [4, 4, 8, 8, 16, 4]
+TOY = {
+    "synthetic_n": 8,
+    "synthetic_size": 48,
+    "image_size": 32,
+    "features": FEATURES,
+    "batch_size": 8,
+    "device": "cpu",
+}
+
+
+def _workflow(root: Path, configs=("train.json",), **overrides) -> ConfigWorkflow:
+    settings = {**TOY, **overrides}
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / c) for c in configs],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        bundle_root=str(root),
+        **settings,
+    )
+
+
+def _run(workflow: ConfigWorkflow) -> ConfigWorkflow:
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train 4 epochs from scratch at toy size; record the losses and the starting weights."""
+    root = tmp_path_factory.mktemp("dermoscopy")
+    workflow = _workflow(root, epochs=4, val_interval=2, use_pretrained=False, learning_rate=0.01)
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network")
+    start = {k: v.clone() for k, v in network.state_dict().items()}
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
+    workflow.run()
+    workflow.finalize()
+    data = workflow.parser.get_parsed_content("data")
+    return {"root": root, "losses": losses, "start": start, "data": data, "metrics": dict(trainer.state.metrics)}
+
+
+def test_train_writes_model_logs_and_learns(trained):
+    root = trained["root"]
+    losses = trained["losses"]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert {"model.pt", "model_best.pt"} <= {p.name for p in (root / "models").iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in (root / "runs").rglob("*"))
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(state) == set(trained["start"])  # BasicUNet's own keys, no wrapper
+    changed = [k for k in state if state[k].is_floating_point() and not torch.equal(state[k], trained["start"][k])]
+    assert len(changed) > len(state) // 2
+    # 8 synthetic images: 2 held out (val_fraction 0.2), 6 labelled training images, disjoint
+    train_keys = {d["key"] for d in trained["data"]["train"]}
+    val_keys = {d["key"] for d in trained["data"]["val"]}
+    assert len(train_keys) == 6 and len(val_keys) == 2 and not train_keys & val_keys
+
+
+def test_evaluate_writes_dice_and_hd95(trained):
+    root = trained["root"]
+    _run(_workflow(root, configs=("train.json", "evaluate.json")))
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert metrics["num_images"] == 2
+    assert 0.0 <= metrics["mean_dice"] <= 1.0
+    assert {r["key"] for r in metrics["per_image"]} == {d["key"] for d in trained["data"]["val"]}
+    assert set(metrics["per_class"]) == {"lesion"}
+    assert metrics["split"] == "val" and metrics["checkpoint"].endswith("model.pt")
+
+
+def test_inference_writes_masks_at_input_size_and_overlays(trained):
+    root = trained["root"]
+    _run(_workflow(root, configs=("inference.json",)))
+    masks = sorted((root / "outputs" / "masks").glob("*.png"))
+    overlays = sorted((root / "outputs" / "overlays").glob("*.png"))
+    assert len(masks) == 8 and len(overlays) == 8
+    mask = np.asarray(Image.open(masks[0]))
+    assert mask.shape == (48, 48)  # the input's size, not the 32 px network size
+    assert set(np.unique(mask).tolist()) <= {0, 255}
+
+
+def test_label_fraction_keeps_a_seeded_subset(tmp_path):
+    workflow = _workflow(tmp_path, label_fraction=0.5, seed=3)
+    workflow.initialize()
+    data = workflow.parser.get_parsed_content("data")
+    again = _workflow(tmp_path, num_labeled=3, seed=3)
+    again.initialize()
+    assert len(data["train"]) == 3 and data["train"] == again.parser.get_parsed_content("data")["train"]
+
+
+def test_bad_file_stops_before_training(tmp_path):
+    dataset = tmp_path / "data"
+    (dataset / "images").mkdir(parents=True)
+    (dataset / "masks").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(dataset / "images" / f"IMD00{i}.png")
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(dataset / "masks" / f"IMD00{i}_lesion.png")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(dataset / "masks" / "IMD001_lesion.png")
+    workflow = _workflow(tmp_path / "root", dataset_dir=str(dataset), use_pretrained=False)
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as info:
+        workflow.run()
+    assert "IMD001_lesion.png" in str(info.value.__cause__) and "spatial shape" in str(info.value.__cause__)
+    assert not (tmp_path / "root" / "models").exists()
+
+
+def test_missing_pretrained_path_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nowhere" / "model.pt"
+    workflow = _workflow(tmp_path, use_pretrained=True, pretrained_path=str(missing))
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as info:
+        workflow.run()
+    message = str(info.value.__cause__)
+    assert str(missing) in message and "--use_pretrained false" in message
+
+
+def test_bad_override_names_the_option(tmp_path):
+    workflow = _workflow(tmp_path, epochs="abc")
+    with pytest.raises(RuntimeError) as info:
+        workflow.initialize()
+    assert "epochs" in str(info.value.__cause__)
+
+
+def test_verify_net_in_out_and_torchscript_export(trained, tmp_path):
+    common = {"meta_file": str(CONFIGS / "metadata.json"), "config_file": str(CONFIGS / "inference.json")}
+    verify_net_in_out(net_id="network_def", device="cpu", n=2, features=FEATURES, **common)
+    ts_path = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts_path),
+        ckpt_file=str(trained["root"] / "models" / "model.pt"),
+        features=FEATURES,
+        **common,
+    )
+    scripted = torch.jit.load(str(ts_path))
+    from monai.networks.nets import BasicUNet
+
+    eager = BasicUNet(2, 3, 2, features=FEATURES)
+    eager.load_state_dict(torch.load(trained["root"] / "models" / "model.pt", weights_only=True))
+    eager.eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), eager(x), atol=1e-5)
+
+
+def test_multi_gpu_overlay_runs_with_two_cpu_processes(tmp_path):
+    settings = {**TOY, "epochs": 1, "val_interval": 1, "use_pretrained": False, "backend": "gloo"}
+    settings.pop("device")  # the overlay picks each rank's device from the backend
+    args = []
+    for key, value in settings.items():
+        args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29643",
+        "-m", "monai.bundle", "run",
+        "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]),
+        "--meta_file", str(CONFIGS / "metadata.json"),
+        "--bundle_root", str(tmp_path),
+        *args,
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)  # rank 0 saved the unwrapped network
+    assert "val_mean_dice" in result.stdout + result.stderr
