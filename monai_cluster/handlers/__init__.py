@@ -1,6 +1,13 @@
-"""Ignite handlers: pseudo-class re-clustering and the non-finite-loss stop."""
+"""Ignite handlers: pseudo-class re-clustering, the non-finite-loss stop and the shape-prior discriminator step."""
 
 from .non_finite_loss import NonFiniteLossHandler
 from .pseudo_class_update import PseudoClassUpdateHandler, count_changed
+from .shape_prior import ShapePriorHandler, assignment_from_output
 
-__all__ = ["NonFiniteLossHandler", "PseudoClassUpdateHandler", "count_changed"]
+__all__ = [
+    "NonFiniteLossHandler",
+    "PseudoClassUpdateHandler",
+    "ShapePriorHandler",
+    "assignment_from_output",
+    "count_changed",
+]
