@@ -1,0 +1,437 @@
+"""The local-discrimination pretraining workflow behind ``bundles/local_discrimination_pretrain``.
+
+The bundle's configs are declarative and call these:
+
+- :func:`prepare_pretrain_data`: the training and monitoring listings: a DRIVE/CHASE_DB1 folder, any image folder
+  (unlabeled), or a synthetic fundus set (2D, :func:`~monai_cluster.data.make_synthetic_fundus`) or heart set
+  (3D) generated once under ``<bundle_root>/synthetic_data``;
+- :func:`validate_pretrain_options`: command-line overrides checked first, each named when wrong;
+- :class:`BestClusterDice`: an ignite metric for the evaluator, the Dice of the best-matching cluster of the
+  assignment against a (binary) reference mask, which tells whether the clusters found the structure;
+- :class:`LossComponentsLogger`: the loss terms (patch, mixup, region, entropy, shape prior) in TensorBoard;
+- :func:`export_backbone`: ``models/model.pt``, a ``BasicUNet`` state dict with BasicUNet's own keys that the
+  segmentation bundles load through ``pretrained_path``;
+- :func:`save_cluster_maps`: PNG cluster maps (argmax of the assignment) of a few images;
+- :func:`load_prior_masks`: prior shapes for the optional adversarial shape prior.
+
+References:
+    - [0] Unsupervised local discrimination for medical images, Chen et al., 2021, https://arxiv.org/abs/2108.09440
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from ignite.metrics import Metric
+
+from monai_cluster.data import check_dataset, list_fundus_pairs, make_synthetic_fundus, read_image, write_png
+from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
+from monai_cluster.workflows.common import list_unlabeled, resolve_dataset, validate_options
+
+__all__ = [
+    "BestClusterDice",
+    "LossComponentsLogger",
+    "PRETRAIN_OPTION_SPECS",
+    "export_backbone",
+    "load_prior_masks",
+    "prepare_pretrain_data",
+    "save_cluster_maps",
+    "validate_pretrain_options",
+]
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_OPTION_SPECS = {
+    "bundle_root": "path",
+    "dataset_dir": "path?",
+    "epochs": "int>=1",
+    "val_interval": "int>=1",
+    "batch_size": "int>=2",
+    "learning_rate": "float>0",
+    "num_clusters": "int>=2",
+    "embed_dim": "int>=1",
+    "shape_prior": "bool",
+    "data_kind": "choice:fundus|heart|dermoscopy",
+}
+"""What :func:`validate_pretrain_options` expects of each bundle option (specs of
+:func:`~monai_cluster.workflows.common.validate_option`)."""
+
+_FUNDUS_MARKER = ".monai_cluster_synthetic_fundus.json"
+_FUNDUS_VERSION = 1
+
+
+def validate_pretrain_options(**options: Any) -> dict[str, Any]:
+    """Check the bundle's options (overrides included) against :data:`PRETRAIN_OPTION_SPECS`.
+
+    Also checks that ``dataset_dir``, when given, is an existing folder.
+
+    Raises:
+        TypeError/ValueError: naming the first bad option, e.g. ``option 'epochs' (--epochs) must be an integer
+            >= 1, got str 'abc'``.
+    """
+    specs = {k: v for k, v in PRETRAIN_OPTION_SPECS.items() if k in options}
+    unknown = sorted(set(options) - set(PRETRAIN_OPTION_SPECS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; known: {sorted(PRETRAIN_OPTION_SPECS)}.")
+    checked = validate_options(options, specs)
+    dataset_dir = checked.get("dataset_dir")
+    if dataset_dir is not None and not Path(dataset_dir).is_dir():
+        raise ValueError(f"option 'dataset_dir' (--dataset_dir) must be an existing folder, got {dataset_dir!r}.")
+    return checked
+
+
+def _synthetic_fundus(folder: Path, n: int, size: int | Sequence[int], seed: int) -> list[dict]:
+    """Generate the synthetic fundus set once (a marker records n, size, seed; a mismatch regenerates)."""
+    wanted = {"kind": "fundus", "n": n, "size": list(np.atleast_1d(size).tolist()), "seed": seed,
+              "generator_version": _FUNDUS_VERSION}
+    marker = folder / _FUNDUS_MARKER
+    if marker.is_file():
+        try:
+            recorded = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            recorded = None
+        if recorded == wanted:
+            items = [
+                {"image": str(folder / "images" / f"FUNDUS{i:04d}.png"),
+                 "label": str(folder / "masks" / f"FUNDUS{i:04d}.png"), "key": f"images/FUNDUS{i:04d}.png"}
+                for i in range(n)
+            ]
+            if all(Path(it["image"]).is_file() and Path(it["label"]).is_file() for it in items):
+                return items
+    marker.unlink(missing_ok=True)
+    items = make_synthetic_fundus(folder, n=n, size=tuple(wanted["size"]) if len(wanted["size"]) > 1 else size,
+                                  seed=seed)
+    atomic_write_json(wanted, marker)
+    logger.info("generated %d synthetic fundus images (%s px) in %s", n, size, folder)
+    return items
+
+
+def _real_listing(dataset_dir: str, kind: str, bundle_root: str, check: bool, channels, spatial_dims) -> list[dict]:
+    """Labelled pairs when the folder has a known layout, else its images without labels."""
+    if kind == "fundus":
+        try:
+            items = list_fundus_pairs(dataset_dir)
+        except ValueError as err:
+            logger.info("%s is not a DRIVE/CHASE_DB1 folder (%s); trying other layouts", dataset_dir, err)
+        else:
+            if check:
+                check_dataset(items, channels=channels, spatial_dims=spatial_dims)
+            return [{k: it[k] for k in ("image", "label", "key")} for it in items]
+    try:
+        return resolve_dataset(dataset_dir, bundle_root, kind=kind if kind != "fundus" else "dermoscopy",
+                               check=check, channels=channels, spatial_dims=spatial_dims)
+    except ValueError as err:
+        logger.info("%s has no image/mask pairs (%s); pretraining on its images without labels", dataset_dir, err)
+    return list_unlabeled(dataset_dir, bundle_root, check=check, channels=channels, spatial_dims=spatial_dims)
+
+
+def prepare_pretrain_data(
+    dataset_dir: str | os.PathLike | None,
+    bundle_root: str | os.PathLike,
+    kind: str = "fundus",
+    n: int | None = None,
+    size: int | Sequence[int] | None = None,
+    seed: int = 0,
+    num_val: int = 2,
+    check: bool = True,
+    channels: int | None = None,
+    spatial_dims: int | None = None,
+) -> dict[str, list[dict]]:
+    """The listings of a pretraining run: ``{"train": [...], "val": [...]}``.
+
+    Pretraining uses no labels. Labelled images (when the data has masks) are split: the last ``num_val`` are
+    held out as ``"val"``, which the evaluator only uses to measure how well one cluster matches the masks;
+    without masks ``"val"`` is empty and no evaluation runs.
+
+    Args:
+        dataset_dir: a DRIVE or CHASE_DB1 folder, a folder of image/mask pairs (any layout of
+            :func:`~monai_cluster.data.list_image_mask_pairs`), or any folder of images; ``None``/``""``
+            generates a synthetic set under ``<bundle_root>/synthetic_data``.
+        bundle_root: the bundle root.
+        kind: ``"fundus"`` (2D RGB, vessels), ``"heart"`` (3D CT phantoms) or ``"dermoscopy"`` (2D RGB lesions),
+            for the synthetic set (and to try the fundus layouts first for a real folder).
+        n: synthetic sample count (default 16 fundus; the generator's default otherwise).
+        size: synthetic image size (default 64).
+        seed: synthetic generation seed.
+        num_val: held-out labelled images for monitoring (0: none).
+        check: decode every file first so that a bad file stops the run before training, named.
+        channels: expected image channels when ``check``.
+        spatial_dims: expected spatial rank when ``check``.
+
+    Raises:
+        ValueError: for an unknown ``kind``, a missing folder, no images, or a bad file (named).
+    """
+    if kind not in ("fundus", "heart", "dermoscopy"):
+        raise ValueError(f"kind must be one of ['fundus', 'heart', 'dermoscopy'], got {kind!r}.")
+    if isinstance(num_val, bool) or not isinstance(num_val, int) or num_val < 0:
+        raise ValueError(f"num_val must be an integer >= 0, got {num_val!r}.")
+    if dataset_dir is not None and str(dataset_dir) != "":
+        items = _real_listing(str(dataset_dir), kind, str(bundle_root), check, channels, spatial_dims)
+    elif kind == "fundus":
+        items = _synthetic_fundus(Path(os.path.abspath(bundle_root)) / "synthetic_data", n or 16, size or 64, seed)
+        if check:
+            check_dataset(items, channels=channels, spatial_dims=spatial_dims)
+    else:
+        items = resolve_dataset(None, bundle_root, kind=kind, n=n, size=size, seed=seed, check=check,
+                                channels=channels, spatial_dims=spatial_dims)
+    labelled = all("label" in it for it in items)
+    if not labelled or num_val == 0:
+        return {"train": items, "val": []}
+    if len(items) - num_val < 2:
+        raise ValueError(
+            f"the dataset holds {len(items)} image(s); with num_val={num_val} held out for monitoring fewer than 2 "
+            "are left to pretrain on; add images or lower num_val."
+        )
+    return {"train": items[:-num_val], "val": items[-num_val:]}
+
+
+class BestClusterDice(Metric):
+    """Dice of the best-matching cluster of hard cluster maps against a binary reference, over a whole dataset.
+
+    Every update adds, per cluster ``k``, the pixels assigned to ``k`` (argmax of the assignment), the pixels of
+    the reference mask (``label > 0``) and their overlap; :meth:`compute` returns
+    ``max_k 2 |C_k & M| / (|C_k| + |M|)``. Unsupervised clusters carry no names, so the best one is the fair
+    score of whether one cluster found the structure (vessels, a lesion). :attr:`best_cluster` is its index.
+
+    Args:
+        output_transform: maps the engine output to ``(assignment (B, K, *spatial), label (B, 1, *spatial))``;
+            the default reads MONAI's ``{"pred": {"assignment": ...}, "label": ...}`` (``decollate=False``).
+        device: where the counts are kept.
+    """
+
+    def __init__(self, output_transform: Callable = None, device: str | torch.device = "cpu") -> None:
+        self.best_cluster: int | None = None
+        super().__init__(output_transform=output_transform or _assignment_and_label, device=device)
+
+    def reset(self) -> None:
+        self._overlap = None
+        self._cluster = None
+        self._mask = 0.0
+
+    def update(self, output: Sequence[torch.Tensor]) -> None:
+        assignment, label = output
+        if not isinstance(assignment, torch.Tensor) or assignment.ndim not in (4, 5):
+            raise ValueError(
+                f"assignment must be a (B, K, H, W[, D]) tensor, got {getattr(assignment, 'shape', type(assignment))}."
+            )
+        label = torch.as_tensor(label)
+        if label.shape[0] != assignment.shape[0] or tuple(label.shape[2:]) != tuple(assignment.shape[2:]):
+            raise ValueError(
+                f"label shape {tuple(label.shape)} must match the assignment {tuple(assignment.shape)} in batch and "
+                "spatial size."
+            )
+        k = assignment.shape[1]
+        hard = F.one_hot(assignment.detach().argmax(1), k).to(torch.float64)  # (B, *spatial, K)
+        mask = (label[:, 0] > 0).to(hard.device, torch.float64).unsqueeze(-1)
+        overlap = (hard * mask).flatten(0, -2).sum(0)
+        cluster = hard.flatten(0, -2).sum(0)
+        self._overlap = overlap if self._overlap is None else self._overlap + overlap
+        self._cluster = cluster if self._cluster is None else self._cluster + cluster
+        self._mask += float(mask.sum())
+
+    def compute(self) -> float:
+        if self._overlap is None:
+            raise ValueError("BestClusterDice needs at least one update before compute().")
+        dice = 2 * self._overlap / (self._cluster + self._mask).clamp(min=1.0)
+        self.best_cluster = int(dice.argmax())
+        return float(dice.max())
+
+
+def _assignment_and_label(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and output and isinstance(output[0], Mapping):
+        raise ValueError("BestClusterDice needs the evaluator's batch output; run the evaluator with decollate=False.")
+    if not isinstance(output, Mapping) or "pred" not in output or "label" not in output:
+        raise ValueError(f"the evaluator output must hold 'pred' and 'label', got {type(output).__name__}.")
+    pred = output["pred"]
+    assignment = pred["assignment"] if isinstance(pred, Mapping) else pred
+    return assignment, output["label"]
+
+
+class LossComponentsLogger:
+    """Ignite handler: write the loss terms of ``loss.last_components`` to TensorBoard every ``interval`` iterations.
+
+    Args:
+        loss: a loss with a ``last_components`` dict (e.g. :class:`~monai_cluster.losses.LocalDiscriminationLoss`).
+        log_dir: TensorBoard folder (``<bundle_root>/runs``); ``None`` to only keep them on the engine state.
+        interval: iterations between writes.
+        tag: prefix of the scalar tags.
+    """
+
+    def __init__(self, loss: Any, log_dir: str | os.PathLike | None = None, interval: int = 1, tag: str = "loss") -> None:
+        if not isinstance(getattr(loss, "last_components", None), dict):
+            raise TypeError(f"loss must have a last_components dict, got {type(loss).__name__}.")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be an integer >= 1, got {interval!r}.")
+        self.loss, self.log_dir, self.interval, self.tag = loss, log_dir, interval, tag
+        self._writer = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self.close)
+
+    def __call__(self, engine: Engine) -> None:
+        components = dict(self.loss.last_components)
+        engine.state.loss_components = components
+        if self.log_dir is None:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        for name, value in components.items():
+            self._writer.add_scalar(f"{self.tag}/{name}", value, engine.state.iteration)
+
+    def close(self, engine: Engine | None = None) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    module = getattr(network, "module", None)
+    return module if isinstance(module, torch.nn.Module) else network
+
+
+def export_backbone(
+    network: torch.nn.Module, path: str | os.PathLike, info: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``network.backbone_state_dict()`` (BasicUNet's own keys, no ``final_conv``) atomically to ``path``.
+
+    With ``info`` (e.g. ``spatial_dims``, ``in_channels``, ``features``), ``<stem>_info.json`` beside it records
+    which segmentation network the weights fit.
+
+    A segmentation ``BasicUNet(spatial_dims, in_channels, out_channels, features)`` with the pretraining
+    network's ``spatial_dims``, ``in_channels`` and ``features`` loads it with
+    :func:`monai_cluster.networks.load_pretrained` (every tensor but the fresh ``final_conv``).
+
+    Raises:
+        TypeError: when ``network`` has no ``backbone_state_dict`` (e.g. not a LocalDiscriminationNet).
+    """
+    net = _unwrap(network)
+    if not callable(getattr(net, "backbone_state_dict", None)):
+        raise TypeError(f"network must provide backbone_state_dict() (LocalDiscriminationNet), got {type(net).__name__}.")
+    state = {k: v.detach().cpu() for k, v in net.backbone_state_dict().items()}
+    atomic_torch_save(state, path)
+    if info is not None:
+        atomic_write_json({**dict(info), "num_tensors": len(state)}, Path(path).with_name(Path(path).stem + "_info.json"))
+    logger.info("exported %d BasicUNet tensors to %s", len(state), path)
+    return Path(path)
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    lo, hi = float(img.min()), float(img.max())
+    return np.round((img - lo) / (hi - lo if hi > lo else 1.0) * 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def save_cluster_maps(
+    network: torch.nn.Module,
+    items: Sequence[Mapping],
+    transform: Callable,
+    out_dir: str | os.PathLike,
+    num_images: int = 4,
+    device: str | torch.device = "cpu",
+    image_key: str = "image",
+) -> list[Path]:
+    """Write PNG panels ``image | cluster map | reference mask`` for the first ``num_images`` items.
+
+    The cluster map is the argmax of the assignment, coloured by a fixed palette; 3D volumes show their middle
+    slice along the last axis. The reference panel appears when the item has a ``"label"``.
+
+    Args:
+        network: a :class:`~monai_cluster.networks.LocalDiscriminationNet` (or its DDP wrapper).
+        items: listing dicts (``{"image", "key"[, "label"]}``).
+        transform: the deterministic preprocessing (load, channel first, scale, resize) of one item.
+        out_dir: destination folder (``<bundle_root>/eval/cluster_maps``).
+        num_images: how many items to draw.
+        device: where the network runs.
+        image_key: the image entry.
+
+    Returns:
+        the written paths.
+    """
+    net = _unwrap(network)
+    was_training = net.training
+    net.eval()
+    out = Path(out_dir)
+    palette = np.random.default_rng(0).integers(0, 256, (max(getattr(net, "num_clusters", 16), 2), 3), np.uint8)
+    written = []
+    try:
+        for index, item in enumerate(list(items)[:num_images]):
+            data = transform(dict(item))
+            image = torch.as_tensor(data[image_key]).float()
+            clusters = net(image[None].to(device))["assignment"].argmax(1)[0].cpu().numpy()
+            img = image.cpu().numpy()
+            if img.ndim == 4:  # 3D: middle slice of the last axis
+                mid = img.shape[-1] // 2
+                img, clusters = img[..., mid], clusters[..., mid]
+            rgb = np.repeat(img[:1], 3, 0) if img.shape[0] != 3 else img
+            panels = [_to_uint8(np.moveaxis(rgb, 0, -1)), palette[clusters]]
+            if "label" in data:
+                label = torch.as_tensor(data["label"]).cpu().numpy()
+                label = label[..., label.shape[-1] // 2] if label.ndim == 4 else label
+                panels.append(np.repeat((label[0] > 0)[..., None] * np.uint8(255), 3, -1))
+            stem = Path(str(item.get("key", f"image{index}"))).name.split(".")[0]
+            path = out / f"{index:02d}_{stem}_clusters.png"
+            write_png(np.concatenate(panels, axis=1), path)
+            written.append(path)
+    finally:
+        net.train(was_training)
+    logger.info("wrote %d cluster maps to %s", len(written), out)
+    return written
+
+
+def load_prior_masks(
+    source: str | os.PathLike | None,
+    bundle_root: str | os.PathLike,
+    spatial_size: Sequence[int],
+    n: int = 16,
+    seed: int = 1234,
+) -> torch.Tensor:
+    """Prior shapes ``(N, 1, *spatial_size)`` in ``[0, 1]`` for the adversarial shape prior.
+
+    Args:
+        source: a folder of mask images (every image in it and below, values > 0 are foreground), or ``None``
+            for ``n`` synthetic vessel trees (:func:`~monai_cluster.data.make_synthetic_fundus`, another seed than
+            the training images) generated under ``<bundle_root>/synthetic_data/priors``.
+        bundle_root: the bundle root.
+        spatial_size: the training size; masks are resized to it (area interpolation, thresholded at 0.5).
+        n: synthetic prior count.
+        seed: synthetic prior seed.
+
+    Raises:
+        ValueError: for a missing folder, no mask images, or a size of the wrong rank (named).
+    """
+    size = tuple(int(s) for s in spatial_size)
+    if source is None or str(source) == "":
+        if len(size) != 2:
+            raise ValueError(f"synthetic vessel priors are 2D; give a prior mask folder for spatial_size {size}.")
+        items = _synthetic_fundus(Path(os.path.abspath(bundle_root)) / "synthetic_data" / "priors", n, size, seed)
+        paths = [it["label"] for it in items]
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ValueError(f"prior mask folder {folder} does not exist or is not a folder.")
+        from monai_cluster.data import list_images
+
+        paths = [it["image"] for it in list_images(folder)]
+    masks = []
+    for path in paths:
+        arr = read_image(path).array.astype(np.float32)
+        arr = arr[..., 0] if arr.ndim == len(size) + 1 else arr
+        if arr.ndim != len(size):
+            raise ValueError(f"prior mask {path} has {arr.ndim} spatial axes; the training size {size} has {len(size)}.")
+        t = torch.from_numpy((arr > 0).astype(np.float32))[None, None]
+        t = F.interpolate(t, size=size, mode="area") if t.shape[2:] != size else t
+        masks.append((t[0] > 0.5).float())
+    return torch.stack(masks)
