@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,11 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_json", "atomic_write_bytes"]
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_json", "atomic_write_bytes", "remove_stale_temp_files"]
+
+logger = logging.getLogger(__name__)
+
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what atomic_write's mkstemp names look like
 
 
 @contextlib.contextmanager
@@ -67,3 +73,33 @@ def atomic_write_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> Non
     with atomic_write(path, "w") as handle:
         json.dump(obj, handle, indent=indent, sort_keys=False)
         handle.write("\n")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files that atomic writes leave when their process is killed mid-write.
+
+    An exception inside :func:`atomic_write` removes its temporary file, but SIGKILL, an out-of-memory kill or a
+    power loss cannot: a hidden ``.<name>.<random>.tmp`` stays next to the (intact) destination. Call this when
+    resuming, before anything writes into ``folder`` again; never while another process writes there, since its
+    temporary files look the same.
+
+    Args:
+        folder: the folder to clean (a missing folder is not an error).
+        recursive: also clean its sub-folders.
+
+    Returns:
+        the files removed.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    candidates = root.rglob("*.tmp") if recursive else root.glob("*.tmp")
+    removed = []
+    for path in sorted(candidates):
+        if path.is_file() and _TEMP_NAME.match(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    if removed:
+        logger.warning("removed %d temporary file(s) left by an interrupted write: %s", len(removed), removed[:5])
+    return removed

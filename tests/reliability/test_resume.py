@@ -27,6 +27,7 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNet
 
+from monai_cluster.utils import atomic_torch_save, remove_stale_temp_files
 from monai_cluster.workflows import list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,3 +240,37 @@ def test_sigkill_during_atomic_torch_save_leaves_a_complete_file(tmp_path):
     # a write cut off by SIGKILL can leave only its hidden temporary file, never a partial model.pt
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.pt"]
     assert all(name.startswith(".model.pt.") and name.endswith(".tmp") for name in leftovers), leftovers
+    remove_stale_temp_files(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+_HALF_WRITER = r"""
+import sys, time
+from monai_cluster.utils import atomic_write
+with atomic_write(sys.argv[1], "wb") as handle:
+    handle.write(b"the first half of a new checkpoint")
+    handle.flush()
+    print("half written", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_sigkill_mid_write_keeps_the_old_file_and_its_temp_file_can_be_cleaned(tmp_path):
+    """Deterministic: the writer is killed while its temporary file is open and half full."""
+    path = tmp_path / "checkpoint_epoch0001.pt"
+    atomic_torch_save({"epoch": 1}, path)
+    before = path.read_bytes()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", _HALF_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    watchdog = _watchdog(proc)
+    assert proc.stdout.readline().strip() == "half written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    watchdog.cancel()
+    assert path.read_bytes() == before  # the destination was never touched
+    (stale,) = [p for p in tmp_path.iterdir() if p != path]
+    assert stale.name.startswith(".checkpoint_epoch0001.pt.") and stale.name.endswith(".tmp")
+    (tmp_path / "notes.tmp").write_text("a user's file")  # not written by atomic_write: kept
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch0001.pt", "notes.tmp"]
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
