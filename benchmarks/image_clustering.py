@@ -44,7 +44,7 @@ import torch
 
 from monai_cluster.clustering import clustering_scores, kmeans
 from monai_cluster.data import load_medmnist_npz, read_diagnosis_csv, read_image, split_extension
-from monai_cluster.engines import train_autoencoder, train_cae, train_dvc
+from monai_cluster.engines import RandomViewAugment, train_autoencoder, train_cae, train_dvc
 from monai_cluster.networks import ContrastiveAutoEncoder, DeepVariationalClustering
 from monai_cluster.utils import atomic_write_json, get_data_root
 
@@ -83,6 +83,21 @@ def load_chest(root: Path, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images[pick].astype(np.float32), labels[pick].astype(np.int64), ["normal", "pneumonia"]
 
 
+class FlipRot90Augment:
+    """The CAE's default views (:class:`RandomViewAugment`) plus a random flip and 90-degree rotation per image,
+    for orientation-free images such as dermoscopy (``--cae-augment flip_rot90``)."""
+
+    def __init__(self, seed: int) -> None:
+        self.base = RandomViewAugment(seed=seed)
+        self.generator = torch.Generator().manual_seed(seed + 10_000)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        draws = torch.randint(0, 4, (x.shape[0], 2), generator=self.generator).tolist()
+        views = [torch.rot90(img.flip(-1) if flip % 2 else img, k, dims=(-2, -1)) for img, (flip, k) in zip(out, draws)]
+        return torch.stack(views)
+
+
 def run_method(method: str, x: np.ndarray, k: int, seed: int, args: argparse.Namespace) -> np.ndarray:
     """Cluster labels ``(N,)`` of one method on images ``x`` ``(N, C, H, W)``."""
     if method == "kmeans_raw":
@@ -104,7 +119,10 @@ def run_method(method: str, x: np.ndarray, k: int, seed: int, args: argparse.Nam
     )
     if method == "ae_kmeans":
         return train_autoencoder(model, x, epochs=args.epochs, num_clusters=k, **common).clustering.labels
-    result = train_cae(model, x, epochs=args.epochs, num_clusters=k, temperature=args.temperature, **common)
+    augment = FlipRot90Augment(seed) if args.cae_augment == "flip_rot90" else None
+    result = train_cae(
+        model, x, epochs=args.epochs, num_clusters=k, temperature=args.temperature, augment=augment, **common
+    )
     return result.clustering.labels
 
 
@@ -153,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--cae-augment", default="default", choices=["default", "flip_rot90"],
+                        help="CAE views: intensity/noise/shift only, or also random flips and 90-degree rotations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

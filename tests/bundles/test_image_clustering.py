@@ -1,0 +1,91 @@
+"""The image_clustering bundle end to end at toy size: synthetic 2D (CAE), synthetic 3D (DVC) and bad overrides."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "image_clustering"
+CONFIGS = BUNDLE / "configs"
+TINY = {"epochs": 1, "cluster_epochs": 1, "batch_size": 4, "channels": [4, 8], "latent_dim": 4, "progress": False,
+        "montage_per_cluster": 2}  # fmt: skip
+
+pytestmark = pytest.mark.bundle
+
+
+def _workflow(bundle_root: Path, extra_configs: tuple[str, ...] = (), **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    files = [str(CONFIGS / "train.json"), *(str(CONFIGS / name) for name in extra_configs)]
+    return ConfigWorkflow(
+        config_file=files, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+        bundle_root=str(bundle_root), **{**TINY, **overrides},
+    )  # fmt: skip
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def test_metadata_and_config_keys():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"] and {"inputs", "outputs"} <= set(meta["network_data_format"])
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert {"bundle_root", "dataset_dir", "device", "network_def", "epochs", "method", "num_clusters"} <= set(train)
+    assert train["dataset_dir"] is None and train["method"] == "contrastive_ae"
+    assert (BUNDLE / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert (BUNDLE / "configs" / "logging.conf").is_file() and (BUNDLE / "docs" / "README.md").is_file()
+
+
+def test_synthetic_2d_contrastive_ae(tmp_path):
+    workflow = _workflow(tmp_path, synthetic_n=9, synthetic_size=32, spatial_size=16)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    with open(tmp_path / "eval" / "clusters.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9 and rows[0]["key"].startswith("images/SYN") and {r["cluster"] for r in rows} <= {"0", "1", "2"}
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["classes"]) == {"blue_black", "compact_brown", "irregular_tan"}  # synthetic lesion kinds
+    assert 0.0 <= metrics["nmi"] <= 1.0 and 1 / 3 <= metrics["accuracy"] <= 1.0
+    for name in ("latent_space.png", "cluster_montage.png", "cluster_samples.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 1000
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "centroids.pt").is_file()
+    assert any((tmp_path / "runs" / "contrastive_ae").iterdir())
+    assert (tmp_path / "synthetic_data" / "diagnosis.csv").is_file()
+
+
+def test_synthetic_3d_dvc_overlay(tmp_path):
+    workflow = _workflow(
+        tmp_path, ("train_3d.json",), method="dvc", synthetic_n=3, synthetic_size=16, spatial_size=16, batch_size=3
+    )
+    workflow.initialize()
+    workflow.run()
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["method"] == "dvc" and summary["image_shape"] == [1, 16, 16, 16] and summary["num_clusters"] == 2
+    assert not (tmp_path / "eval" / "metrics.json").exists()  # heart phantoms have no classes
+    assert (tmp_path / "eval" / "clusters.csv").read_text().splitlines()[0] == "key,cluster,confidence"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"method": "kmeans"}, r"option 'method' \(--method\) must be one of"),
+        ({"num_clusters": 1}, r"option 'num_clusters' \(--num_clusters\) must be an integer >= 2"),
+        ({"epochs": "abc"}, r"option 'epochs' \(--epochs\) must be an integer >= 1"),
+        ({"dataset_dir": "/no/such/folder"}, r"option 'dataset_dir' \(--dataset_dir\) must be an existing folder"),
+    ],
+)
+def test_bad_overrides_fail_before_anything_is_written(tmp_path, override, message):
+    workflow = _workflow(tmp_path / "root", **override)
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    assert isinstance(_root_cause(info.value), (ValueError, TypeError))
+    assert re.search(message, str(_root_cause(info.value)))
+    assert not (tmp_path / "root").exists()
