@@ -256,3 +256,12 @@ def test_training_checkpointer_rejects_bad_arguments(tmp_path):
         TrainingCheckpointer(tmp_path, {"network": net}, resume="perhaps")
     with pytest.raises(TypeError, match="objects \\['x'\\] have no state_dict"):
         save_checkpoint(tmp_path / "c.pt", {"x": 3}, 1, 1)
+
+
+@pytest.mark.real_data
+def test_list_unlabeled_on_ph2_leaves_the_masks_out(real_data):
+    root = real_data("dermoscopy", "ph2")
+    items = list_unlabeled(root, root, check=False)
+    folders = {it["key"].split("/")[0] for it in items}
+    assert folders == {"images", "unlabeled"}
+    assert len(items) == len(list((root / "images").iterdir())) + len(list((root / "unlabeled").iterdir()))
