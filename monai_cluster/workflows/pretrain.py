@@ -1,4 +1,4 @@
-"""Stage 3 of cluster-guided contrastive pretraining, as pieces a bundle config wires into MONAI's ``SupervisedTrainer``.
+"""Stage 3 of cluster-guided contrastive pretraining: pieces a bundle config wires into MONAI's ``SupervisedTrainer``.
 
 - :data:`PRETRAIN_OPTION_SPECS` / :func:`check_pretrain_options`: every option a researcher overrides, checked
   before anything runs.
@@ -82,8 +82,8 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
     Raises:
         TypeError/ValueError: naming the option, e.g. ``option 'epochs' (--epochs) must be an integer >= 1, got
             str 'abc'``; also when both loss weights are 0, ``features`` is not six sizes, or
-            ``pseudo_class_level`` is not a level of ``num_clusters``, or ``image_size`` is not a multiple of 16 with one
-            size or one per spatial axis (returned as one size per axis).
+            ``pseudo_class_level`` is not a level of ``num_clusters``, or ``image_size`` is not a multiple of 16
+            with one size or one per spatial axis (returned as one size per axis).
     """
     checked = validate_options(options, PRETRAIN_OPTION_SPECS)
     if checked["spatial_dims"] not in (2, 3):
@@ -195,7 +195,9 @@ def make_pretrain_checkpointer(
             write_pseudo_class_table(table, table_path)
         logger.info("resume: pseudo-classes restored from the checkpoint (%d rows)", len(table))
 
-    return TrainingCheckpointer(checkpoint_dir, objects, resume=resume, n_saved=n_saved, extra_fn=extra, on_resume=restore)
+    return TrainingCheckpointer(
+        checkpoint_dir, objects, resume=resume, n_saved=n_saved, extra_fn=extra, on_resume=restore
+    )
 
 
 class PretrainProgress:
@@ -217,7 +219,8 @@ class PretrainProgress:
                  progress: bool = True) -> None:
         if not hasattr(loss_function, "last_components"):
             raise TypeError(
-                f"loss_function must expose last_components (ContrastivePretrainLoss), got {type(loss_function).__name__}."
+                "loss_function must expose last_components (ContrastivePretrainLoss), got "
+                f"{type(loss_function).__name__}."
             )
         self.loss_function = loss_function
         self.log_dir = log_dir
@@ -258,7 +261,8 @@ class PretrainProgress:
         writer = self._writer_or_none()
         if writer is not None:
             for name, value in values.items():
-                writer.add_scalar("pretrain/loss" if name == "total" else f"pretrain/{name}", value, engine.state.iteration)
+                tag = "pretrain/loss" if name == "total" else f"pretrain/{name}"
+                writer.add_scalar(tag, value, engine.state.iteration)
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})

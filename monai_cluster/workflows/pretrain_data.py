@@ -142,7 +142,8 @@ def autoencoder_transforms(
     image_key: str = "image",
 ) -> Compose:
     """The base chain plus random flips and 90-degree rotations, for training the autoencoder."""
-    return Compose(base_transforms(spatial_dims, image_size, intensity_range, image_key) + _flips(spatial_dims, image_key))
+    chain = base_transforms(spatial_dims, image_size, intensity_range, image_key)
+    return Compose(chain + _flips(spatial_dims, image_key))
 
 
 def feature_transforms(

@@ -249,7 +249,8 @@ def cluster_pseudo_classes(
     sizes = [np.bincount(table.labels[:, level], minlength=k).tolist() for level, k in enumerate(levels)]
     logger.info("pseudo-classes of %d images written to %s; cluster sizes per level: %s", len(table), table_path, sizes)
     if summary_path is not None:
-        atomic_write_json({"num_images": len(table), "num_clusters": list(levels), "cluster_sizes": sizes}, summary_path)
+        summary = {"num_images": len(table), "num_clusters": list(levels), "cluster_sizes": sizes}
+        atomic_write_json(summary, summary_path)
     barrier()
     return table
 

@@ -178,13 +178,13 @@ def test_interrupted_run_resumes_to_the_same_epoch_count(tmp_path):
     trainer = second.parser.get_parsed_content("train#trainer")
     network = second.parser.get_parsed_content("network_def")
     starts = []
-    trainer.add_event_handler(
-        Events.EPOCH_STARTED, lambda e: starts.append((e.state.epoch, network.backbone.conv_0.conv_0.conv.weight.clone()))
-    )
+    first_conv = network.backbone.conv_0.conv_0.conv
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: starts.append((e.state.epoch, first_conv.weight.clone())))
     second.run()
     checkpointer = second.parser.get_parsed_content("train#checkpointer")
     assert checkpointer.resumed_from.name == "checkpoint_epoch0001.pt"
-    assert starts[0][0] == 2 and torch.equal(starts[0][1], saved["state"]["network"]["backbone.conv_0.conv_0.conv.weight"])
+    assert starts[0][0] == 2
+    assert torch.equal(starts[0][1], saved["state"]["network"]["backbone.conv_0.conv_0.conv.weight"])
     assert trainer.state.epoch == 3 and trainer.state.iteration == 6
     assert (models / "autoencoder.pt").stat().st_mtime_ns == autoencoder_stamp  # stage 1 not redone
     assert [p.name for p in list_checkpoints(models / "checkpoints")][-1] == "checkpoint_epoch0003.pt"

@@ -161,7 +161,8 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
     assert payload["epoch"] == 3 and payload["iteration"] == 12 and payload["extra"]["table"].endswith(".csv")
     assert torch.equal(net2.weight, net.weight)
     assert sched2.get_last_lr() == sched.get_last_lr() == [0.05]
-    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    momentum = [o.state_dict()["state"][0]["momentum_buffer"] for o in (opt, opt2)]
+    assert torch.equal(*momentum)
     with pytest.raises(ValueError, match="state of 'network' does not fit Linear"):
         load_checkpoint(path, {"network": torch.nn.Linear(4, 2)})
     with pytest.raises(ValueError, match="holds no state for 'ema'"):
