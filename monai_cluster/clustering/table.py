@@ -216,9 +216,11 @@ def read_pseudo_class_table(path: str | os.PathLike, expected_keys: Iterable[str
     if not path.is_file():
         raise ValueError(f"pseudo-class table {where} does not exist (or is not a file).")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"{where}: not a UTF-8 text file ({err}); not a pseudo-class table.") from None
+    # split on the "\n" the writer uses only: str.splitlines would also split keys holding \x1c-\x1e, \x85 or \u2028
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")] if text else []
     if not lines or lines[0].strip() != TABLE_MAGIC:
         got = repr(lines[0]) if lines else "an empty file"
         raise ValueError(f"{where}, line 1: expected {TABLE_MAGIC!r}, got {got}; not a pseudo-class table.")

@@ -102,8 +102,8 @@ def load_pretrained(
 
     Raises:
         ValueError: for a missing file (naming it), a file that is not a state dict, zero matched tensors,
-            a matched fraction under ``min_matched``, or (with ``strict_shapes``) a shape mismatch naming the
-            key and both shapes.
+            a matched fraction under ``min_matched``, (with ``strict_shapes``) a shape mismatch naming the
+            key and both shapes, or matched tensors holding NaN/Inf (nothing is loaded then).
         TypeError: for a ``network`` that is not an ``nn.Module`` or a ``source`` of another type.
     """
     if not isinstance(network, nn.Module):
@@ -148,6 +148,12 @@ def load_pretrained(
         raise ValueError(
             f"only {len(to_load)} of {total} tensors of {type(network).__name__} matched in {name} "
             f"({len(to_load) / total:.0%} < min_matched={min_matched:.0%}); missing e.g. {missing[:5]}."
+        )
+    non_finite = [k for k, v in to_load.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise ValueError(
+            f"{len(non_finite)} tensor(s) of {name} hold NaN or Inf, e.g. {non_finite[:5]}: the weights come from a "
+            "run that diverged; use an earlier checkpoint."
         )
     network.load_state_dict(to_load, strict=False)
     logger.info("loaded %d/%d tensors into %s from %s", len(to_load), total, type(network).__name__, name)

@@ -381,6 +381,12 @@ def _unet2d(in_channels: int = 1) -> BasicUNet:
     return BasicUNet(2, in_channels, 2, features=_FEATURES)
 
 
+def _nan_weights() -> dict:
+    state = _unet2d().state_dict()
+    state["down_1.convs.conv_0.conv.weight"][0, 0, 0, 0] = float("nan")
+    return state
+
+
 def _saved(root: Path, obj) -> Path:
     torch.save(obj, root / "ckpt.pt")
     return root / "ckpt.pt"
@@ -432,6 +438,13 @@ CHECKPOINT_CASES = [
         lambda root: _truncate(_saved(root, _unet2d().state_dict())) or load_pretrained(_unet2d(), root / "ckpt.pt"),
         ValueError,
         r"pretrained checkpoint '\S+ckpt.pt' could not be read as a torch file",
+    ),
+    FileCase(
+        "checkpoint-of-a-diverged-run",
+        lambda root: load_pretrained(_unet2d(), _saved(root, _nan_weights())),
+        ValueError,
+        r"1 tensor\(s\) of \S+ckpt.pt hold NaN or Inf, e.g. \['down_1.convs.conv_0.conv.weight'\]: the weights come "
+        r"from a run that diverged",
     ),
     FileCase(
         "checkpoint-without-weights",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from monai.transforms import RandGaussianNoise, RandGaussianNoised, ScaleIntensity, ScaleIntensityd
 
-from monai_cluster.clustering import PseudoClassTable
+from monai_cluster.clustering import PseudoClassTable, read_pseudo_class_table, write_pseudo_class_table
 from monai_cluster.clustering.dec import student_t_assignment, target_distribution
 from monai_cluster.losses import (
     AssignmentEntropyLoss,
@@ -232,6 +232,26 @@ def test_pseudo_class_forms_agree(table, data):
     np.testing.assert_array_equal(a, table.labels[table.keys.index(key)])
     a[0] = -1  # the returned array is a copy: the table is not changed through it
     assert table.lookup(key)[0] >= 0
+
+
+KEYS = st.lists(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), min_size=1, max_size=10),
+    min_size=1,
+    max_size=6,
+    unique=True,
+)
+
+
+@settings(FAST, max_examples=25)
+@given(keys=KEYS, model=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=9))
+@example(keys=["images/a\u2028b.png", "x\x1e.png", "c,d.png", '"q".png', "#h.png"], model="ae, epoch 3")
+def test_pseudo_class_table_file_round_trip_with_any_key(tmp_path_factory, keys, model):
+    """Any key a file system can hold (commas, quotes, '#', Unicode line separators such as \\u2028) survives."""
+    fine = np.arange(len(keys))[:, None]
+    labels = np.concatenate([fine % 2, fine], axis=1)  # every fine cluster inside one coarse cluster
+    table = PseudoClassTable(keys, labels, (2, len(keys) + 2), model.strip())
+    path = write_pseudo_class_table(table, tmp_path_factory.mktemp("table") / "pseudo_classes.csv")
+    assert read_pseudo_class_table(path, expected_keys=keys) == table
 
 
 # ----------------------------------------------------------------------------------------------------- losses
