@@ -264,7 +264,7 @@ class SegmentationOutputWriter:
                 raise ValueError("batch samples need 'image_path' (add_source_paths) to name their outputs.")
             path = str(item["image_path"])
             key = str(item.get("key", Path(path).name))
-            stem = split_extension(key)[0].replace("/", "__").replace("\\", "__")
+            stem = key[: len(key) - len(split_extension(key)[1])].replace("/", "__").replace("\\", "__")
             original = read_image(path)
             labels = self._labels(out["pred"], tuple(original.spatial_shape))
             if self.spatial_dims == 2:

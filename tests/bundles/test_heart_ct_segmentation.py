@@ -72,7 +72,8 @@ def test_inference_writes_nifti_with_the_input_affine(trained):
     _run(_workflow(root, configs=("inference.json",), roi_size=[32, 32, 16]))  # sliding windows over each volume
     masks = sorted((root / "outputs" / "masks").glob("*.nii.gz"))
     assert len(masks) == 3 and len(list((root / "outputs" / "overlays").glob("*.png"))) == 3
-    source = nib.load(root / "synthetic_data" / "images" / masks[0].name)
+    assert masks[0].name.startswith("images__")  # named by the key, folders joined by "__"
+    source = nib.load(root / "synthetic_data" / "images" / masks[0].name.split("__")[-1])
     pred = nib.load(masks[0])
     assert pred.shape == source.shape
     np.testing.assert_allclose(pred.affine, source.affine)
