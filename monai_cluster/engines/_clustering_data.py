@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from monai_cluster.clustering.features import extract_features
 from monai_cluster.utils.validation import check_positive_float, check_positive_int
@@ -24,6 +25,7 @@ __all__ = [
     "IndexedImages",
     "check_run",
     "check_seed",
+    "fit_epochs",
     "log_scalars",
     "make_loader",
     "record_epoch",
@@ -165,6 +167,33 @@ def record_epoch(
         history[f"{prefix}{key}"].append(value)
     log_scalars(writer, tag, means, epoch)
     bar.set_postfix(loss=f"{means['loss']:.4g}")
+
+
+def fit_epochs(
+    dataset: Dataset,
+    step: Callable,
+    optimizer: torch.optim.Optimizer,
+    history: dict[str, list[float]],
+    keys: tuple[str, ...],
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    writer: object,
+    progress: bool,
+    name: str,
+    tag: str,
+    prefix: str = "",
+    drop_last: bool = False,
+) -> None:
+    """``epochs`` seeded passes of :func:`train_epoch` over shuffled batches of ``dataset``, each epoch's means of
+    ``keys`` appended to ``history`` (as ``prefix + key``), logged under ``tag`` and shown on a tqdm bar ``name``."""
+    with seeded(seed, device) as generator:
+        bar = tqdm(range(epochs), desc=name, disable=not progress)
+        for epoch in bar:
+            batches = make_loader(dataset, batch_size, generator, drop_last=drop_last)
+            means = train_epoch(batches, step, optimizer, keys, f"in {name} epoch {epoch}")
+            record_epoch(history, means, prefix, writer, tag, epoch, bar)
 
 
 def whole_dataset(

@@ -24,18 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from monai_cluster.clustering.kmeans import kmeans
 from monai_cluster.engines._clustering_data import (
     IndexedImages,
     check_run,
     check_seed,
-    make_loader,
-    record_epoch,
+    fit_epochs,
     resolve_device,
-    seeded,
-    train_epoch,
     whole_dataset,
 )
 from monai_cluster.losses.contrastive_autoencoder import ContrastiveAutoEncoderLoss
@@ -195,12 +191,10 @@ def train_cae(
         x1, x2 = x1.to(device), x2.to(device)
         return criterion.components(model(x1), model(x2), x1, x2), x1.shape[0]
 
-    with seeded(seed, device) as generator:
-        bar = tqdm(range(epochs), desc="CAE training", disable=not progress)
-        for epoch in bar:
-            batches = make_loader(dataset, batch_size, generator, drop_last=len(dataset) % batch_size == 1)
-            means = train_epoch(batches, step, optimizer, tuple(history), f"in CAE epoch {epoch}")
-            record_epoch(history, means, "", writer, "cae", epoch, bar)
+    fit_epochs(
+        dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
+        "CAE training", "cae", drop_last=len(dataset) % batch_size == 1,
+    )  # fmt: skip
     clustering = None
     if num_clusters is not None:
         clustering = cluster_cae(
@@ -248,12 +242,10 @@ def train_autoencoder(
         error = (diff.pow(2) if recon == "mse" else diff.abs()).flatten(1).mean(1).mean()
         return {"loss": error, "reconstruction": error}, x.shape[0]
 
-    with seeded(seed, device) as generator:
-        bar = tqdm(range(epochs), desc="autoencoder training", disable=not progress)
-        for epoch in bar:
-            batches = make_loader(dataset, batch_size, generator)
-            means = train_epoch(batches, step, optimizer, tuple(history), f"in autoencoder epoch {epoch}")
-            record_epoch(history, means, "", writer, "autoencoder", epoch, bar)
+    fit_epochs(
+        dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
+        "autoencoder training", "autoencoder",
+    )  # fmt: skip
     clustering = None
     if num_clusters is not None:
         clustering = cluster_cae(model, data, num_clusters, device=device, seed=seed, image_key=image_key)

@@ -33,6 +33,7 @@ from monai_cluster.engines._clustering_data import (
     IndexedImages,
     check_run,
     check_seed,
+    fit_epochs,
     log_scalars,
     make_loader,
     record_epoch,
@@ -110,12 +111,10 @@ def pretrain_vae(
         out = model(x)
         return elbo.components(out["reconstruction"], x, out["mu"], out["logvar"]), x.shape[0]
 
-    with seeded(seed, device) as generator:
-        bar = tqdm(range(epochs), desc="DVC pretraining", disable=not progress)
-        for epoch in bar:
-            batches = make_loader(dataset, batch_size, generator)
-            means = train_epoch(batches, step, optimizer, ("loss", "reconstruction", "kl"), f"in VAE epoch {epoch}")
-            record_epoch(history, means, "pretrain_", writer, "dvc/pretrain", epoch, bar)
+    fit_epochs(
+        dataset, step, optimizer, history, ("loss", "reconstruction", "kl"), epochs, batch_size, seed, device, writer,
+        progress, "DVC pretraining", "dvc/pretrain", prefix="pretrain_",
+    )  # fmt: skip
     return history
 
 
