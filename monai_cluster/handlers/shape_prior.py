@@ -123,7 +123,9 @@ class ShapePriorHandler:
         loss = self.shape_prior.discriminator_loss(assignment.detach(), masks)
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(f"the shape-prior discriminator loss is {value} at iteration {engine.state.iteration}.")
+            raise FloatingPointError(
+                f"the shape-prior discriminator loss is {value} at iteration {engine.state.iteration}."
+            )
         loss.backward()
         self.optimizer.step()
         self.last_loss = value

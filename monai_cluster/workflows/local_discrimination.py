@@ -247,7 +247,8 @@ class BestClusterDice(Metric):
 
 
 def _assignment_and_label(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and output and isinstance(output[0], Mapping):
+    decollated = isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and output
+    if decollated and isinstance(output[0], Mapping):
         raise ValueError("BestClusterDice needs the evaluator's batch output; run the evaluator with decollate=False.")
     if not isinstance(output, Mapping) or "pred" not in output or "label" not in output:
         raise ValueError(f"the evaluator output must hold 'pred' and 'label', got {type(output).__name__}.")
@@ -266,7 +267,9 @@ class LossComponentsLogger:
         tag: prefix of the scalar tags.
     """
 
-    def __init__(self, loss: Any, log_dir: str | os.PathLike | None = None, interval: int = 1, tag: str = "loss") -> None:
+    def __init__(
+        self, loss: Any, log_dir: str | os.PathLike | None = None, interval: int = 1, tag: str = "loss"
+    ) -> None:
         if not isinstance(getattr(loss, "last_components", None), dict):
             raise TypeError(f"loss must have a last_components dict, got {type(loss).__name__}.")
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
@@ -319,11 +322,14 @@ def export_backbone(
     """
     net = _unwrap(network)
     if not callable(getattr(net, "backbone_state_dict", None)):
-        raise TypeError(f"network must provide backbone_state_dict() (LocalDiscriminationNet), got {type(net).__name__}.")
+        raise TypeError(
+            f"network must provide backbone_state_dict() (LocalDiscriminationNet), got {type(net).__name__}."
+        )
     state = {k: v.detach().cpu() for k, v in net.backbone_state_dict().items()}
     atomic_torch_save(state, path)
     if info is not None:
-        atomic_write_json({**dict(info), "num_tensors": len(state)}, Path(path).with_name(Path(path).stem + "_info.json"))
+        info_path = Path(path).with_name(Path(path).stem + "_info.json")
+        atomic_write_json({**dict(info), "num_tensors": len(state)}, info_path)
     logger.info("exported %d BasicUNet tensors to %s", len(state), path)
     return Path(path)
 
@@ -430,7 +436,9 @@ def load_prior_masks(
         arr = read_image(path).array.astype(np.float32)
         arr = arr[..., 0] if arr.ndim == len(size) + 1 else arr
         if arr.ndim != len(size):
-            raise ValueError(f"prior mask {path} has {arr.ndim} spatial axes; the training size {size} has {len(size)}.")
+            raise ValueError(
+                f"prior mask {path} has {arr.ndim} spatial axes; the training size {size} has {len(size)}."
+            )
         t = torch.from_numpy((arr > 0).astype(np.float32))[None, None]
         t = F.interpolate(t, size=size, mode="area") if t.shape[2:] != size else t
         masks.append((t[0] > 0.5).float())

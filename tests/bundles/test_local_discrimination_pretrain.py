@@ -69,6 +69,12 @@ def test_2d_run_writes_basicunet_weights_maps_logs_and_checkpoint(tmp_path):
     net = workflow.parser.get_parsed_content("network")
     torch.testing.assert_close(state["conv_0.conv_0.conv.weight"], net.backbone.conv_0.conv_0.conv.weight)
     assert not torch.equal(target.conv_0.conv_0.conv.weight, initial.conv_0.conv_0.conv.weight)
+    # the dermoscopy fine-tune bundle's loader (BasicUNet, in_channels=3) starts from these tensors
+    from monai_cluster.workflows.segmentation_network import initialize_network
+
+    finetune = initialize_network(BasicUNet(2, 3, 2, features=FEATURES), "cpu", "true", str(model))
+    assert finetune.pretrained_report["matched"] == report["matched"]
+    torch.testing.assert_close(finetune.down_4.convs.conv_1.conv.weight, net.backbone.down_4.convs.conv_1.conv.weight)
     maps = sorted((tmp_path / "eval" / "cluster_maps").glob("*.png"))
     assert len(maps) == 2
     assert list((tmp_path / "runs").glob("events.out.tfevents.*"))
