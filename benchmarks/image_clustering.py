@@ -145,14 +145,28 @@ def summarise(runs: list[dict]) -> dict:
 
 def print_table(summary: dict) -> None:
     """Markdown table of ``summary`` on stdout."""
-    print("| dataset | method | accuracy | NMI | ARI | seconds per run |")
-    print("|---|---|---|---|---|---|")
+    print("| dataset | method | accuracy | NMI | ARI | seeds | seconds per run |")
+    print("|---|---|---|---|---|---|---|")
     for dataset, methods in summary.items():
-        for method in METHODS:
-            if method in methods:
-                e = methods[method]
-                cells = [f"{e[m]['mean']:.3f} ± {e[m]['sd']:.3f}" for m in METRICS]
-                print(f"| {dataset} | {method} | {' | '.join(cells)} | {e['seconds']['mean']:.0f} |")
+        for method in sorted(methods, key=lambda m: (METHODS.index(m.split("+")[0]), m)):
+            e = methods[method]
+            cells = [f"{e[m]['mean']:.3f} ± {e[m]['sd']:.3f}" for m in METRICS]
+            print(f"| {dataset} | {method} | {' | '.join(cells)} | {len(e['seeds'])} | {e['seconds']['mean']:.0f} |")
+
+
+def report(paths: list[Path]) -> dict:
+    """Print one table over the runs of several result files (e.g. extra seeds, or ``--cae-augment`` variants,
+    which are listed as ``cae+flip_rot90``); returns the merged summary."""
+    runs = []
+    for path in paths:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        variant = record["args"].get("cae_augment", "default")
+        for run in record["runs"]:
+            method = f"{run['method']}+{variant}" if run["method"] == "cae" and variant != "default" else run["method"]
+            runs.append({**run, "method": method})
+    summary = summarise(runs)
+    print_table(summary)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="CAE views: intensity/noise/shift only, or also random flips and 90-degree rotations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report", type=Path, nargs="+", help="only print one table over these result files")
     args = parser.parse_args(argv)
+    if args.report:
+        report(args.report)
+        return 0
     torch.set_num_threads(args.threads)
     root = get_data_root()
     record = {
