@@ -78,7 +78,7 @@ def _finite_mean(values: Sequence[float]) -> float:
 
 
 def _to_onehot(t: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(C, *spatial)`` probabilities/one-hot or ``(1, *spatial)`` indices -> ``(1, num_classes, *spatial)`` one-hot."""
+    """``(C, *spatial)`` probabilities/one-hot or ``(1, *spatial)`` indices to a ``(1, C, *spatial)`` one-hot."""
     if t.shape[0] == num_classes and num_classes > 1:
         t = t.argmax(dim=0, keepdim=True)
     return one_hot(t[None].long(), num_classes, dim=1)
@@ -88,10 +88,10 @@ class SegmentationMetricsWriter:
     """Collect Dice and HD95 per image and class during an evaluation, and write them as JSON when it completes.
 
     The JSON holds ``mean_dice`` and ``mean_hd95`` (means over images of the per-image mean over foreground
-    classes; for HD95 over the classes where it is defined), ``per_class`` (``{"dice": summary, "hd95": summary}`` per class name, see
-    :func:`summarize_metric`), ``per_image`` (``key``, per-class ``dice`` and ``hd95``) and ``extra``.
-    HD95 is in voxels of the evaluation grid; it is undefined (``null``) for a class absent from the
-    prediction or the ground truth.
+    classes; for HD95 over the classes where it is defined), ``per_class`` (``{"dice": summary, "hd95":
+    summary}`` per class name, see :func:`summarize_metric`), ``per_image`` (``key``, per-class ``dice`` and
+    ``hd95``) and the ``extra`` entries. HD95 is in voxels of the evaluation grid; it is undefined (``null``)
+    for a class absent from the prediction or the ground truth.
 
     Args:
         output_path: the ``.json`` file to write (atomically).

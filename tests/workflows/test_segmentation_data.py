@@ -109,7 +109,8 @@ def test_heart_transforms_window_and_crop(tmp_path):
     from monai_cluster.data import make_synthetic_heart
 
     make_synthetic_heart(tmp_path, n=1, size=32, seed=0)
-    item = {"image": str(tmp_path / "images" / "heart_000.nii.gz"), "label": str(tmp_path / "labels" / "heart_000.nii.gz")}
+    name = "heart_000.nii.gz"
+    item = {"image": str(tmp_path / "images" / name), "label": str(tmp_path / "labels" / name)}
     crops = heart_transforms("train", 16, num_classes=8, num_samples=3)(item)
     assert len(crops) == 3 and crops[0]["image"].shape == (1, 16, 16, 16)
     val = heart_transforms("val", 16, intensity="mri")(item)

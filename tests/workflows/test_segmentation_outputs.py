@@ -74,7 +74,8 @@ def test_metrics_writer_dice_hd95_json(tmp_path):
     perfect = torch.cat([1 - label, label])  # two-channel one-hot prediction equal to the label
     empty = torch.cat([torch.ones_like(label), torch.zeros_like(label)])
     writer = SegmentationMetricsWriter(tmp_path / "eval" / "metrics.json", 2, ["lesion"], extra={"split": "val"})
-    writer.collect(_engine([{"pred": perfect, "label": label}, {"pred": empty, "label": label}], [{"key": "a"}, {"key": "b"}]))
+    outputs = [{"pred": perfect, "label": label}, {"pred": empty, "label": label}]
+    writer.collect(_engine(outputs, [{"key": "a"}, {"key": "b"}]))
     summary = writer.write()
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved == summary and saved["split"] == "val"
