@@ -104,7 +104,8 @@ def list_image_mask_pairs(
 
     Raises:
         ValueError: when ``root`` or a folder is missing or empty, no layout fits (the message lists what
-            was looked for), or some images have no mask or some masks no image (the files are named).
+            was looked for), some images have no mask or some masks no image, or one mask pairs with several
+            images (the files are named).
     """
     layout = check_choice(layout, "layout", ["auto", *LAYOUTS])
     root = Path(os.path.abspath(root))
@@ -145,6 +146,11 @@ def list_image_mask_pairs(
             names = [p.name for p in candidates[0]]
             raise ValueError(f"image {image} matches several masks in {masks_path}: {names}; keep one.")
         mask = candidates[0][0]
+        if mask in used:  # e.g. IMD001.png and IMD001.jpg: the same case twice, which could leak across splits
+            others = [Path(item["image"]).name for item in items if item["label"] == str(mask)]
+            raise ValueError(
+                f"mask {mask} pairs with several images in {images_path}: {[*others, image.name]}; keep one of them."
+            )
         used.add(mask)
         key = Path(os.path.relpath(image, root)).as_posix()
         items.append({"image": str(image), "label": str(mask), "key": key})

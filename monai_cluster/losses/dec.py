@@ -23,7 +23,7 @@ def dec_kl_divergence(q: torch.Tensor, target: torch.Tensor, eps: float = 1e-12)
     a vanishing assignment gives a large finite loss rather than ``inf``. Gradients flow into ``q`` only.
 
     Args:
-        q: soft assignments ``(B, K)``, rows summing to one.
+        q: soft assignments ``(B, K)``, non-negative rows summing to one (checked: logits are rejected).
         target: target distribution ``P`` ``(B, K)`` (e.g. :func:`monai_cluster.clustering.dec.target_distribution`).
         eps: floor of ``q`` inside the log.
 
@@ -41,6 +41,15 @@ def dec_kl_divergence(q: torch.Tensor, target: torch.Tensor, eps: float = 1e-12)
     target = target.detach().to(q.dtype)
     if bool((target < 0).any()):
         raise ValueError("target must be a non-negative distribution, but it holds negative values.")
+    detached = q.detach()
+    sums = detached.sum(1)
+    atol = 1e-3 if torch.finfo(q.dtype).bits >= 32 else 5e-2  # half precision rounds a sum of K values coarsely
+    if bool((detached < 0).any()) or not bool(torch.allclose(sums, torch.ones_like(sums), atol=atol)):
+        raise ValueError(
+            "q must hold soft assignments: non-negative rows that sum to 1 (a softmax or Student's-t assignment, "
+            f"not logits), got values in [{float(detached.min()):.4g}, {float(detached.max()):.4g}] and row sums in "
+            f"[{float(sums.min()):.4g}, {float(sums.max()):.4g}]."
+        )
     return (torch.xlogy(target, target) - target * torch.log(q.clamp_min(eps))).sum(1)
 
 

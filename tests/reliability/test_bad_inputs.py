@@ -329,6 +329,12 @@ LOSS_CASES = [
         r"target must be a non-negative distribution",
     ),
     Case(
+        "dec-logits-instead-of-assignments",
+        lambda: DECClusteringLoss()(torch.tensor([[2.0, -1.0], [0.5, 0.3]]), torch.tensor([[0.9, 0.1], [0.6, 0.4]])),
+        ValueError,
+        r"q must hold soft assignments: non-negative rows that sum to 1 .*not logits\), got values in \[-1, 2\]",
+    ),
+    Case(
         "dec-nan-assignment",
         lambda: DECClusteringLoss()(torch.full((4, 3), NAN), torch.rand(4, 3)),
         ValueError,

@@ -129,6 +129,12 @@ def _mask_without_image(root: Path):
     return _pairs(root)
 
 
+def _two_images_one_mask(root: Path):
+    (root / "images" / "IMD001.png").rename(root / "images" / "IMD001.jpg")  # PIL decodes by content
+    _write_pair(root, 1)
+    return _pairs(root)
+
+
 def _missing_root(root: Path):
     return list_image_mask_pairs(root / "does_not_exist")
 
@@ -235,6 +241,12 @@ DATA_CASES = [
         _mask_without_image,
         ValueError,
         r"1 mask\(s\) in \S+masks without an image: IMD099_lesion.png",
+    ),
+    FileCase(
+        "two-images-share-one-mask",
+        _two_images_one_mask,
+        ValueError,
+        r"mask \S+IMD001_lesion.png pairs with several images in \S+images: \['IMD001.jpg', 'IMD001.png'\]",
     ),
     FileCase("missing-root", _missing_root, ValueError, r"root \S+does_not_exist does not exist or is not a folder"),
     FileCase(
