@@ -21,7 +21,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import BasicUNet, UNet
 
-from monai_cluster.data import write_png
+from monai_cluster.data import write_nifti, write_png
 from monai_cluster.utils import atomic_torch_save
 
 pytestmark = pytest.mark.bundle
@@ -46,6 +46,14 @@ FINETUNE_TOY = {
     "batch_size": 2,
     "epochs": 1,
     "val_interval": 1,
+}
+SMALL_TOY = {"device": "cpu", "epochs": 1}
+TOYS = {
+    "cluster_contrastive_pretrain": PRETRAIN_TOY,
+    "dermoscopy_segmentation": FINETUNE_TOY,
+    "heart_ct_segmentation": {**SMALL_TOY, "use_pretrained": False},
+    "local_discrimination_pretrain": SMALL_TOY,
+    "image_clustering": SMALL_TOY,
 }
 N_PAIRS = 6
 
@@ -106,6 +114,16 @@ def _label_outside_classes(work: Path) -> dict:
 def _unpaired_image(work: Path) -> dict:
     (work / "data" / "masks" / "IMD005_lesion.png").unlink()
     return {"dataset_dir": str(work / "data"), "use_pretrained": False}
+
+
+def _volumes_one_with_nan(work: Path) -> dict:
+    for i in range(3):
+        volume = np.random.default_rng(i).random((16, 16, 16), dtype=np.float32) * 100
+        if i == 1:
+            volume[3, 4, 5] = np.nan
+        write_nifti(volume, np.eye(4), work / "volumes" / "images" / f"heart_{i}.nii.gz")
+        write_nifti(np.zeros((16, 16, 16), np.uint8), np.eye(4), work / "volumes" / "labels" / f"heart_{i}.nii.gz")
+    return {"dataset_dir": str(work / "volumes")}
 
 
 def _weights(work: Path, state: dict, name: str = "model.pt") -> dict:
@@ -208,6 +226,42 @@ CASES = [
         ValueError,
         r"(?s)image \S+IMD002.png: expected 3 channel\(s\), got 1",
         prepare=_grey_image,
+    ),
+    # ---------------------------------------------------------------- the other bundles
+    BundleCase(
+        "local-discrimination-epochs-not-a-number",
+        "local_discrimination_pretrain",
+        TypeError,
+        r"option 'epochs' \(--epochs\) must be an integer >= 1, got str 'abc'",
+        {"epochs": "abc"},
+    ),
+    BundleCase(
+        "local-discrimination-dataset-with-truncated-image",
+        "local_discrimination_pretrain",
+        ValueError,
+        r"(?s)check_dataset found 1 problem.*IMD003.png: cannot decode the file",
+        prepare=_truncated_image,
+    ),
+    BundleCase(
+        "image-clustering-unknown-method",
+        "image_clustering",
+        ValueError,
+        r"option 'method' \(--method\) must be one of \['contrastive_ae', 'dvc'\], got str 'kmeans'",
+        {"method": "kmeans"},
+    ),
+    BundleCase(
+        "image-clustering-dataset-with-truncated-image",
+        "image_clustering",
+        ValueError,
+        r"IMD003.png: cannot decode the file \(OSError: image file is truncated",
+        prepare=_truncated_image,
+    ),
+    BundleCase(
+        "heart-ct-volume-with-nan",
+        "heart_ct_segmentation",
+        ValueError,
+        r"image \S+heart_1.nii.gz: must be finite, but 1 of 4096 values are NaN or Inf",
+        prepare=_volumes_one_with_nan,
     ),
     # ---------------------------------------------------------------- fine-tune bundle: overrides
     BundleCase(
@@ -312,7 +366,7 @@ def _written(root: Path) -> list[str]:
 
 def test_bundle_catalogue_is_large_and_ids_are_unique():
     ids = [case.id for case in CASES]
-    assert len(ids) == len(set(ids)) and len(ids) >= 20
+    assert len(ids) == len(set(ids)) and len(ids) >= 25
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -326,7 +380,7 @@ def test_bad_bundle_input_fails_before_training(case: BundleCase, tmp_path, _cle
     overrides.setdefault("dataset_dir", str(tmp_path / "data"))
     if case.bundle == "dermoscopy_segmentation":
         overrides.setdefault("use_pretrained", False)
-    toy = PRETRAIN_TOY if case.bundle == "cluster_contrastive_pretrain" else FINETUNE_TOY
+    toy = TOYS[case.bundle]
     configs = REPO / "bundles" / case.bundle / "configs"
     workflow = ConfigWorkflow(
         config_file=str(configs / "train.json"),
