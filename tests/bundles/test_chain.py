@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
 
 from monai_cluster.networks import ContrastivePretrainNet
+from monai_cluster.workflows.segmentation_bundle import bundle_workflow, run_bundle
 from monai_cluster.workflows.segmentation_network import encoder_tensor_names
 
 pytestmark = pytest.mark.bundle
 
 REPO = Path(__file__).resolve().parents[2]
-PRETRAIN = REPO / "bundles" / "cluster_contrastive_pretrain" / "configs"
-FINETUNE = REPO / "bundles" / "dermoscopy_segmentation" / "configs"
+PRETRAIN = REPO / "bundles" / "cluster_contrastive_pretrain"
+FINETUNE = REPO / "bundles" / "dermoscopy_segmentation"
 FEATURES = [4, 4, 8, 8, 16, 4]
 PRETRAIN_TOY = {
     "synthetic_n": 6,
@@ -39,32 +39,15 @@ PRETRAIN_TOY = {
 FINETUNE_TOY = {"synthetic_n": 6, "synthetic_size": 32, "image_size": 32, "features": FEATURES, "device": "cpu"}
 
 
-def _finetune(root: Path, **overrides) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=str(FINETUNE / "train.json"),
-        meta_file=str(FINETUNE / "metadata.json"),
-        logging_file=False,
-        bundle_root=str(root),
-        **{**FINETUNE_TOY, **overrides},
-    )
-    workflow.initialize()
-    return workflow
+def _finetune(root: Path, **overrides):
+    return bundle_workflow(FINETUNE, bundle_root=root, **{**FINETUNE_TOY, **overrides})
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """Run the pretraining bundle's default chain (autoencoder, pseudo-classes, contrastive) at toy size."""
     bundles = tmp_path_factory.mktemp("bundles")
-    workflow = ConfigWorkflow(
-        config_file=str(PRETRAIN / "train.json"),
-        meta_file=str(PRETRAIN / "metadata.json"),
-        logging_file=False,
-        bundle_root=str(bundles / "cluster_contrastive_pretrain"),
-        **PRETRAIN_TOY,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    run_bundle(PRETRAIN, bundle_root=bundles / "cluster_contrastive_pretrain", **PRETRAIN_TOY)
     model = bundles / "cluster_contrastive_pretrain" / "models" / "model.pt"
     assert model.is_file()
     return model

@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.bundle import ckpt_export, verify_net_in_out
 from PIL import Image
+
+from monai_cluster.workflows.segmentation_bundle import bundle_workflow, run_bundle, torchrun_command
 
 pytestmark = pytest.mark.bundle
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "bundles" / "dermoscopy_segmentation" / "configs"
+BUNDLE = REPO / "bundles" / "dermoscopy_segmentation"
+CONFIGS = BUNDLE / "configs"
 FEATURES = [4, 4, 8, 8, 16, 4]
 TOY = {
     "synthetic_n": 8,
@@ -30,22 +32,12 @@ TOY = {
 }
 
 
-def _workflow(root: Path, configs=("train.json",), **overrides) -> ConfigWorkflow:
-    settings = {**TOY, **overrides}
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        bundle_root=str(root),
-        **settings,
-    )
+def _workflow(root: Path, configs=("train.json",), **overrides):
+    return bundle_workflow(BUNDLE, configs, bundle_root=root, **{**TOY, **overrides})
 
 
-def _run(workflow: ConfigWorkflow) -> ConfigWorkflow:
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
+def _run(root: Path, configs=("train.json",), **overrides):
+    return run_bundle(BUNDLE, configs, bundle_root=root, **{**TOY, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,6 @@ def trained(tmp_path_factory):
     """Train 4 epochs from scratch at toy size; record the losses and the starting weights."""
     root = tmp_path_factory.mktemp("dermoscopy")
     workflow = _workflow(root, epochs=4, val_interval=2, use_pretrained=False, learning_rate=0.01)
-    workflow.initialize()
     network = workflow.parser.get_parsed_content("network")
     start = {k: v.clone() for k, v in network.state_dict().items()}
     trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -84,7 +75,7 @@ def test_train_writes_model_logs_and_learns(trained):
 
 def test_evaluate_writes_dice_and_hd95(trained):
     root = trained["root"]
-    _run(_workflow(root, configs=("train.json", "evaluate.json")))
+    _run(root, configs=("train.json", "evaluate.json"))
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert metrics["num_images"] == 2
     assert 0.0 <= metrics["mean_dice"] <= 1.0
@@ -95,7 +86,7 @@ def test_evaluate_writes_dice_and_hd95(trained):
 
 def test_inference_writes_masks_at_input_size_and_overlays(trained):
     root = trained["root"]
-    _run(_workflow(root, configs=("inference.json",)))
+    _run(root, configs=("inference.json",))
     masks = sorted((root / "outputs" / "masks").glob("*.png"))
     overlays = sorted((root / "outputs" / "overlays").glob("*.png"))
     assert len(masks) == 8 and len(overlays) == 8
@@ -105,11 +96,8 @@ def test_inference_writes_masks_at_input_size_and_overlays(trained):
 
 
 def test_label_fraction_keeps_a_seeded_subset(tmp_path):
-    workflow = _workflow(tmp_path, label_fraction=0.5, seed=3)
-    workflow.initialize()
-    data = workflow.parser.get_parsed_content("data")
+    data = _workflow(tmp_path, label_fraction=0.5, seed=3).parser.get_parsed_content("data")
     again = _workflow(tmp_path, num_labeled=3, seed=3)
-    again.initialize()
     assert len(data["train"]) == 3 and data["train"] == again.parser.get_parsed_content("data")["train"]
 
 
@@ -122,7 +110,6 @@ def test_bad_file_stops_before_training(tmp_path):
         Image.fromarray(np.zeros((40, 40), np.uint8)).save(dataset / "masks" / f"IMD00{i}_lesion.png")
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(dataset / "masks" / "IMD001_lesion.png")
     workflow = _workflow(tmp_path / "root", dataset_dir=str(dataset), use_pretrained=False)
-    workflow.initialize()
     with pytest.raises(RuntimeError) as info:
         workflow.run()
     assert "IMD001_lesion.png" in str(info.value.__cause__) and "spatial shape" in str(info.value.__cause__)
@@ -132,7 +119,6 @@ def test_bad_file_stops_before_training(tmp_path):
 def test_missing_pretrained_path_is_a_clear_error(tmp_path):
     missing = tmp_path / "nowhere" / "model.pt"
     workflow = _workflow(tmp_path, use_pretrained=True, pretrained_path=str(missing))
-    workflow.initialize()
     with pytest.raises(RuntimeError) as info:
         workflow.run()
     message = str(info.value.__cause__)
@@ -140,9 +126,8 @@ def test_missing_pretrained_path_is_a_clear_error(tmp_path):
 
 
 def test_bad_override_names_the_option(tmp_path):
-    workflow = _workflow(tmp_path, epochs="abc")
     with pytest.raises(RuntimeError) as info:
-        workflow.initialize()
+        _workflow(tmp_path, epochs="abc")
     assert "epochs" in str(info.value.__cause__)
 
 
@@ -171,18 +156,8 @@ def test_verify_net_in_out_and_torchscript_export(trained, tmp_path):
 def test_multi_gpu_overlay_runs_with_two_cpu_processes(tmp_path):
     settings = {**TOY, "epochs": 1, "val_interval": 1, "use_pretrained": False, "backend": "gloo"}
     settings.pop("device")  # the overlay picks each rank's device from the backend
-    args = []
-    for key, value in settings.items():
-        args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29643",
-        "-m", "monai.bundle", "run",
-        "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]),
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--bundle_root", str(tmp_path),
-        *args,
-    ]  # fmt: skip
+    cmd = torchrun_command(BUNDLE, master_port=29643, bundle_root=str(tmp_path), **settings)
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)

@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.bundle import ckpt_export, verify_net_in_out
 
 from monai_cluster.data import HEART_LABELS
+from monai_cluster.workflows.segmentation_bundle import bundle_workflow, run_bundle, torchrun_command
 
 pytestmark = pytest.mark.bundle
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "bundles" / "heart_ct_segmentation" / "configs"
+BUNDLE = REPO / "bundles" / "heart_ct_segmentation"
+CONFIGS = BUNDLE / "configs"
 FEATURES = [4, 4, 8, 8, 16, 4]
 TOY = {
     "synthetic_n": 3,
@@ -30,27 +31,18 @@ TOY = {
 }
 
 
-def _workflow(root: Path, configs=("train.json",), **overrides) -> ConfigWorkflow:
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        bundle_root=str(root),
-        **{**TOY, **overrides},
-    )
+def _workflow(root: Path, configs=("train.json",), **overrides):
+    return bundle_workflow(BUNDLE, configs, bundle_root=root, **{**TOY, **overrides})
 
 
-def _run(workflow: ConfigWorkflow) -> ConfigWorkflow:
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
+def _run(root: Path, configs=("train.json",), **overrides):
+    return run_bundle(BUNDLE, configs, bundle_root=root, **{**TOY, **overrides})
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("heart")
-    workflow = _run(_workflow(root, epochs=2, val_interval=1, use_pretrained=False))
+    workflow = _run(root, epochs=2, val_interval=1, use_pretrained=False)
     return {"root": root, "data": workflow.parser.get_parsed_content("data")}
 
 
@@ -59,7 +51,7 @@ def test_train_evaluate_with_mmwhs_classes(trained):
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert state["final_conv.weight"].shape[:2] == (8, FEATURES[-1])  # 8 classes, 3D kernel
     assert state["final_conv.weight"].ndim == 5
-    _run(_workflow(root, configs=("train.json", "evaluate.json")))
+    _run(root, configs=("train.json", "evaluate.json"))
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert metrics["num_images"] == len(trained["data"]["val"]) == 1
     assert list(metrics["per_class"]) == [HEART_LABELS[i] for i in range(1, 8)]
@@ -69,7 +61,7 @@ def test_train_evaluate_with_mmwhs_classes(trained):
 
 def test_inference_writes_nifti_with_the_input_affine(trained):
     root = trained["root"]
-    _run(_workflow(root, configs=("inference.json",), roi_size=[32, 32, 16]))  # sliding windows over each volume
+    _run(root, configs=("inference.json",), roi_size=[32, 32, 16])  # sliding windows over each volume
     masks = sorted((root / "outputs" / "masks").glob("*.nii.gz"))
     assert len(masks) == 3 and len(list((root / "outputs" / "overlays").glob("*.png"))) == 3
     assert masks[0].name.startswith("images__")  # named by the key, folders joined by "__"
@@ -82,7 +74,6 @@ def test_inference_writes_nifti_with_the_input_affine(trained):
 
 def test_labels_outside_num_classes_stop_before_training(tmp_path):
     workflow = _workflow(tmp_path, num_classes=4, use_pretrained=False)  # the phantoms have labels 1..7
-    workflow.initialize()
     with pytest.raises(RuntimeError) as info:
         workflow.run()
     cause = str(info.value.__cause__)
@@ -96,7 +87,6 @@ def test_mismatched_pretrained_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "pretrain_2d.pt"
     torch.save(BasicUNet(2, 3, 2, features=FEATURES).state_dict(), path)  # a 2D RGB checkpoint
     workflow = _workflow(tmp_path, use_pretrained=True, pretrained_path=str(path))
-    workflow.initialize()
     with pytest.raises(RuntimeError) as info:
         workflow.run()
     message = str(info.value.__cause__)
@@ -111,15 +101,13 @@ def test_acdc_mri_with_four_classes(real_data, tmp_path):
         for name in ("patient001_frame01.nii.gz", "patient002_frame01.nii.gz", "patient003_frame01.nii.gz"):
             (dataset / sub / name).symlink_to(acdc / sub / name)  # links, the data is not copied
     workflow = _run(
-        _workflow(
-            tmp_path / "root",
-            dataset_dir=str(dataset),
-            num_classes=4,
-            intensity="mri",
-            roi_size=[64, 64, 16],
-            epochs=1,
-            use_pretrained=False,
-        )
+        tmp_path / "root",
+        dataset_dir=str(dataset),
+        num_classes=4,
+        intensity="mri",
+        roi_size=[64, 64, 16],
+        epochs=1,
+        use_pretrained=False,
     )
     state = torch.load(tmp_path / "root" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert state["final_conv.weight"].shape[0] == 4
@@ -146,18 +134,8 @@ def test_verify_net_in_out_and_torchscript_export(trained, tmp_path):
 def test_multi_gpu_overlay_runs_with_two_cpu_processes(tmp_path):
     settings = {**TOY, "synthetic_n": 4, "epochs": 1, "val_interval": 1, "use_pretrained": False, "backend": "gloo"}
     settings.pop("device")  # the overlay picks each rank's device from the backend
-    args = []
-    for key, value in settings.items():
-        args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29644",
-        "-m", "monai.bundle", "run",
-        "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]),
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--bundle_root", str(tmp_path),
-        *args,
-    ]  # fmt: skip
+    cmd = torchrun_command(BUNDLE, master_port=29644, bundle_root=str(tmp_path), **settings)
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
