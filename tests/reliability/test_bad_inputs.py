@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
-from monai.transforms import RandGaussianNoised, RandRotate90d
+from monai.transforms import RandGaussianNoised, RandRotate90d, RepeatChanneld
 from torch import nn
 
 from monai_cluster.clustering import (
@@ -136,6 +136,12 @@ TRANSFORM_CASES = [
         lambda: MultiViewd("image", RandRotate90d("image", prob=1.0), intensity_only=True),
         ValueError,
         r"intensity_only=True.*spatial transform\(s\).*RandRotate90d",
+    ),
+    Case(
+        "multiviewd-intensity-only-chain-changes-channel-count",
+        lambda: MultiViewd("image", RepeatChanneld("image", 3), intensity_only=True)({"image": np.zeros((1, 4, 4))}),
+        ValueError,
+        r"view 0 of 'image' has shape \(3, 4, 4\), but the input has shape \(1, 4, 4\); the transform chain must not",
     ),
     Case(
         "multiviewd-view-key-already-present",
