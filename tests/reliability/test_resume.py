@@ -9,7 +9,7 @@
 - ``atomic_torch_save`` killed in the middle of writing leaves the previous file complete and loadable.
 
 The probe handler that reports progress and records the state a run starts from is ``resume_probe.py``, put into
-the bundle's handler list through a command-line override.
+the bundle's handler list through a command-line override (in place of the epoch-level ``StatsHandler``).
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ TOY = {
 TIMEOUT_S = 300
 
 
+def _stats_index() -> int:
+    """Position of the epoch-level ``StatsHandler`` in ``train#handlers``; the probe takes its place (it must come
+    after the checkpointer, which the bundle lists before its loggers)."""
+    handlers = json.loads(CONFIG.read_text())["train"]["handlers"]
+    targets = [h.get("_target_") if isinstance(h, dict) else h for h in handlers]
+    assert "StatsHandler" in targets and "@train#checkpointer" in targets, targets
+    index = targets.index("StatsHandler")
+    assert index > targets.index("@train#checkpointer"), targets
+    return index
+
+
 def _probe(probe_dir: Path, delay: float = 0.0, nan_from: int = 0) -> str:
     spec = {
         "_target_": "resume_probe.ResumeProbe",
@@ -71,7 +82,8 @@ def _start(root: Path, probe_dir: Path, resume: bool = False, **probe) -> subpro
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIG), "--bundle_root", str(root)]
     for key, value in TOY.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    args += ["--resume", "true" if resume else "false", "--train#handlers#5", _probe(probe_dir, **probe)]
+    args += ["--resume", "true" if resume else "false"]
+    args += [f"--train#handlers#{_stats_index()}", _probe(probe_dir, **probe)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
     env.pop("LOCAL_RANK", None)
     stderr = open(root.parent / f"{root.name}_{time.monotonic_ns()}.stderr", "w")  # noqa: SIM115 - closed by _finish
