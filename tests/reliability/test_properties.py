@@ -106,7 +106,7 @@ def test_multiview_array_and_dictionary_forms_agree(img, num_views):
 
 @FAST
 @given(img=images(), seed=st.integers(0, 1000))
-def test_multiviewd_intensity_only_keeps_shape_and_metadata_free_keys(img, seed):
+def test_multiviewd_intensity_only_keeps_shape_and_other_entries(img, seed):
     x = img.astype(np.float32)
     t = MultiViewd("image", RandGaussianNoised("image", prob=1.0), intensity_only=True).set_random_state(seed)
     out = t({"image": x, "key": "images/a.png"})
