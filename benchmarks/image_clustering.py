@@ -43,10 +43,11 @@ import numpy as np
 import torch
 
 from monai_cluster.clustering import clustering_scores, kmeans
-from monai_cluster.data import load_medmnist_npz, read_diagnosis_csv, read_image, split_extension
+from monai_cluster.data import load_medmnist_npz
 from monai_cluster.engines import RandomViewAugment, train_autoencoder, train_cae, train_dvc
 from monai_cluster.networks import ContrastiveAutoEncoder, DeepVariationalClustering
 from monai_cluster.utils import atomic_write_json, get_data_root
+from monai_cluster.workflows.image_clustering import load_clustering_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "image_clustering.json"
 METHODS = ("kmeans_raw", "ae_kmeans", "cae", "dvc")
@@ -54,23 +55,10 @@ METRICS = ("accuracy", "nmi", "ari")
 
 
 def load_ph2(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """PH2's 200 images as ``(N, 3, size, size)`` float32 in [0, 1], diagnosis ids ``(N,)`` and class names."""
-    import torch.nn.functional as F
-
-    folder = root / "dermoscopy" / "ph2"
-    diagnosis = read_diagnosis_csv(folder / "diagnosis.csv")
-    classes = sorted(set(diagnosis.values()))
-    files = sorted(p for sub in ("images", "unlabeled") for p in (folder / sub).iterdir() if p.is_file())
-    images, labels = [], []
-    for path in files:
-        stem = split_extension(path.name)[0]
-        if stem not in diagnosis:
-            raise ValueError(f"{path}: no diagnosis in {folder / 'diagnosis.csv'}.")
-        array = read_image(path).array[..., :3].astype(np.float32) / 255.0  # (H, W, 3)
-        x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
-        images.append(F.interpolate(x, size=(size, size), mode="area")[0].numpy())
-        labels.append(classes.index(diagnosis[stem]))
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+    """PH2's 200 images as ``(N, 3, size, size)`` float32 in [0, 1], diagnosis ids ``(N,)`` and class names, loaded
+    exactly as the bundle loads a folder (:func:`monai_cluster.workflows.image_clustering.load_clustering_data`)."""
+    data = load_clustering_data(root / "dermoscopy" / "ph2", RESULTS.parent / "unused_bundle_root", spatial_size=size)
+    return data.images.numpy(), data.labels, data.class_names
 
 
 def load_chest(root: Path, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
