@@ -142,3 +142,12 @@ def test_progress_and_run_pretrain_reject_bad_inputs(tmp_path):
     engine.state.epoch_length = 0
     with pytest.raises(ValueError, match="option 'batch_size' is larger than the number of unlabeled images"):
         run_pretrain(engine, torch.nn.Linear(2, 2), tmp_path / "model.pt")
+
+
+def test_check_batch_fits_counts_batches_and_names_the_option():
+    from monai_cluster.workflows import check_batch_fits
+
+    items = [{"image": f"{i}.png", "key": f"{i}.png"} for i in range(10)]
+    assert check_batch_fits(items, 4) == 2
+    with pytest.raises(ValueError, match=r"option 'batch_size'.*10 images over 1 process.*got 16"):
+        check_batch_fits(items, 16)
