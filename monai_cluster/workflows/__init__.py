@@ -33,6 +33,7 @@ from .pretrain import (
 from .pretrain_data import (
     autoencoder_transforms,
     base_transforms,
+    check_batch_fits,
     check_image_size,
     feature_transforms,
     make_pseudo_class_transform,
@@ -47,6 +48,7 @@ __all__ = [
     "autoencoder_transforms",
     "barrier",
     "base_transforms",
+    "check_batch_fits",
     "build_autoencoder",
     "check_image_size",
     "check_pretrain_options",

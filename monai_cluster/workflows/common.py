@@ -29,7 +29,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from monai_cluster.data import check_dataset, list_images, prepare_dataset
-from monai_cluster.utils.io import atomic_torch_save
+from monai_cluster.utils.io import atomic_torch_save, remove_stale_temp_files
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -455,6 +455,8 @@ class TrainingCheckpointer:
 
     def load(self, engine: Engine) -> None:
         """Restore the newest complete checkpoint into the objects and the engine state."""
+        if is_main_process() and Path(self.checkpoint_dir).is_dir():
+            remove_stale_temp_files(self.checkpoint_dir)  # left by a run killed while it saved
         path = find_last_checkpoint(self.checkpoint_dir)
         if path is None:
             logger.info("resume: no checkpoint in %s; starting from epoch 0", self.checkpoint_dir)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -38,6 +39,7 @@ from monai_cluster.transforms import MultiViewd, PseudoClassd
 from .common import barrier, is_main_process, list_unlabeled, validate_option
 
 __all__ = [
+    "check_batch_fits",
     "autoencoder_transforms",
     "base_transforms",
     "check_image_size",
@@ -100,6 +102,31 @@ def prepare_unlabeled(
         return items
     barrier()
     return list_unlabeled(dataset_dir, bundle_root, check=False, **kwargs)
+
+
+def check_batch_fits(items: Sequence[dict], batch_size: int) -> int:
+    """Check before any stage runs that an epoch of pretraining has at least one full batch on every process.
+
+    Args:
+        items: the unlabeled items (:func:`prepare_unlabeled`).
+        batch_size: images per batch and process (the last incomplete batch is dropped).
+
+    Returns:
+        The number of full batches per epoch and process.
+
+    Raises:
+        ValueError: when ``batch_size`` is larger than the images each process gets.
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world = torch.distributed.get_world_size() if distributed else 1
+    per_process = len(items) // world
+    if batch_size > per_process:
+        raise ValueError(
+            f"option 'batch_size' (--batch_size) must be at most the number of unlabeled images per process "
+            f"({len(items)} images over {world} process(es) = {per_process}), got {batch_size}: an epoch would "
+            "have no batch (the last incomplete batch is dropped); lower batch_size or add images."
+        )
+    return per_process // batch_size
 
 
 def base_transforms(

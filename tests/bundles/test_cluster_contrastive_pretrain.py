@@ -216,8 +216,10 @@ def test_3d_overlay(tmp_path):
                 "num_clusters": [2, 3], "epochs": 1}
     workflow = _run(tmp_path, configs=("train.json", "train_3d.json"), **settings)
     assert workflow.parser.get_parsed_content("network_def").spatial_dims == 3
-    _assert_basicunet_checkpoint(tmp_path / "models" / "model.pt", 3, 1)
-    assert len(read_pseudo_class_table(tmp_path / "models" / "pseudo_classes.csv")) == 4
+    # the 3D overlay writes models_3d/ so it never overwrites the 2D weights the dermoscopy bundle reads
+    _assert_basicunet_checkpoint(tmp_path / "models_3d" / "model.pt", 3, 1)
+    assert len(read_pseudo_class_table(tmp_path / "models_3d" / "pseudo_classes.csv")) == 4
+    assert not (tmp_path / "models").exists() and (tmp_path / "runs_3d").is_dir()
 
 
 def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path):

@@ -192,6 +192,14 @@ CASES = [
         {"batch_size": 1},
     ),
     BundleCase(
+        "pretrain-batch-larger-than-the-dataset",
+        "cluster_contrastive_pretrain",
+        ValueError,
+        r"option 'batch_size' \(--batch_size\) must be at most the number of unlabeled images per process "
+        r"\(6 images over 1 process\(es\) = 6\), got 16",
+        {"batch_size": 16},
+    ),
+    BundleCase(
         "pretrain-num-clusters-not-a-list",
         "cluster_contrastive_pretrain",
         TypeError,
