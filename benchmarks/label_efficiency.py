@@ -15,7 +15,7 @@ are not pretrained (decoder for encoder-only methods, and the head) and the batc
 method, so the differences to ``random`` are paired. Fine-tuning uses a cosine learning rate decayed to zero and
 reports the mean of the last ``--eval-last`` evaluations on the held-out split.
 
-Example (the numbers in ``benchmarks/sections/label_efficiency.md``)::
+Example (the numbers in the "Label efficiency" section of ``BENCHMARKS.md``)::
 
     python benchmarks/label_efficiency.py --dataset dermoscopy --image-size 64 --seeds 0 1 2 \\
         --label-fraction 0.1 1.0 --pretrain-steps 300 --out benchmarks/results/label_efficiency_dermoscopy.json

@@ -1,6 +1,13 @@
-"""Workflows behind the bundles: shared helpers (data, option checks, checkpoints, resume) and the pretraining stages.
+"""Workflows behind the bundles: shared helpers (data, option checks, checkpoints, resume) and each bundle's stages.
 
-Bundle configs call these so that the logic can be imported and tested outside ``python -m monai.bundle``.
+Bundle configs call these so that the logic can be imported and tested outside ``python -m monai.bundle``:
+
+- ``common``: dataset resolution, option validation, device/seed, atomic full-state checkpoints and resume;
+- ``pretrain``, ``pretrain_data``, ``pretrain_stages``: ``bundles/cluster_contrastive_pretrain``;
+- ``segmentation_*``: ``bundles/dermoscopy_segmentation`` and ``bundles/heart_ct_segmentation``, and
+  :func:`run_bundle` to run any bundle's configs from Python;
+- ``local_discrimination``: ``bundles/local_discrimination_pretrain``;
+- ``image_clustering``: ``bundles/image_clustering``.
 """
 
 from .common import (
@@ -40,9 +47,32 @@ from .pretrain_data import (
     prepare_unlabeled,
     pretrain_transforms,
 )
+from . import image_clustering, local_discrimination
+from .image_clustering import ImageClusteringTrainer, write_clusters_csv
+from .local_discrimination import BestClusterDice, export_backbone, save_cluster_maps
+from .segmentation_bundle import bundle_workflow, run_bundle, torchrun_command
+from .segmentation_data import labeled_subset, segmentation_splits
+from .segmentation_network import initialize_network, load_finetuned
+from .segmentation_outputs import SegmentationMetricsWriter, SegmentationOutputWriter
 from .pretrain_stages import build_autoencoder, cluster_pseudo_classes, load_autoencoder, train_autoencoder
 
 __all__ = [
+    "BestClusterDice",
+    "ImageClusteringTrainer",
+    "SegmentationMetricsWriter",
+    "SegmentationOutputWriter",
+    "bundle_workflow",
+    "export_backbone",
+    "image_clustering",
+    "initialize_network",
+    "labeled_subset",
+    "load_finetuned",
+    "local_discrimination",
+    "run_bundle",
+    "save_cluster_maps",
+    "segmentation_splits",
+    "torchrun_command",
+    "write_clusters_csv",
     "CHECKPOINT_FORMAT",
     "PRETRAIN_OPTION_SPECS",
     "autoencoder_transforms",
