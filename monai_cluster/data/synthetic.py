@@ -1,7 +1,7 @@
 """Synthetic datasets and :func:`prepare_dataset`, the entry point bundles call for their data.
 
 ``prepare_dataset`` lists a real dataset when one is given, and otherwise generates a small synthetic one
-(2D dermoscopy or 3D heart CT) once into a folder, so every bundle runs out of the box.
+(2D dermoscopy, 2D fundus or 3D heart CT) once into a folder, so every bundle runs out of the box.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from monai_cluster.utils.validation import check_choice
 from .image_io import split_extension
 from .listing import list_image_mask_pairs, read_diagnosis_csv
 from .synthetic_dermoscopy import SYNTHETIC_DERMOSCOPY_KINDS, make_synthetic_dermoscopy, parse_size
+from .fundus import make_synthetic_fundus
 from .synthetic_heart import HEART_LABELS, make_synthetic_heart
 
 __all__ = [
@@ -35,10 +36,11 @@ SYNTHETIC_MARKER = ".monai_cluster_synthetic.json"
 """File written last into a synthetic folder; it records what was generated (kind, n, size, seed)."""
 
 _GENERATOR_VERSION = 1  # bump when the generators change, so cached synthetic folders are regenerated
-_DEFAULTS = {"dermoscopy": {"n": 24, "size": 64}, "heart": {"n": 4, "size": 64}}
+_DEFAULTS = {"dermoscopy": {"n": 24, "size": 64}, "heart": {"n": 4, "size": 64}, "fundus": {"n": 8, "size": 64}}
+_GENERATORS = {"dermoscopy": make_synthetic_dermoscopy, "heart": make_synthetic_heart, "fundus": make_synthetic_fundus}
 _GENERATED = {  # folder -> names the generators write there (removed before regenerating)
-    "images": re.compile(r"^(SYN\d+\.png|heart_\d+\.nii\.gz)$"),
-    "masks": re.compile(r"^SYN\d+_lesion\.png$"),
+    "images": re.compile(r"^(SYN\d+\.png|heart_\d+\.nii\.gz|FUNDUS\d+\.png)$"),
+    "masks": re.compile(r"^(SYN\d+_lesion|FUNDUS\d+)\.png$"),
     "labels": re.compile(r"^heart_\d+\.nii\.gz$"),
 }
 
@@ -69,6 +71,8 @@ def _remove_generated(folder: Path) -> None:
 def _synthetic_listing(folder: Path, kind: str) -> list[dict]:
     if kind == "heart":
         return list_image_mask_pairs(folder, layout="same_stem", image_dir="images", mask_dir="labels")
+    if kind == "fundus":
+        return list_image_mask_pairs(folder, layout="same_stem", image_dir="images", mask_dir="masks")
     return _attach_diagnosis(list_image_mask_pairs(folder, layout="ph2"), folder / "diagnosis.csv")
 
 
@@ -93,9 +97,10 @@ def prepare_dataset(
     Args:
         dataset_dir: a real dataset folder, or ``None`` (or ``""``) for synthetic data.
         synthetic_dir: where synthetic data is generated; required when ``dataset_dir`` is ``None``.
-        kind: ``"dermoscopy"`` (2D RGB lesions, :func:`make_synthetic_dermoscopy`) or ``"heart"``
-            (3D CT, :func:`make_synthetic_heart`).
-        n: number of synthetic samples (default 24 dermoscopy, 4 heart).
+        kind: ``"dermoscopy"`` (2D RGB lesions, :func:`make_synthetic_dermoscopy`), ``"heart"``
+            (3D CT, :func:`make_synthetic_heart`) or ``"fundus"`` (2D RGB with vessel masks,
+            :func:`~monai_cluster.data.make_synthetic_fundus`).
+        n: number of synthetic samples (default 24 dermoscopy, 4 heart, 8 fundus).
         size: synthetic image size, int or tuple (default 64).
         seed: synthetic generation seed.
         layout: layout of ``dataset_dir`` (``"auto"`` detects it).
@@ -112,7 +117,7 @@ def prepare_dataset(
         raise ValueError("synthetic_dir must name a folder to generate synthetic data into when dataset_dir is None.")
     folder = Path(os.path.abspath(synthetic_dir))
     n = _DEFAULTS[kind]["n"] if n is None else n
-    size = parse_size(_DEFAULTS[kind]["size"] if size is None else size, "size", 2 if kind == "dermoscopy" else 3, 16)
+    size = parse_size(_DEFAULTS[kind]["size"] if size is None else size, "size", 3 if kind == "heart" else 2, 16)
     wanted = {"kind": kind, "n": n, "size": list(size), "seed": seed, "generator_version": _GENERATOR_VERSION}
 
     marker = folder / SYNTHETIC_MARKER
@@ -133,7 +138,6 @@ def prepare_dataset(
         else:
             logger.info("synthetic data in %s was made with %s; regenerating for %s", folder, recorded, wanted)
     _remove_generated(folder)
-    generate = make_synthetic_dermoscopy if kind == "dermoscopy" else make_synthetic_heart
-    generate(folder, n=n, size=size, seed=seed)
+    _GENERATORS[kind](folder, n=n, size=size, seed=seed)
     atomic_write_json(wanted, marker)
     return _synthetic_listing(folder, kind)

@@ -37,6 +37,7 @@ __all__ = [
     "barrier",
     "checkpoint_path",
     "find_last_checkpoint",
+    "images_outside_mask_folders",
     "is_main_process",
     "list_checkpoints",
     "list_unlabeled",
@@ -110,6 +111,16 @@ def resolve_dataset(
     return items
 
 
+def images_outside_mask_folders(root: str | os.PathLike) -> list[dict]:
+    """``{"image", "key"}`` for every image under ``root`` (recursively) except those in mask folders
+    (``masks/``, ``labels/``, ``labelsTr/``, ``labelsTs/``); may be empty."""
+    return [
+        {"image": it["image"], "key": it["key"]}
+        for it in list_images(root)
+        if not _MASK_FOLDERS.intersection(Path(it["key"]).parts[:-1])
+    ]
+
+
 def list_unlabeled(
     dataset_dir: str | os.PathLike | None,
     bundle_root: str | os.PathLike,
@@ -136,11 +147,7 @@ def list_unlabeled(
         items = [{"image": p["image"], "key": p["key"]} for p in pairs]
     else:
         root = Path(os.path.abspath(dataset_dir))
-        items = [
-            {"image": it["image"], "key": it["key"]}
-            for it in list_images(root)
-            if not _MASK_FOLDERS.intersection(Path(it["key"]).parts[:-1])
-        ]
+        items = images_outside_mask_folders(root)
         if not items:
             raise ValueError(
                 f"dataset_dir {root} holds no images outside its mask folders {sorted(_MASK_FOLDERS)}."

@@ -20,7 +20,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
-from monai_cluster.data import check_dataset, list_fundus_pairs, make_synthetic_fundus, read_image, write_png
+from monai_cluster.data import check_dataset, list_fundus_pairs, prepare_dataset, read_image, write_png
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
 from monai_cluster.workflows.common import list_unlabeled, resolve_dataset, validate_options
 
@@ -65,8 +64,6 @@ PRETRAIN_OPTION_SPECS = {
 """What :func:`validate_pretrain_options` expects of each bundle option (specs of
 :func:`~monai_cluster.workflows.common.validate_option`)."""
 
-_FUNDUS_MARKER = ".monai_cluster_synthetic_fundus.json"
-_FUNDUS_VERSION = 1
 
 
 def validate_pretrain_options(**options: Any) -> dict[str, Any]:
@@ -87,32 +84,6 @@ def validate_pretrain_options(**options: Any) -> dict[str, Any]:
     if dataset_dir is not None and not Path(dataset_dir).is_dir():
         raise ValueError(f"option 'dataset_dir' (--dataset_dir) must be an existing folder, got {dataset_dir!r}.")
     return checked
-
-
-def _synthetic_fundus(folder: Path, n: int, size: int | Sequence[int], seed: int) -> list[dict]:
-    """Generate the synthetic fundus set once (a marker records n, size, seed; a mismatch regenerates)."""
-    wanted = {"kind": "fundus", "n": n, "size": list(np.atleast_1d(size).tolist()), "seed": seed,
-              "generator_version": _FUNDUS_VERSION}
-    marker = folder / _FUNDUS_MARKER
-    if marker.is_file():
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            recorded = None
-        if recorded == wanted:
-            items = [
-                {"image": str(folder / "images" / f"FUNDUS{i:04d}.png"),
-                 "label": str(folder / "masks" / f"FUNDUS{i:04d}.png"), "key": f"images/FUNDUS{i:04d}.png"}
-                for i in range(n)
-            ]
-            if all(Path(it["image"]).is_file() and Path(it["label"]).is_file() for it in items):
-                return items
-    marker.unlink(missing_ok=True)
-    items = make_synthetic_fundus(folder, n=n, size=tuple(wanted["size"]) if len(wanted["size"]) > 1 else size,
-                                  seed=seed)
-    atomic_write_json(wanted, marker)
-    logger.info("generated %d synthetic fundus images (%s px) in %s", n, size, folder)
-    return items
 
 
 def _real_listing(dataset_dir: str, kind: str, bundle_root: str, check: bool, channels, spatial_dims) -> list[dict]:
@@ -177,7 +148,8 @@ def prepare_pretrain_data(
     if dataset_dir is not None and str(dataset_dir) != "":
         items = _real_listing(str(dataset_dir), kind, str(bundle_root), check, channels, spatial_dims)
     elif kind == "fundus":
-        items = _synthetic_fundus(Path(os.path.abspath(bundle_root)) / "synthetic_data", n or 16, size or 64, seed)
+        items = prepare_dataset(synthetic_dir=Path(os.path.abspath(bundle_root)) / "synthetic_data", kind="fundus",
+                                n=n or 16, size=size or 64, seed=seed)
         if check:
             check_dataset(items, channels=channels, spatial_dims=spatial_dims)
     else:
@@ -422,7 +394,8 @@ def load_prior_masks(
     if source is None or str(source) == "":
         if len(size) != 2:
             raise ValueError(f"synthetic vessel priors are 2D; give a prior mask folder for spatial_size {size}.")
-        items = _synthetic_fundus(Path(os.path.abspath(bundle_root)) / "synthetic_data" / "priors", n, size, seed)
+        items = prepare_dataset(synthetic_dir=Path(os.path.abspath(bundle_root)) / "synthetic_data" / "priors",
+                                kind="fundus", n=n, size=size, seed=seed)
         paths = [it["label"] for it in items]
     else:
         folder = Path(source)

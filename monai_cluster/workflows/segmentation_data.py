@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_cluster.data import check_dataset, list_image_mask_pairs, list_images
+from monai_cluster.data import check_dataset, list_image_mask_pairs
 from monai_cluster.utils.validation import check_choice, check_positive_int
 
-from .common import barrier, is_main_process, resolve_dataset
+from .common import barrier, images_outside_mask_folders, is_main_process, resolve_dataset
 
 __all__ = ["inference_items", "labeled_subset", "segmentation_splits", "split_train_val"]
 
 logger = logging.getLogger(__name__)
 
-_MASK_FOLDERS = frozenset({"masks", "labels", "labelsTr", "labelsTs"})
 
 
 def _check_fraction(value: object, name: str, allow_zero: bool) -> float:
@@ -230,7 +229,7 @@ def inference_items(
             items = list_image_mask_pairs(root)
         except ValueError as err:
             logger.info("no image/mask layout in %s (%s); segmenting every image found there", root, err)
-            items = [it for it in list_images(root) if not _MASK_FOLDERS.intersection(Path(it["key"]).parts[:-1])]
+            items = images_outside_mask_folders(root)
             if not items:
                 raise ValueError(f"dataset_dir {root} holds no images outside mask folders.") from err
     check_dataset(items, channels=channels, spatial_dims=spatial_dims, label_key="label")
