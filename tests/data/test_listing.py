@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -159,20 +160,43 @@ def test_read_diagnosis_csv(tmp_path):
         read_diagnosis_csv(twice)
 
 
+# The real folders may grow (ACDC went from 24 to 70 patients), so these check the layout, not a count:
+# every listed image pairs with the mask its dataset's naming gives, keys are sorted and unique.
 @pytest.mark.real_data
 @pytest.mark.parametrize(
-    "parts, count, first_mask",
+    "parts, image_pattern, mask_of",
     [
-        (("dermoscopy", "ph2"), 45, "IMD002_lesion.png"),
-        (("dermoscopy", "ham10000"), 36, "ISIC_0024340.png"),
-        (("heart", "acdc"), 48, "patient001_frame01.nii.gz"),
+        (("dermoscopy", "ph2"), r"IMD\d{3}\.png", lambda stem: f"{stem}_lesion.png"),
+        (("dermoscopy", "ham10000"), r"ISIC_\d{7}\.jpg", lambda stem: f"{stem}.png"),
+        (("heart", "acdc"), r"patient\d{3}_frame0[12]\.nii\.gz", lambda stem: f"{stem}.nii.gz"),
     ],
 )
-def test_real_layouts(real_data, parts, count, first_mask):
-    items = list_image_mask_pairs(real_data(*parts))
-    assert len(items) == count
-    assert Path(items[0]["label"]).name == first_mask
-    assert items == sorted(items, key=lambda it: it["key"])
+def test_real_layouts(real_data, parts, image_pattern, mask_of):
+    root = real_data(*parts)
+    items = list_image_mask_pairs(root)
+    on_disk = sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith("."))
+    assert items, f"no pairs listed under {root}"
+    assert _names(items, "image") == on_disk  # every image on disk is listed, none twice
+    for it in items:
+        name = Path(it["image"]).name
+        assert re.fullmatch(image_pattern, name), name
+        stem = name.split(".")[0]
+        assert Path(it["label"]).name == mask_of(stem)
+        assert Path(it["label"]).is_file()
+    keys = [it["key"] for it in items]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+@pytest.mark.real_data
+def test_real_acdc_patients_have_both_frames(real_data):
+    """ACDC: each patient contributes its end-diastole and end-systole frame, so patient splits are whole."""
+    items = list_image_mask_pairs(real_data("heart", "acdc"))
+    frames = {}
+    for it in items:
+        patient, frame = Path(it["image"]).name.split(".")[0].split("_")
+        frames.setdefault(patient, set()).add(frame)
+    assert frames and all(f == {"frame01", "frame02"} for f in frames.values()), frames
+    assert len(items) == 2 * len(frames)
 
 
 @pytest.mark.real_data
