@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
+from monai_cluster.transforms.geometry.array import check_geometry
+from monai_cluster.transforms.geometry.dictionary import geometry_key
 from monai_cluster.transforms.multiview.dictionary import view_key
 from monai_cluster.utils import check_labels, check_positive_int
 
@@ -30,6 +32,10 @@ class MultiViewPrepareBatch:
     survive concatenation). ``targets = {"pseudo_class": (B, L) long, "partition": (B,) long, "volume_id": (B,)
     long}``, each ``None`` when the batch lacks that key; ``volume_id`` (an integer volume index per slice, e.g.
     written into the listing) lets the partition-aware global loss treat slices of one volume as the same volume.
+    When every view carries the geometry of its random resized crop (``image_geometry``, ``image_geometry_1``,
+    ... as :class:`~monai_cluster.transforms.RandResizedCropd` inside ``MultiViewd`` writes them), ``targets``
+    also holds ``"geometry"``: ``(V, B, D+1, D+1)``, which the local loss uses to match locations between views
+    of different geometry; otherwise ``"geometry"`` is None (views aligned voxel by voxel).
     Pass it to the trainer with ``decollate=False``: the targets are a dict, not a per-sample tensor.
 
     Args:
@@ -61,6 +67,7 @@ class MultiViewPrepareBatch:
         self.partition_key = partition_key
         self.volume_id_key = volume_id_key
         self.view_keys = [view_key(image_key, i) for i in range(self.num_views)]
+        self.geometry_keys = [view_key(geometry_key(image_key), i) for i in range(self.num_views)]
         self._target_specs = (
             ("pseudo_class", pseudo_class_key, "(B, levels)", 2),
             ("partition", partition_key, "(B,)", 1),
@@ -74,7 +81,10 @@ class MultiViewPrepareBatch:
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
-        """Return ``(inputs (V*B, C, *spatial), {"pseudo_class": (B, L), "partition": (B,), "volume_id": (B,)})``.
+        """Return ``(inputs (V*B, C, *spatial), targets)``.
+
+        ``targets``: ``{"pseudo_class": (B, L), "partition": (B,), "volume_id": (B,), "geometry": (V, B, D+1, D+1)}``,
+        each None when absent.
 
         Args:
             batchdata: a collated batch dictionary.
@@ -111,4 +121,28 @@ class MultiViewPrepareBatch:
             if value.ndim != ndim:
                 raise ValueError(f"batch[{key!r}] must be {layout}, got shape {tuple(value.shape)}.")
             targets[name] = value.to(device=device, non_blocking=non_blocking)
+        targets["geometry"] = self._geometry(batchdata, views[0].ndim - 2, batch_size, device, non_blocking)
         return inputs, targets
+
+    def _geometry(
+        self, batchdata: Mapping[str, Any], spatial_dims: int, batch_size: int, device: Any, non_blocking: bool
+    ) -> torch.Tensor | None:
+        present = [k for k in self.geometry_keys if k in batchdata]
+        if not present:
+            return None
+        if len(present) != len(self.geometry_keys):
+            missing = [k for k in self.geometry_keys if k not in batchdata]
+            raise ValueError(
+                f"MultiViewPrepareBatch: the batch has view geometries {present} but lacks {missing}; every view "
+                "must carry its geometry (put the RandResizedCropd in the per-view chain) or none."
+            )
+        stacked = []
+        for k in self.geometry_keys:
+            g = check_geometry(_as_plain_tensor(batchdata[k], k), f"batch[{k!r}]", spatial_dims=spatial_dims)
+            if g.ndim != 3 or g.shape[0] != batch_size:
+                raise ValueError(
+                    f"batch[{k!r}] must be (B, {spatial_dims + 1}, {spatial_dims + 1}) with B={batch_size}, "
+                    f"got shape {tuple(g.shape)}."
+                )
+            stacked.append(g)
+        return torch.stack(stacked).to(device=device, non_blocking=non_blocking)

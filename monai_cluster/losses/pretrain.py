@@ -21,6 +21,7 @@ from torch import nn
 
 from monai_cluster.losses.cluster_contrastive import ClusterGuidedContrastiveLoss
 from monai_cluster.losses.global_contrastive import GlobalContrastiveLoss
+from monai_cluster.losses.local_contrastive import LocalContrastiveLoss
 from monai_cluster.utils.validation import check_positive_float, check_positive_int, check_tensor
 
 __all__ = ["ContrastivePretrainLoss"]
@@ -32,7 +33,10 @@ class ContrastivePretrainLoss(nn.Module):
     The global loss receives the pseudo-classes (:class:`ClusterGuidedContrastiveLoss`) or the partitions
     (:class:`GlobalContrastiveLoss`, plus ``targets["volume_id"]`` when present) from ``targets``; any other
     global loss is called as ``global_loss(z_i, z_j)``. The local loss is called as ``local_loss(f_i, f_j)``
-    on the dense maps. With ``num_views > 2`` each term is the mean over all view pairs ``i < j``. A term
+    on the dense maps; when the views differ in geometry (``targets["geometry"]``, ``(V, B, D+1, D+1)``, from
+    ``MultiViewPrepareBatch``) a :class:`LocalContrastiveLoss` gets ``geometry1``/``geometry2`` so that it
+    matches locations through the crops, and any other local loss is refused (it would compare unmatched
+    pixels). With ``num_views > 2`` each term is the mean over all view pairs ``i < j``. A term
     whose loss is None or whose weight is 0 is skipped (its prediction key is not needed).
 
     After each call, ``last_components`` holds the detached values as floats: ``"global"`` and ``"local"``
@@ -110,11 +114,33 @@ class ContrastivePretrainLoss(nn.Module):
             values.append(value)
         return torch.stack(values).mean()
 
+    def _local(self, preds: Mapping, geometry: torch.Tensor | None) -> torch.Tensor:
+        views = self._views(preds, "dense")
+        if geometry is None:
+            return self._pairwise_mean(self.local_loss, views, "local_loss")
+        if not isinstance(self.local_loss, LocalContrastiveLoss):
+            raise ValueError(
+                f"the views differ in geometry (targets['geometry'] is set) but local_loss is a "
+                f"{type(self.local_loss).__name__}, which takes no geometry and would compare unmatched pixels; "
+                "use LocalContrastiveLoss or intensity-only views."
+            )
+        geometry = check_tensor(geometry, "targets['geometry']")
+        if geometry.ndim != 4 or geometry.shape[0] != self.num_views:
+            raise ValueError(
+                f"targets['geometry'] must be (V, B, D+1, D+1) with V={self.num_views}, got {tuple(geometry.shape)}."
+            )
+        values = [
+            self.local_loss(views[i], views[j], geometry1=geometry[i], geometry2=geometry[j])
+            for i, j in itertools.combinations(range(self.num_views), 2)
+        ]
+        return torch.stack(values).mean()
+
     def forward(self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, Any] | None = None) -> torch.Tensor:
         """
         Args:
             preds: network output dict with ``"global"`` ``(V*B, F)`` and/or ``"dense"`` ``(V*B, C, *spatial)``.
-            targets: dict with ``"pseudo_class"`` ``(B, L)`` / None and ``"partition"`` ``(B,)`` / None, or None.
+            targets: dict with ``"pseudo_class"`` ``(B, L)`` / None, ``"partition"`` ``(B,)`` / None and
+                ``"geometry"`` ``(V, B, D+1, D+1)`` / None, or None.
 
         Returns:
             the weighted sum, a scalar tensor.
@@ -132,7 +158,7 @@ class ContrastivePretrainLoss(nn.Module):
             components["global"] = self._pairwise_mean(self.global_loss, views, "global_loss", **kwargs)
             total = self.global_weight * components["global"]
         if self.use_local:
-            components["local"] = self._pairwise_mean(self.local_loss, self._views(preds, "dense"), "local_loss")
+            components["local"] = self._local(preds, targets.get("geometry"))
             weighted = self.local_weight * components["local"]
             total = weighted if total is None else total + weighted
         self.last_components = {name: float(value.detach()) for name, value in components.items()}

@@ -1,4 +1,4 @@
-"""MONAI-style array and dictionary transforms: multi-view augmentation, pseudo-class lookup, slice partitions."""
+"""MONAI-style array and dictionary transforms: multi-view augmentation, recorded crops, pseudo-classes, partitions."""
 
 from .flip_rotate import (
     LocalDiscriminationViewsd,
@@ -10,6 +10,17 @@ from .flip_rotate import (
     RandFlipRot90Dict,
     apply_flip_rot90,
     undo_flip_rot90,
+)
+from .geometry import (
+    RandResizedCrop,
+    RandResizedCropd,
+    RandResizedCropD,
+    RandResizedCropDict,
+    check_geometry,
+    corresponding_points,
+    geometry_key,
+    identity_geometry,
+    map_points,
 )
 from .multiview import MultiView, MultiViewd, MultiViewD, MultiViewDict, find_spatial_transforms, view_key
 from .partition import (
@@ -40,6 +51,10 @@ __all__ = [
     "RandFlipRot90d",
     "RandFlipRot90D",
     "RandFlipRot90Dict",
+    "RandResizedCrop",
+    "RandResizedCropd",
+    "RandResizedCropD",
+    "RandResizedCropDict",
     "RandSlice",
     "RandSliced",
     "RandSliceD",
@@ -49,6 +64,11 @@ __all__ = [
     "SlicePartitionD",
     "SlicePartitionDict",
     "apply_flip_rot90",
+    "check_geometry",
+    "corresponding_points",
+    "geometry_key",
+    "identity_geometry",
+    "map_points",
     "find_spatial_transforms",
     "undo_flip_rot90",
     "view_key",

@@ -30,6 +30,7 @@ from .common import (
 )
 from .pretrain import (
     PRETRAIN_OPTION_SPECS,
+    SCHEDULES,
     PretrainProgress,
     check_pretrain_options,
     make_pretrain_checkpointer,
@@ -39,6 +40,8 @@ from .pretrain import (
     table_to_extra,
 )
 from .pretrain_data import (
+    VIEW_MODES,
+    autoencoder_augmentation,
     autoencoder_transforms,
     base_transforms,
     check_batch_fits,
@@ -46,7 +49,9 @@ from .pretrain_data import (
     feature_transforms,
     make_pseudo_class_transform,
     prepare_unlabeled,
+    pretrain_augmentation,
     pretrain_transforms,
+    pretrain_view_transform,
 )
 from . import image_clustering, local_discrimination
 from .image_clustering import ImageClusteringTrainer, write_clusters_csv
@@ -76,6 +81,7 @@ __all__ = [
     "write_clusters_csv",
     "CHECKPOINT_FORMAT",
     "PRETRAIN_OPTION_SPECS",
+    "autoencoder_augmentation",
     "autoencoder_transforms",
     "barrier",
     "base_transforms",
@@ -97,8 +103,12 @@ __all__ = [
     "make_pseudo_class_transform",
     "make_recluster_handler",
     "prepare_unlabeled",
+    "pretrain_augmentation",
     "pretrain_transforms",
+    "pretrain_view_transform",
     "PretrainProgress",
+    "SCHEDULES",
+    "VIEW_MODES",
     "resolve_dataset",
     "resolve_device",
     "run_pretrain",

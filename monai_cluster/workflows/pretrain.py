@@ -41,6 +41,7 @@ from .pretrain_data import check_image_size
 __all__ = [
     "PRETRAIN_OPTION_SPECS",
     "PretrainProgress",
+    "SCHEDULES",
     "check_pretrain_options",
     "make_pretrain_checkpointer",
     "make_recluster_handler",
@@ -66,6 +67,9 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
     "temperature": "float>0",
     "global_weight": "float>=0",
     "local_weight": "float>=0",
+    "schedule": "choice:joint|staged",
+    "local_epochs": "int>=1",
+    "crop_scale": "floats>0",
     "resume": "bool",
     "seed": "int>=0",
     "spatial_dims": "int>=2",
@@ -82,8 +86,10 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
     Raises:
         TypeError/ValueError: naming the option, e.g. ``option 'epochs' (--epochs) must be an integer >= 1, got
             str 'abc'``; also when both loss weights are 0, ``features`` is not six sizes, or
-            ``pseudo_class_level`` is not a level of ``num_clusters``, or ``image_size`` is not a multiple of 16
-            with one size or one per spatial axis (returned as one size per axis).
+            ``pseudo_class_level`` is not a level of ``num_clusters``, ``crop_scale`` is not ``[low, high]`` in
+            ``(0, 1]``, ``schedule`` is not ``joint``/``staged`` (or ``staged`` without a global loss), or
+            ``image_size`` is not a multiple of 16 with one size or one per spatial axis (returned as one size
+            per axis).
     """
     checked = validate_options(options, PRETRAIN_OPTION_SPECS)
     if checked["spatial_dims"] not in (2, 3):
@@ -93,6 +99,14 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
         raise ValueError("options 'global_weight' and 'local_weight' are both 0; at least one loss must be active.")
     if len(checked["features"]) != 6:
         raise ValueError(f"option 'features' must be six BasicUNet feature sizes, got {checked['features']}.")
+    low_high = checked["crop_scale"]
+    if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
+        raise ValueError(f"option 'crop_scale' must be [low, high] with 0 < low <= high <= 1, got {low_high}.")
+    if checked["schedule"] == "staged" and checked["local_weight"] > 0 and checked["global_weight"] == 0:
+        raise ValueError(
+            "option 'schedule' is 'staged' but 'global_weight' is 0: stage 1 (the global loss) would train "
+            "nothing; use schedule 'joint' for a local-only pretraining."
+        )
     levels = len(checked["num_clusters"])
     if not -levels <= checked["pseudo_class_level"] < levels:
         raise ValueError(
@@ -298,36 +312,90 @@ class PretrainProgress:
         raise error
 
 
+SCHEDULES = ("joint", "staged")
+"""Pretraining schedules: one stage with both losses, or Chaitanya et al.'s global stage then local stage."""
+
+
+def _epoch_length_or_raise(trainer: Engine, name: str) -> None:
+    if not trainer.state.epoch_length:
+        raise ValueError(
+            f"option 'batch_size' is larger than the number of unlabeled images per process, so an epoch of the "
+            f"{name} has no batch (the last incomplete batch is dropped); lower batch_size or add images."
+        )
+
+
+def _uses_local_loss(trainer: Engine) -> bool:
+    return bool(getattr(getattr(trainer, "loss_function", None), "use_local", False))
+
+
 def run_pretrain(
     trainer: Engine,
     network: nn.Module,
     output_path: str | os.PathLike,
     summary_path: str | os.PathLike | None = None,
     progress: PretrainProgress | None = None,
+    local_trainer: Engine | None = None,
+    local_progress: PretrainProgress | None = None,
 ) -> Path:
-    """Run the pretraining trainer, then save the segmentation network's own ``state_dict`` atomically (rank 0).
+    """Run the pretraining schedule, then save the segmentation network's own ``state_dict`` atomically (rank 0).
+
+    ``schedule: joint`` (no ``local_trainer``): ``trainer`` runs the global and local losses together on views of
+    different geometry (the local loss matches locations through the recorded crops).
+
+    ``schedule: staged`` (Chaitanya et al.): ``trainer`` runs the global loss alone with the network in
+    encoder-only mode (the decoder is not computed), then ``local_trainer`` runs the local loss on intensity-only
+    views with the encoder frozen (``requires_grad=False`` on :meth:`ContrastivePretrainNet.encoder_parameters`,
+    restored afterwards); its optimizer should hold :meth:`ContrastivePretrainNet.decoder_parameters`. Each stage
+    checkpoints on its own, so ``--resume true`` after a kill in stage 2 skips the finished stage 1.
 
     Args:
-        trainer: MONAI ``SupervisedTrainer`` (``MultiViewPrepareBatch``, ``decollate=False``).
+        trainer: MONAI ``SupervisedTrainer`` (``MultiViewPrepareBatch``, ``decollate=False``): the joint run or
+            stage 1.
         network: the :class:`~monai_cluster.networks.ContrastivePretrainNet` (or its DDP wrapper); its
             ``backbone_state_dict()`` is saved.
         output_path: ``models/model.pt``.
-        summary_path: optional JSON with epochs, iterations, seconds and per-epoch losses.
-        progress: the :class:`PretrainProgress` attached to the trainer, for the summary's loss history.
+        summary_path: optional JSON with epochs, iterations, seconds and per-epoch losses (per stage).
+        progress: the :class:`PretrainProgress` attached to ``trainer``, for the summary's loss history.
+        local_trainer: stage 2 of the staged schedule, or None for the joint schedule.
+        local_progress: the :class:`PretrainProgress` attached to ``local_trainer``.
 
     Raises:
-        ValueError: when an epoch would have no iteration (``batch_size`` larger than the images per process).
+        ValueError: when an epoch would have no iteration (``batch_size`` larger than the images per process), or
+            in the staged schedule when stage 1's loss has a local term or stage 2's has none.
     """
-    if not trainer.state.epoch_length:
-        raise ValueError(
-            "option 'batch_size' is larger than the number of unlabeled images per process, so an epoch has no "
-            "batch (the last incomplete batch is dropped); lower batch_size or add images."
-        )
+    _epoch_length_or_raise(trainer, "pretraining")
     module = getattr(network, "module", network)
     if not callable(getattr(module, "backbone_state_dict", None)):
         raise TypeError(f"network must be a ContrastivePretrainNet (backbone_state_dict), got {type(module).__name__}.")
+    stages = {}
     start = time.perf_counter()
-    trainer.run()
+    if local_trainer is None:
+        trainer.run()
+    else:
+        _epoch_length_or_raise(local_trainer, "local stage")
+        if _uses_local_loss(trainer) or not _uses_local_loss(local_trainer):
+            raise ValueError(
+                "schedule 'staged' needs a global-only loss in stage 1 and a local loss in stage 2 "
+                f"(stage 1 local: {_uses_local_loss(trainer)}, stage 2 local: {_uses_local_loss(local_trainer)})."
+            )
+        previous = module.encoder_only
+        module.encoder_only = True
+        try:
+            trainer.run()
+        finally:
+            module.encoder_only = previous
+        stages["global"] = {"epochs": trainer.state.epoch, "seconds": round(time.perf_counter() - start, 2)}
+        encoder = module.encoder_parameters()
+        flags = [p.requires_grad for p in encoder]
+        for p in encoder:
+            p.requires_grad_(False)
+        t_local = time.perf_counter()
+        try:
+            local_trainer.run()
+        finally:
+            for p, flag in zip(encoder, flags):
+                p.requires_grad_(flag)
+        stages["local"] = {"epochs": local_trainer.state.epoch, "seconds": round(time.perf_counter() - t_local, 2)}
     seconds = time.perf_counter() - start
     if is_main_process():
         atomic_torch_save(module.backbone_state_dict(), output_path)
@@ -336,14 +404,19 @@ def run_pretrain(
             type(module.backbone).__name__, output_path, trainer.state.epoch, seconds,
         )
         if summary_path is not None:
-            atomic_write_json(
-                {
-                    "epochs": trainer.state.epoch,
-                    "iterations": trainer.state.iteration,
-                    "seconds_this_run": round(seconds, 2),
-                    "model": str(output_path),
-                    "losses": [] if progress is None else progress.history,
-                },
-                summary_path,
-            )
+            summary = {
+                "schedule": "joint" if local_trainer is None else "staged",
+                "epochs": trainer.state.epoch,
+                "iterations": trainer.state.iteration,
+                "seconds_this_run": round(seconds, 2),
+                "model": str(output_path),
+                "losses": [] if progress is None else progress.history,
+            }
+            if local_trainer is not None:
+                summary.update(
+                    stages=stages,
+                    local_epochs=local_trainer.state.epoch,
+                    local_losses=[] if local_progress is None else local_progress.history,
+                )
+            atomic_write_json(summary, summary_path)
     return Path(output_path)

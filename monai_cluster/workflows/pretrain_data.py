@@ -3,10 +3,16 @@
 Every stage starts from the same deterministic chain (:func:`base_transforms`: load, channel first, intensity
 scaling to ``[0, 1]`` (a fixed range such as 0..255 for RGB, or a Hounsfield window for CT), resize to
 ``image_size``, plain float tensor). The autoencoder adds flips (:func:`autoencoder_transforms`), feature
-extraction uses the base chain alone, and pretraining builds two views per image (:func:`pretrain_transforms`):
-a spatial augmentation shared by both views and an intensity augmentation per view, so that a pixel of one
-view corresponds to the same pixel of the other, as the local contrastive loss needs. Without the local loss
-(``local_views=False``) each view also gets its own random zoom and flips, as in SimCLR.
+extraction uses the base chain alone, and pretraining builds two views per image (:func:`pretrain_view_transform`,
+:func:`pretrain_transforms`) in one of two modes (:data:`VIEW_MODES`):
+
+- ``"geometric"``: each view gets its own random resized crop and flips
+  (:class:`~monai_cluster.transforms.RandResizedCropd`, which records the view's geometry) and its own intensity
+  augmentation, as SimCLR and Chaitanya et al.'s global loss need; the local loss matches locations through the
+  recorded geometries.
+- ``"intensity"``: flips, 90-degree rotations and a zoom shared by both views, and an intensity augmentation per
+  view, so that a pixel of one view is the same pixel of the other (the local stage of Chaitanya et al.'s
+  staged schedule).
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ from monai.transforms import (
 )
 
 from monai_cluster.clustering import read_pseudo_class_table
-from monai_cluster.transforms import MultiViewd, PseudoClassd
+from monai_cluster.transforms import MultiViewd, PseudoClassd, RandResizedCropd
 
 from .common import barrier, is_main_process, list_unlabeled, validate_option
 
 __all__ = [
+    "VIEW_MODES",
+    "autoencoder_augmentation",
     "check_batch_fits",
     "autoencoder_transforms",
     "base_transforms",
@@ -46,8 +54,13 @@ __all__ = [
     "feature_transforms",
     "make_pseudo_class_transform",
     "prepare_unlabeled",
+    "pretrain_augmentation",
     "pretrain_transforms",
+    "pretrain_view_transform",
 ]
+
+VIEW_MODES = ("geometric", "intensity")
+"""How the two pretraining views of an image differ: own crop, flips and intensity, or intensity only."""
 
 _SIZE_DIVISOR = 16  # BasicUNet pools four times by 2; the default autoencoder has strides (2, 2, 2, 2)
 
@@ -162,6 +175,11 @@ def _flips(spatial_dims: int, image_key: str) -> list:
     return flips + [RandRotate90d(keys=image_key, prob=0.5, spatial_axes=(0, 1))]
 
 
+def autoencoder_augmentation(spatial_dims: int, image_key: str = "image") -> Compose:
+    """The random part of :func:`autoencoder_transforms` alone: flips of every axis and 90-degree rotations."""
+    return Compose(_flips(spatial_dims, image_key))
+
+
 def autoencoder_transforms(
     spatial_dims: int,
     image_size: int | Sequence[int],
@@ -170,7 +188,7 @@ def autoencoder_transforms(
 ) -> Compose:
     """The base chain plus random flips and 90-degree rotations, for training the autoencoder."""
     chain = base_transforms(spatial_dims, image_size, intensity_range, image_key)
-    return Compose(chain + _flips(spatial_dims, image_key))
+    return Compose(chain + list(autoencoder_augmentation(spatial_dims, image_key).transforms))
 
 
 def feature_transforms(
@@ -193,14 +211,58 @@ def _intensity_views(image_key: str) -> list:
     ]
 
 
+def pretrain_view_transform(
+    spatial_dims: int,
+    image_size: int | Sequence[int],
+    views: str = "geometric",
+    num_views: int = 2,
+    image_key: str = "image",
+    crop_scale: Sequence[float] = (0.35, 1.0),
+) -> MultiViewd:
+    """The random part of pretraining: ``num_views`` views (``image``, ``image_1``, ...) of a base-chain sample.
+
+    Args:
+        spatial_dims: 2 or 3.
+        image_size: the views' spatial size (the base chain's output size; multiples of 16).
+        views: ``"geometric"`` (each view its own :class:`~monai_cluster.transforms.RandResizedCropd` with area
+            or volume fraction in ``crop_scale``, flips, and intensity augmentation; the geometries are written
+            to ``image_geometry``, ``image_geometry_1``, ... for the local loss) or ``"intensity"`` (flips,
+            90-degree rotations and zoom shared by all views, intensity augmentation per view: voxel
+            correspondence without geometry).
+        num_views: views per image (>= 2).
+        image_key: the sample entry holding the image.
+        crop_scale: ``(low, high)`` fraction of the image each geometric view crops.
+
+    Raises:
+        ValueError: for an unknown ``views`` mode (the choices are listed) or bad sizes.
+    """
+    if views not in VIEW_MODES:
+        raise ValueError(f"option 'views' must be one of {list(VIEW_MODES)}, got {views!r}.")
+    size = check_image_size(image_size, spatial_dims)
+    per_view = _intensity_views(image_key)
+    if views == "geometric":
+        crop = RandResizedCropd(image_key, size, scale=crop_scale, flip_prob=0.5)
+        return MultiViewd(keys=image_key, transform=[crop, *per_view], num_views=num_views)
+    mode = "bilinear" if spatial_dims == 2 else "trilinear"
+    zoom = RandZoomd(keys=image_key, min_zoom=0.85, max_zoom=1.25, prob=0.5, keep_size=True, mode=mode)
+    return MultiViewd(
+        keys=image_key,
+        transform=per_view,
+        num_views=num_views,
+        shared_transform=_flips(spatial_dims, image_key) + [zoom],
+        intensity_only=True,
+    )
+
+
 def pretrain_transforms(
     spatial_dims: int,
     image_size: int | Sequence[int],
     intensity_range: Sequence[float] = (0.0, 255.0),
-    local_views: bool = True,
+    views: str = "geometric",
     pseudo_class_transform: PseudoClassd | None = None,
     num_views: int = 2,
     image_key: str = "image",
+    base_chain: Sequence | None = None,
 ) -> Compose:
     """Base chain, then ``num_views`` augmented views (``image``, ``image_1``, ...) and the pseudo-classes.
 
@@ -208,26 +270,38 @@ def pretrain_transforms(
         spatial_dims: 2 or 3.
         image_size: output spatial size (multiples of 16).
         intensity_range: see :func:`base_transforms`.
-        local_views: keep voxel correspondence between views (spatial augmentation shared, intensity
-            augmentation per view), as the local loss needs; ``False`` gives each view its own zoom and flips.
+        views: ``"geometric"`` or ``"intensity"`` (see :func:`pretrain_view_transform`).
         pseudo_class_transform: a :class:`~monai_cluster.transforms.PseudoClassd` appended after the views
             (so a re-clustering handler's ``set_table`` is seen), or ``None`` for SimCLR without pseudo-classes.
         num_views: views per image (>= 2).
         image_key: the sample entry holding the image path.
+        base_chain: the deterministic transforms that run before the views, replacing
+            :func:`base_transforms` (e.g. loading a volume and taking one 2D slice); they must end with a
+            ``(C, *image_size)`` float tensor under ``image_key``.
     """
-    local_views = validate_option("local_views", local_views, "bool")
-    mode = "bilinear" if spatial_dims == 2 else "trilinear"
-    zoom = RandZoomd(keys=image_key, min_zoom=0.85, max_zoom=1.25, prob=0.5, keep_size=True, mode=mode)
-    spatial = _flips(spatial_dims, image_key) + [zoom]
-    per_view = _intensity_views(image_key)
-    views = MultiViewd(
-        keys=image_key,
-        transform=per_view if local_views else spatial + per_view,
-        num_views=num_views,
-        shared_transform=spatial if local_views else None,
-        intensity_only=local_views,
-    )
-    chain = base_transforms(spatial_dims, image_size, intensity_range, image_key) + [views]
+    if base_chain is None:
+        chain = base_transforms(spatial_dims, image_size, intensity_range, image_key)
+    else:
+        chain = list(base_chain)
+    augmentation = pretrain_augmentation(spatial_dims, image_size, views, pseudo_class_transform, num_views, image_key)
+    return Compose(chain + list(augmentation.transforms))
+
+
+def pretrain_augmentation(
+    spatial_dims: int,
+    image_size: int | Sequence[int],
+    views: str = "geometric",
+    pseudo_class_transform: PseudoClassd | None = None,
+    num_views: int = 2,
+    image_key: str = "image",
+    crop_scale: Sequence[float] = (0.35, 1.0),
+) -> Compose:
+    """The random part of :func:`pretrain_transforms` alone: the views, then the pseudo-class lookup.
+
+    A bundle caches the deterministic base chain once (``CacheDataset``) and applies this on top
+    (``Dataset(data=cache, transform=...)``), so the two stages of the staged schedule share one cache.
+    """
+    chain = [pretrain_view_transform(spatial_dims, image_size, views, num_views, image_key, crop_scale)]
     if pseudo_class_transform is not None:
         if not isinstance(pseudo_class_transform, PseudoClassd):
             raise TypeError(

@@ -222,19 +222,72 @@ def test_3d_overlay(tmp_path):
     assert not (tmp_path / "models").exists() and (tmp_path / "runs_3d").is_dir()
 
 
-def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path):
+@pytest.mark.parametrize("schedule", ["joint", "staged"])
+def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path, schedule):
     configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "monai.bundle", "run", "--config_file", configs, "--logging_file", str(CONFIGS / "logging.conf")]
     settings = {k: v for k, v in TOY.items() if k != "device"}  # the overlay picks each rank's device
-    cmd += ["--bundle_root", str(tmp_path), "--backend", "gloo", *_cli_args({**settings, "batch_size": 2, "epochs": 1})]
+    settings.update(batch_size=2, epochs=1, schedule=schedule, local_epochs=1)
+    cmd += ["--bundle_root", str(tmp_path), "--backend", "gloo", *_cli_args(settings)]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    assert out.count("Engine run finished") == 2  # both ranks trained
+    assert out.count("Engine run finished") == (2 if schedule == "joint" else 4)  # both ranks trained every stage
     _assert_basicunet_checkpoint(tmp_path / "models" / "model.pt", 2, 3)
     assert [p.name for p in list_checkpoints(tmp_path / "models" / "checkpoints")] == ["checkpoint_epoch0001.pt"]
     # the overlay turns on gathering of negatives from every rank and wraps the network in DDP
     workflow = _workflow(tmp_path / "inspect", configs=("train.json", "multi_gpu_train.json"), backend="gloo")
     assert workflow.parser.get_parsed_content("loss#global_loss").gather_distributed is True
     assert workflow.parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_staged_schedule_trains_the_encoder_then_only_the_decoder_and_resumes(tmp_path):
+    """Chaitanya's schedule: stage 1 global loss on the encoder, stage 2 local loss with the encoder frozen."""
+    settings = {"schedule": "staged", "epochs": 1, "local_epochs": 2, "decoder_layer": "upcat_2"}
+    _run(tmp_path, "run_autoencoder")
+    _run(tmp_path, "run_cluster")
+    first = _workflow(tmp_path, "run_pretrain", **settings)
+    first.initialize()
+    local_trainer = first.parser.get_parsed_content("train_local#trainer")
+    # stage 2's views are aligned voxel by voxel; stage 1's differ in geometry
+    views = first.parser.get_parsed_content("train#dataset")[0]
+    aligned = first.parser.get_parsed_content("train_local#dataset")[0]
+    assert "image_geometry_1" in views and "image_geometry" not in aligned
+
+    def crash(engine):
+        raise KeyboardInterrupt("simulated kill in stage 2")
+
+    local_trainer.add_event_handler(Events.ITERATION_COMPLETED(once=1), crash)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    models = tmp_path / "models"
+    stage1 = load_checkpoint(list_checkpoints(models / "checkpoints")[-1])["state"]["network"]
+    assert not (models / "model.pt").exists() and not list_checkpoints(models / "checkpoints" / "local")
+
+    second = _workflow(tmp_path, "run_pretrain", resume=True, **settings)
+    second.initialize()
+    trainer = second.parser.get_parsed_content("train#trainer")
+    ran_stage1 = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: ran_stage1.append(e.state.iteration))
+    second.run()
+    assert ran_stage1 == []  # stage 1 was finished: resume skips it
+    final = _state(models / "model.pt")
+    encoder = [k for k in final if k.startswith(("conv_0.", "down_"))]
+    trained = [k for k in final if k.startswith(("upcat_4.", "upcat_3.", "upcat_2.")) and k.endswith("weight")]
+    untouched = [k for k in final if k.startswith(("upcat_1.", "final_conv."))]
+    assert encoder and trained and untouched
+    assert all(torch.equal(final[k], stage1[f"backbone.{k}"]) for k in encoder)  # frozen in stage 2
+    assert any(not torch.equal(final[k], stage1[f"backbone.{k}"]) for k in trained)  # stage 2 trained these
+    assert all(torch.equal(final[k], stage1[f"backbone.{k}"]) for k in untouched)
+    network = second.parser.get_parsed_content("network_def")
+    assert all(p.requires_grad for p in network.parameters())  # the freeze is undone after stage 2
+    summary = json.loads((models / "pretrain_summary.json").read_text())
+    assert summary["schedule"] == "staged" and summary["local_epochs"] == 2
+    assert all(set(e) == {"epoch", "global", "total"} for e in summary["losses"])
+    assert all(set(e) == {"epoch", "local", "total"} for e in summary["local_losses"])
+    assert list((tmp_path / "runs" / "pretrain_local").glob("events.out.tfevents.*"))

@@ -27,7 +27,7 @@ def test_inputs_are_view_major_concatenation(dims, views):
     assert inputs.shape == (views * 3, 1, *SPATIAL[dims])
     for v in range(views):
         assert torch.all(inputs[v * 3 : (v + 1) * 3] == v)
-    assert targets == {"pseudo_class": None, "partition": None, "volume_id": None}
+    assert targets == {"pseudo_class": None, "partition": None, "volume_id": None, "geometry": None}
 
 
 @pytest.mark.parametrize("dims", [2, 3])

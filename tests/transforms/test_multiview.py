@@ -215,3 +215,21 @@ def test_aliases_and_numpy_input():
     assert MultiViewD is MultiViewd and MultiViewDict is MultiViewd
     out = MultiViewd("image", RandGaussianNoised("image", prob=1.0)).set_random_state(0)({"image": _ramp(2)})
     assert tuple(out["image_1"].shape) == SHAPES[2]
+
+
+def test_share_random_state_reaches_inner_array_transforms_with_one_generator():
+    from monai.transforms import Compose, RandGaussianNoised, RandScaleIntensityd
+
+    from monai_cluster.transforms.multiview.utils import share_random_state
+
+    chain = Compose([RandGaussianNoised("image", prob=1.0), RandScaleIntensityd("image", 0.5, prob=1.0)])
+    share_random_state(chain, 11)
+    rngs = {id(chain.R), id(chain.transforms[0].R), id(chain.transforms[0].rand_gaussian_noise.R),
+            id(chain.transforms[1].R), id(chain.transforms[1].scaler.R)}
+    assert len(rngs) == 1  # every randomizable part draws from the same new generator
+    x = {"image": np.zeros((1, 4, 4), dtype=np.float32)}
+    first = chain(dict(x))["image"]
+    share_random_state(chain, 11)
+    assert np.array_equal(chain(dict(x))["image"], first)  # reproducible from the seed
+    share_random_state(chain, 12)
+    assert not np.array_equal(chain(dict(x))["image"], first)

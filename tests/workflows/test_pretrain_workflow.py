@@ -41,6 +41,9 @@ OPTIONS = {
     "temperature": 0.1,
     "global_weight": 1.0,
     "local_weight": 0.0,
+    "schedule": "joint",
+    "local_epochs": 1,
+    "crop_scale": [0.35, 1.0],
     "resume": False,
     "seed": 0,
     "spatial_dims": 2,
@@ -69,21 +72,32 @@ def test_check_pretrain_options_normalises_and_checks_combinations():
         check_pretrain_options(**{**OPTIONS, "image_size": [32, 32, 32]})
     with pytest.raises(TypeError, match=r"option 'batch_size' \(--batch_size\) must be an integer >= 2, got str"):
         check_pretrain_options(**{**OPTIONS, "batch_size": "8x"})
+    with pytest.raises(ValueError, match=r"option 'schedule' \(--schedule\) must be one of \['joint', 'staged'\]"):
+        check_pretrain_options(**{**OPTIONS, "schedule": "both"})
+    with pytest.raises(ValueError, match="option 'crop_scale' must be \\[low, high\\]"):
+        check_pretrain_options(**{**OPTIONS, "crop_scale": [0.5, 1.5]})
+    with pytest.raises(ValueError, match="'staged' but 'global_weight' is 0"):
+        check_pretrain_options(**{**OPTIONS, "schedule": "staged", "global_weight": 0, "local_weight": 1})
 
 
 def test_pretrain_transforms_make_aligned_views_with_pseudo_classes(items, tmp_path):
     table = PseudoClassTable([it["key"] for it in items], np.array([[0, 0], [0, 1]] * 3), (2, 3), "test")
-    chain = pretrain_transforms(2, 32, local_views=True, pseudo_class_transform=PseudoClassd(table))
+    chain = pretrain_transforms(2, 32, views="intensity", pseudo_class_transform=PseudoClassd(table))
     chain.set_random_state(0)
     out = chain(items[1])
     assert out["image"].shape == out["image_1"].shape == (3, 32, 32)
+    assert "image_geometry" not in out  # intensity-only views are aligned voxel by voxel
     assert out["image"].dtype == torch.float32 and torch.isfinite(out["image"]).all()
     assert not torch.equal(out["image"], out["image_1"])  # each view has its own intensity augmentation
     assert out["pseudo_class"].tolist() == [0, 1] and out["pseudo_class"].dtype == np.int64
     base = feature_transforms(2, 32)(items[1])["image"]
     assert 0.0 <= float(base.min()) and float(base.max()) <= 1.0
-    simclr = pretrain_transforms(2, [32, 32], local_views=False)(items[0])
+    simclr = pretrain_transforms(2, [32, 32], views="geometric")(items[0])
     assert "pseudo_class" not in simclr and simclr["image_1"].shape == (3, 32, 32)
+    assert simclr["image_geometry"].shape == simclr["image_geometry_1"].shape == (3, 3)
+    assert not torch.equal(simclr["image_geometry"], simclr["image_geometry_1"])  # each view its own crop
+    with pytest.raises(ValueError, match="option 'views' must be one of"):
+        pretrain_transforms(2, 32, views="spatial")
     with pytest.raises(ValueError, match="'image_size' must be a multiple of 16"):
         pretrain_transforms(2, 24)
     with pytest.raises(ValueError, match="'intensity_range' must be \\(low, high\\) with high > low"):

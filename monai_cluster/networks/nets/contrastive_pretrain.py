@@ -281,6 +281,52 @@ class ContrastivePretrainNet(nn.Module):
         self._check_input(x)
         return self._pool(self._capture(x, need_decoder=False)[self.encoder_layer])
 
+    def _executed_modules(self, need_decoder: bool) -> list[nn.Module]:
+        """Backbone modules with parameters that run in an encoder-only (or encoder + decoder) forward."""
+        ran: list[nn.Module] = []
+        handles = [
+            m.register_forward_hook(lambda module, *_: ran.append(module))
+            for m in self.backbone.modules()
+            if any(True for _ in m.parameters(recurse=False))
+        ]
+        param = next(self.backbone.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        modes = {m: m.training for m in self.backbone.modules()}
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                shape = (1, self.in_channels, *(2 * d for d in self.size_divisor))
+                self._capture(torch.zeros(shape, device=device), need_decoder=need_decoder)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in modes.items():
+                module.training = mode
+        return list(dict.fromkeys(ran))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Backbone parameters that the global (encoder) features depend on: what stage 1 trains.
+
+        Found by running the backbone up to ``encoder_layer`` on a probe input and collecting the modules that
+        ran, so it holds for any wrapped backbone (BasicUNet: ``conv_0``, ``down_1`` .. ``down_4``).
+        """
+        return [p for m in self._executed_modules(need_decoder=False) for p in m.parameters(recurse=False)]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters between the encoder and the dense map, plus the dense head: what the local stage trains.
+
+        Chaitanya et al.'s staged schedule trains these with the local loss while the encoder stays frozen
+        (BasicUNet with ``decoder_layer="upcat_2"``: ``upcat_4``, ``upcat_3``, ``upcat_2``).
+
+        Raises:
+            ValueError: for a network built with ``encoder_only=True`` (no decoder map, no dense head).
+        """
+        if self.dense_head is None:
+            raise ValueError("decoder_parameters needs a dense head, but this network was built with encoder_only=True.")
+        encoder = {id(p) for p in self.encoder_parameters()}
+        used = [p for m in self._executed_modules(need_decoder=True) for p in m.parameters(recurse=False)]
+        return [p for p in used if id(p) not in encoder] + list(self.dense_head.parameters())
+
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         """The wrapped network's own ``state_dict`` (its keys, no ``backbone.`` prefix): the checkpoint to save."""
         return self.backbone.state_dict()

@@ -6,10 +6,9 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai.data.utils import set_rnd
 from monai.transforms import Randomizable, Transform
 
-from monai_cluster.transforms.multiview.utils import as_transform_chain, draw_view_seeds
+from monai_cluster.transforms.multiview.utils import as_transform_chain, draw_view_seeds, share_random_state
 from monai_cluster.utils import check_positive_int
 
 __all__ = ["MultiView"]
@@ -58,6 +57,6 @@ class MultiView(Randomizable, Transform):
             self.randomize()
         views = []
         for seed in self._seeds:
-            set_rnd(self.transform, seed)
+            share_random_state(self.transform, seed)
             views.append(self.transform(copy.deepcopy(img)))
         return views

@@ -7,10 +7,14 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from monai.config import KeysCollection
-from monai.data.utils import set_rnd
 from monai.transforms import MapTransform, Randomizable
 
-from monai_cluster.transforms.multiview.utils import as_transform_chain, draw_view_seeds, find_spatial_transforms
+from monai_cluster.transforms.multiview.utils import (
+    as_transform_chain,
+    draw_view_seeds,
+    find_spatial_transforms,
+    share_random_state,
+)
 from monai_cluster.utils import check_positive_int
 
 __all__ = ["MultiViewd", "MultiViewD", "MultiViewDict", "view_key"]
@@ -33,7 +37,9 @@ class MultiViewd(Randomizable, MapTransform):
     dictionary chain, runs once per view on a deep copy of the result, each time with a new seed drawn from
     ``self.R`` (seeds are distinct within a call, so no two views share a draw; ``set_random_state`` fixes all).
     The returned dictionary is view 0's (so its ``key`` entries, metadata and any other entry the chain wrote come
-    from view 0), plus ``f"{key}_{i}"`` for view ``i >= 1`` of every key. Inputs may be numpy arrays, tensors or
+    from view 0), plus ``f"{key}_{i}"`` for view ``i >= 1`` of every key and of every entry the per-view chain
+    added (e.g. the geometry ``image_geometry`` that :class:`~monai_cluster.transforms.RandResizedCropd` records
+    becomes ``image_geometry_1`` for view 1), so each view's record travels with it. Inputs may be numpy arrays, tensors or
     ``MetaTensor``\\ s, 2D ``(C, H, W)`` or 3D ``(C, H, W, D)``.
 
     ``intensity_only=True`` keeps voxel correspondence between views, as the local contrastive loss of
@@ -107,12 +113,12 @@ class MultiViewd(Randomizable, MapTransform):
             self.randomize()
         sample = dict(data)
         if self.shared_transform is not None:
-            set_rnd(self.shared_transform, self._seeds[0])
+            share_random_state(self.shared_transform, self._seeds[0])
             sample = self.shared_transform(sample)
         expected = {k: _shape(sample[k]) for k in keys}
         views = []
         for seed in self._seeds[1:]:
-            set_rnd(self.transform, seed)
+            share_random_state(self.transform, seed)
             view = self.transform(copy.deepcopy(sample))
             if self.intensity_only:
                 for k in keys:
@@ -124,7 +130,7 @@ class MultiViewd(Randomizable, MapTransform):
             views.append(view)
         out = dict(views[0])
         for i, view in enumerate(views[1:], start=1):
-            for k in keys:
+            for k in keys + [k for k in view if k not in sample and k not in keys]:
                 out[view_key(k, i)] = view[k]
         return out
 

@@ -17,7 +17,13 @@ from monai.transforms import (
 )
 from monai.utils import MAX_SEED
 
-__all__ = ["as_transform_chain", "draw_view_seeds", "find_spatial_transforms", "NON_SPATIAL_INVERTIBLES"]
+__all__ = [
+    "as_transform_chain",
+    "draw_view_seeds",
+    "find_spatial_transforms",
+    "share_random_state",
+    "NON_SPATIAL_INVERTIBLES",
+]
 
 # MONAI InvertibleTransforms that change type or metadata only (or are opaque user functions, which the run-time
 # shape check covers), and one degradation that keeps the voxel grid. Everything else invertible moves voxels.
@@ -33,7 +39,12 @@ NON_SPATIAL_INVERTIBLES: tuple[type, ...] = (
     RandSimulateLowResolutiond,
 )
 # modules whose transforms all move voxels (this package's recorded flips/rotations included)
-_SPATIAL_MODULES = ("monai.transforms.spatial.", "monai.transforms.croppad.", "monai_cluster.transforms.flip_rotate.")
+_SPATIAL_MODULES = (
+    "monai.transforms.spatial.",
+    "monai.transforms.croppad.",
+    "monai_cluster.transforms.flip_rotate.",
+    "monai_cluster.transforms.geometry.",
+)
 _SPATIAL_NON_INVERTIBLES: tuple[type, ...] = (RandSmoothDeform, RandSmoothDeformd)
 
 
@@ -61,6 +72,36 @@ def draw_view_seeds(rng: np.random.RandomState, count: int) -> list[int]:
         if seed not in seeds:
             seeds.append(seed)
     return seeds
+
+
+def share_random_state(obj: object, seed: int) -> None:
+    """Make every randomizable part of ``obj`` draw from ONE new ``RandomState(seed)``.
+
+    Like MONAI's ``set_rnd`` it walks lists, ``Compose.transforms`` and attributes (so the array transform
+    inside a dictionary transform is reached), but it builds a single generator instead of one per transform:
+    building a ``RandomState`` costs about as much as a small augmentation, and a view chain has a dozen of
+    them. The chain's draws stay reproducible from ``seed`` and independent of other views' seeds.
+    """
+    rng = np.random.RandomState(seed % MAX_SEED)
+    seen: set[int] = set()
+
+    def walk(item: object) -> None:
+        if id(item) in seen or isinstance(item, (np.random.RandomState, str, bytes, int, float, np.ndarray)):
+            return
+        seen.add(id(item))
+        if isinstance(item, (list, tuple)):
+            for sub in item:
+                walk(sub)
+            return
+        if not hasattr(item, "__dict__"):
+            return
+        if hasattr(item, "set_random_state") and hasattr(item, "R"):
+            item.R = rng
+        for key, value in vars(item).items():
+            if not key.startswith("__") and key != "R":
+                walk(value)
+
+    walk(obj)
 
 
 def _is_spatial(transform: object) -> bool:
