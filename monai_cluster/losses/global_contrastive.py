@@ -1,4 +1,13 @@
-"""Partition-aware global contrastive loss of Chaitanya et al. (their strategy G_D^-).
+"""Partition-aware global contrastive loss of Chaitanya et al. (strategies G_R, G_D^- and G_D).
+
+Chaitanya et al. split each volume into partitions of consecutive slices and compare three ways of choosing a
+2D slice's positives and negatives for the global (encoder) loss; their reference code's
+``global_loss_exp_no`` 0, 1, 2 are:
+
+- ``"G_R"``: random batches, plain SimCLR; partitions are ignored.
+- ``"G_D-"`` (the paper's G_D^-): the positive is the slice's own other view only; slices of the same
+  partition (from any volume) are removed from its negatives.
+- ``"G_D"``: slices of the same partition from other volumes are further positives.
 
 References:
     - [0] Global and local contrastive learning, Chaitanya et al., NeurIPS 2020, https://arxiv.org/abs/2006.10511
@@ -18,12 +27,34 @@ from monai_cluster.losses._nt_xent import (
     masked_logsumexp,
     nt_xent_terms,
     paired_views,
-    sample_indices,
     reduce_losses,
+    sample_indices,
 )
 from monai_cluster.utils.validation import check_embeddings, check_labels
 
-__all__ = ["GlobalContrastiveLoss", "global_contrastive_loss"]
+__all__ = ["GLOBAL_STRATEGIES", "GlobalContrastiveLoss", "check_global_strategy", "global_contrastive_loss"]
+
+GLOBAL_STRATEGIES = ("G_D", "G_D-", "G_R")
+"""Chaitanya et al.'s global-loss strategies: partition-aware positives, partition-aware exclusion, SimCLR."""
+
+
+def check_global_strategy(strategy: object) -> str:
+    """Return ``strategy`` if it is one of :data:`GLOBAL_STRATEGIES` (``"G_D"``, ``"G_D-"``, ``"G_R"``).
+
+    Raises:
+        TypeError: when ``strategy`` is not a string.
+        ValueError: when it is not one of the choices (all listed in the message).
+    """
+    if not isinstance(strategy, str):
+        raise TypeError(
+            f"strategy must be one of {list(GLOBAL_STRATEGIES)}, got {type(strategy).__name__} {strategy!r}."
+        )
+    if strategy not in GLOBAL_STRATEGIES:
+        raise ValueError(
+            f"strategy must be one of {list(GLOBAL_STRATEGIES)} (G_D: same-partition slices of other volumes are "
+            f"positives; G_D-: they are neither positives nor negatives; G_R: SimCLR), got {strategy!r}."
+        )
+    return strategy
 
 
 def _check_ids(ids: object, name: str, batch: int, device: torch.device) -> torch.Tensor | None:
@@ -43,28 +74,35 @@ def global_contrastive_loss(
     temperature: float = 0.1,
     reduction: str = "mean",
     gather_distributed: bool = False,
+    strategy: str = "G_D",
 ) -> torch.Tensor:
-    """Chaitanya et al.'s global loss with partition-aware positives (G_D^-), averaged per anchor.
+    """Chaitanya et al.'s global loss (strategy ``"G_D"``, ``"G_D-"`` or ``"G_R"``), averaged per anchor.
 
     Views ``v_1 .. v_2B`` are ``z1`` then ``z2``; ``s(u, v) = <u, v> / (|u| |v| temperature)``. For an
-    anchor view ``a`` of sample ``i`` with partition ``q(i)`` and volume ``m(i)``:
+    anchor view ``a`` of sample ``i`` (partition ``q(i)``, volume ``m(i)``) every other view ``k`` of a sample
+    ``j`` is a positive, a negative or excluded (neither):
 
-    - positives ``P(a)``: the other view of sample ``i``, and both views of every sample ``j`` with
-      ``q(j) = q(i)`` from another volume ``m(j) != m(i)``;
-    - negatives ``N(a)``: every view of a sample with another partition ``q(j) != q(i)`` (same volume or not);
-    - neither: ``a`` itself and other samples of the same partition and the same volume.
+    - the anchor's other view (``j = i``): positive in every strategy;
+    - a view of another partition (``q(j) != q(i)``, same volume or not): negative in every strategy;
+    - a view of the same partition from another volume (``q(j) = q(i)``, ``m(j) != m(i)``): positive in
+      ``"G_D"``, excluded in ``"G_D-"``, negative in ``"G_R"``;
+    - a view of another slice of the same partition and the same volume (``q(j) = q(i)``, ``m(j) = m(i)``,
+      ``j != i``): excluded in ``"G_D"`` and ``"G_D-"``, negative in ``"G_R"``;
+    - the anchor itself (``k = a``): excluded.
 
-    ::
+    With ``P(a)`` the positives and ``N(a)`` the negatives of ``a``::
 
         l(a, p) = -log( e^{s(a, p)} / (e^{s(a, p)} + sum_{n in N(a)} e^{s(a, n)}) )
         L(a)    = 1 / |P(a)| * sum_{p in P(a)} l(a, p)
         loss    = 1 / 2B * sum_a L(a)
 
-    Each positive is scored against the anchor's shared negative set. The paper averages ``l`` over all
-    positive pairs; with a batch of one image per partition per volume (their sampling) every anchor has
-    the same number of positives and the two averages coincide. Without ``volume_ids`` two different samples
-    of the same partition count as different volumes; without ``partitions`` the loss is plain SimCLR
-    NT-Xent. An anchor without negatives (a batch of a single partition) gets loss 0.
+    ``"G_D-"`` thus has exactly one positive per anchor and equals SimCLR's NT-Xent when every sample has its
+    own partition. In ``"G_D"`` each positive is scored against the anchor's shared negative set; the paper
+    averages ``l`` over all positive pairs, and with a batch of one slice per partition per volume (their
+    sampling) every anchor has the same number of positives, so the two averages coincide. Without
+    ``volume_ids`` two different samples count as different volumes; without ``partitions`` every strategy is
+    plain SimCLR (``"G_R"`` ignores ``partitions`` and ``volume_ids``, which are still checked). An anchor
+    without negatives (a batch of a single partition) gets loss 0.
 
     Args:
         z1: ``(B, F)`` embeddings of the first view, ``B >= 2``.
@@ -73,11 +111,19 @@ def global_contrastive_loss(
         volume_ids: ``(B,)`` integer volume of each slice, or None (needs ``partitions``).
         temperature: softmax temperature ``> 0``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-view ``(2B,)``, ``z1`` anchors first).
-        gather_distributed: contrast local anchors against the views of every ``torch.distributed`` rank.
+        gather_distributed: contrast local anchors against the views (and partitions, volumes) of every
+            ``torch.distributed`` rank.
+        strategy: ``"G_D"`` (default), ``"G_D-"`` or ``"G_R"``, see the table.
 
     Returns:
         a scalar, or ``(2B,)`` with ``reduction="none"``.
+
+    Raises:
+        ValueError: for a bad ``strategy`` (the choices are listed), mismatched embeddings, ``partitions`` or
+            ``volume_ids`` of the wrong shape, or ``volume_ids`` without ``partitions``.
+        TypeError: for non-integer ``partitions``/``volume_ids``.
     """
+    strategy = check_global_strategy(strategy)
     temperature = check_temperature(temperature)
     reduction = check_reduction(reduction)
     check_embeddings(z1, z2)
@@ -87,6 +133,8 @@ def global_contrastive_loss(
         raise ValueError("volume_ids needs partitions: without partitions the loss is plain SimCLR.")
     part = _check_ids(partitions, "partitions", batch, device)
     vol = _check_ids(volume_ids, "volume_ids", batch, device)
+    if strategy == "G_R":
+        part = vol = None
 
     logits, total, offset = paired_views(z1, z2, temperature, gather_distributed)
     ids = None if part is None else torch.stack([part, part if vol is None else vol], dim=1)
@@ -97,41 +145,60 @@ def global_contrastive_loss(
     same_sample = sample_rows[:, None] == sample_cols[None, :]
     view_rows = sample_rows + total * torch.arange(2, device=device).repeat_interleave(batch)
     is_self = view_rows[:, None] == torch.arange(2 * total, device=device)[None, :]
+    positives = same_sample & ~is_self  # the anchor's other view, in every strategy
     if part is None:
         same_part = same_sample
-        other_volume = ~same_sample
     else:
-        part_cols = ids[:, 0].repeat(2)
-        same_part = part.repeat(2)[:, None] == part_cols[None, :]
-        if vol is None:
-            other_volume = ~same_sample
-        else:
-            other_volume = vol.repeat(2)[:, None] != ids[:, 1].repeat(2)[None, :]
-    positives = same_part & ~is_self & (same_sample | other_volume)
+        same_part = part.repeat(2)[:, None] == ids[:, 0].repeat(2)[None, :]
+        if strategy == "G_D":
+            if vol is None:
+                other_volume = ~same_sample
+            else:
+                other_volume = vol.repeat(2)[:, None] != ids[:, 1].repeat(2)[None, :]
+            positives = positives | (same_part & other_volume)
 
-    neg_lse = masked_logsumexp(logits, same_part)  # negatives: every other partition
+    neg_lse = masked_logsumexp(logits, same_part)  # negatives: every view of another partition
     terms = torch.where(positives, nt_xent_terms(neg_lse[:, None], logits), logits.new_zeros(()))
     per_view = terms.sum(dim=1) / positives.sum(dim=1)
     return reduce_losses(per_view, reduction)
 
 
 class GlobalContrastiveLoss(_Loss):
-    """Partition-aware global contrastive loss (Chaitanya et al.'s G_D^-); see :func:`global_contrastive_loss`.
+    """Chaitanya et al.'s partition-aware global contrastive loss; see :func:`global_contrastive_loss`.
 
     Args:
         temperature: softmax temperature ``> 0``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         gather_distributed: contrast against the views of every ``torch.distributed`` rank.
+        strategy: ``"G_D"`` (same-partition slices of other volumes are positives, default), ``"G_D-"``
+            (they are removed from the negatives only) or ``"G_R"`` (SimCLR, partitions ignored).
+
+    Raises:
+        ValueError: for a ``strategy`` that is not one of :data:`GLOBAL_STRATEGIES`, or a bad temperature or
+            reduction.
+
+    Example:
+        >>> loss = GlobalContrastiveLoss(temperature=0.1, strategy="G_D-")
+        >>> z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+        >>> loss(z1, z2, partitions=torch.tensor([0, 1, 0, 1]), volume_ids=torch.tensor([0, 0, 1, 1])).shape
+        torch.Size([])
 
     References:
         - [0] Global and local contrastive learning, Chaitanya et al., NeurIPS 2020, https://arxiv.org/abs/2006.10511
         - [1] SimCLR, 2020, https://arxiv.org/abs/2002.05709
     """
 
-    def __init__(self, temperature: float = 0.1, reduction: str = "mean", gather_distributed: bool = False) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        reduction: str = "mean",
+        gather_distributed: bool = False,
+        strategy: str = "G_D",
+    ) -> None:
         super().__init__(reduction=check_reduction(reduction))
         self.temperature = check_temperature(temperature)
         self.gather_distributed = check_gather_flag(gather_distributed)
+        self.strategy = check_global_strategy(strategy)
 
     def forward(
         self,
@@ -151,8 +218,8 @@ class GlobalContrastiveLoss(_Loss):
             a scalar, or ``(2B,)`` per-view losses with ``reduction="none"``.
         """
         return global_contrastive_loss(
-            z1, z2, partitions, volume_ids, self.temperature, self.reduction, self.gather_distributed
+            z1, z2, partitions, volume_ids, self.temperature, self.reduction, self.gather_distributed, self.strategy
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"strategy={self.strategy!r}, temperature={self.temperature}, reduction={self.reduction!r}"

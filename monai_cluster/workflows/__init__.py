@@ -4,6 +4,7 @@ Bundle configs call these so that the logic can be imported and tested outside `
 
 - ``common``: dataset resolution, option validation, device/seed, atomic full-state checkpoints and resume;
 - ``pretrain``, ``pretrain_data``, ``pretrain_stages``: ``bundles/cluster_contrastive_pretrain``;
+  ``pretrain_slices``: its ``train_slices.json`` overlay (2D slices of 3D volumes, slice partitions);
 - ``segmentation_*``: ``bundles/dermoscopy_segmentation`` and ``bundles/heart_ct_segmentation``, and
   :func:`run_bundle` to run any bundle's configs from Python;
 - ``local_discrimination``: ``bundles/local_discrimination_pretrain``;
@@ -53,6 +54,15 @@ from .pretrain_data import (
     pretrain_transforms,
     pretrain_view_transform,
 )
+from .pretrain_slices import (
+    SLICE_OPTION_SPECS,
+    TakeSliced,
+    check_slice_options,
+    list_volume_slices,
+    prepare_volume_slices,
+    refuse_stage,
+    slice_base_transforms,
+)
 from . import image_clustering, local_discrimination
 from .image_clustering import ImageClusteringTrainer, write_clusters_csv
 from .local_discrimination import BestClusterDice, export_backbone, save_cluster_maps
@@ -81,6 +91,13 @@ __all__ = [
     "write_clusters_csv",
     "CHECKPOINT_FORMAT",
     "PRETRAIN_OPTION_SPECS",
+    "SLICE_OPTION_SPECS",
+    "TakeSliced",
+    "check_slice_options",
+    "list_volume_slices",
+    "prepare_volume_slices",
+    "refuse_stage",
+    "slice_base_transforms",
     "autoencoder_augmentation",
     "autoencoder_transforms",
     "barrier",

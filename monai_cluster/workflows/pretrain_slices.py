@@ -1,0 +1,398 @@
+"""Pretraining a 2D network on the slices of 3D volumes: the pieces of ``train_slices.json``.
+
+The overlay is ``bundles/cluster_contrastive_pretrain/configs/train_slices.json``.
+
+Chaitanya et al. pretrain a 2D U-Net on the 2D slices of cardiac MRI volumes. Each volume is split into
+``num_partitions`` ranges of consecutive slices; slices of the same partition of different volumes show
+similar anatomy, which the partition-aware global loss (:class:`~monai_cluster.losses.GlobalContrastiveLoss`,
+strategies ``"G_D"`` / ``"G_D-"``) uses instead of pseudo-classes. The pieces the overlay calls:
+
+- :func:`list_volume_slices`: one listing item per slice of each volume, counted from the NIfTI header only, with
+  its slice index, partition and volume id; :func:`prepare_volume_slices` lists (or generates) the volumes first.
+- :class:`TakeSliced` and :func:`slice_base_transforms`: the deterministic chain that loads a volume, normalises
+  its intensities, takes the sample's slice and brings it to ``image_size`` (the overlay's ``train#base_transforms``,
+  cached once; :func:`~monai_cluster.workflows.pretrain_transforms` takes it as ``base_chain``).
+- :data:`SLICE_OPTION_SPECS` / :func:`check_slice_options`: the overlay's own options, checked before anything runs.
+
+References:
+    - [0] Chaitanya et al., global and local contrastive learning, NeurIPS 2020, https://arxiv.org/abs/2006.10511
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import (
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    Resized,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRanged,
+)
+
+from monai_cluster.losses.global_contrastive import GLOBAL_STRATEGIES
+from monai_cluster.transforms.partition import SlicePartition, check_slice_axis, slice_count, take_slice
+
+from .common import validate_option, validate_options
+from .pretrain_data import check_image_size, prepare_unlabeled
+
+__all__ = [
+    "SLICE_OPTION_SPECS",
+    "ScalePercentilesd",
+    "TakeSliceD",
+    "TakeSliceDict",
+    "TakeSliced",
+    "check_slice_options",
+    "list_volume_slices",
+    "prepare_volume_slices",
+    "refuse_stage",
+    "slice_base_transforms",
+]
+
+SLICE_OPTION_SPECS: dict[str, str] = {
+    "global_strategy": "choice:" + "|".join(GLOBAL_STRATEGIES),
+    "num_partitions": "int>=1",
+    "intensity_range": "floats?",
+    "intensity_percentiles": "floats>=0",
+    "use_pseudo_classes": "bool",
+    "spatial_dims": "int>=2",
+    "in_channels": "int>=1",
+}
+"""Spec (see :func:`~monai_cluster.workflows.validate_option`) of the options ``train_slices.json`` adds or pins."""
+
+
+def _check_pair(name: str, values: Sequence[float], upper: float | None = None) -> list[float]:
+    if len(values) != 2 or values[1] <= values[0] or (upper is not None and values[1] > upper):
+        bound = f" within [0, {upper:g}]" if upper is not None else ""
+        raise ValueError(f"option {name!r} (--{name}) must be [low, high] with low < high{bound}, got {list(values)}.")
+    return [float(v) for v in values]
+
+
+def check_slice_options(**options: Any) -> dict[str, Any]:
+    """Check the options of the slice overlay (:data:`SLICE_OPTION_SPECS`) and their combinations.
+
+    Args:
+        options: ``global_strategy`` (``"G_D"``, ``"G_D-"`` or ``"G_R"``), ``num_partitions`` (partitions per
+            volume), ``intensity_range`` (``None`` for percentile normalisation, or a fixed ``[low, high]`` window
+            such as a CT Hounsfield window), ``intensity_percentiles`` (``[low, high]`` percentiles in 0..100),
+            ``use_pseudo_classes`` (must be false), ``spatial_dims`` (must be 2), ``in_channels`` (must be 1).
+
+    Returns:
+        the options normalised (``intensity_range`` a two-float list or None).
+
+    Raises:
+        TypeError/ValueError: naming the option, e.g. ``option 'global_strategy' (--global_strategy) must be one of
+            ['G_D', 'G_D-', 'G_R'], got str 'G_X'.``
+    """
+    checked = validate_options(options, SLICE_OPTION_SPECS)
+    if checked["spatial_dims"] != 2:
+        raise ValueError(
+            f"option 'spatial_dims' must be 2 with train_slices.json (a 2D network on the slices of 3D volumes), "
+            f"got {checked['spatial_dims']}; use train_3d.json for 3D pretraining."
+        )
+    if checked["in_channels"] != 1:
+        raise ValueError(
+            f"option 'in_channels' must be 1 with train_slices.json (slices of single-channel volumes), "
+            f"got {checked['in_channels']}."
+        )
+    if checked["use_pseudo_classes"]:
+        raise ValueError(
+            "option 'use_pseudo_classes' must be false with train_slices.json: the slice partitions replace the "
+            "pseudo-classes (there is no clustering stage)."
+        )
+    if checked["intensity_range"] is not None:
+        checked["intensity_range"] = _check_pair("intensity_range", checked["intensity_range"])
+    checked["intensity_percentiles"] = _check_pair("intensity_percentiles", checked["intensity_percentiles"], 100.0)
+    return checked
+
+
+def _header_shape(path: str, key: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in nib.load(path).shape)  # reads the header only; the voxels stay on disk
+    except (OSError, nib.filebasedimages.ImageFileError, ValueError) as err:
+        raise ValueError(f"volume {path} (key {key!r}) could not be read as NIfTI: {err}") from err
+
+
+def list_volume_slices(
+    items: Sequence[Mapping[str, Any]],
+    num_partitions: int = 4,
+    axis: int = -1,
+    image_key: str = "image",
+) -> list[dict]:
+    """Expand a listing of 3D volumes into one item per slice along ``axis``.
+
+    Each volume item (``{"image": path, "key": relpath}``, as :func:`~monai_cluster.workflows.list_unlabeled`
+    returns) becomes ``num_slices`` items::
+
+        {"image": path, "key": "images/patient001_frame01.nii.gz#s03",
+         "volume_key": "images/patient001_frame01.nii.gz", "slice": 3, "num_slices": 10, "volume_id": 0,
+         "partition": 1}
+
+    ``volume_id`` is the volume's position in ``items``; ``partition`` is
+    ``floor(slice * num_partitions / num_slices)`` (:class:`~monai_cluster.transforms.SlicePartition`). The slice
+    count comes from the NIfTI header alone; no voxel is read.
+
+    Args:
+        items: volume items with ``image_key`` (a NIfTI path) and ``"key"`` (unique).
+        num_partitions: partitions per volume, at least 1 and at most each volume's slice count.
+        axis: spatial axis of the ``(H, W, D)`` volume to slice along (``-1``: the last).
+        image_key: the item entry holding the volume path.
+
+    Returns:
+        the slice items, volume by volume, slices in order.
+
+    Raises:
+        TypeError: when ``items`` is not a list of dicts.
+        ValueError: naming the file, when a volume cannot be read, is not 3D, or has fewer slices than
+            ``num_partitions``; also for an empty listing, a missing entry or duplicate keys.
+    """
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise TypeError(f"items must be a list of volume dicts, got {type(items).__name__}.")
+    if not items:
+        raise ValueError("items must hold at least one volume, got an empty listing.")
+    axis = check_slice_axis(axis)
+    partitioner = SlicePartition(num_partitions)
+    seen: set[str] = set()
+    out: list[dict] = []
+    for volume_id, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            kind = type(item).__name__
+            raise TypeError(f"items[{volume_id}] must be a dict with {image_key!r} and 'key', got {kind}.")
+        missing = [k for k in (image_key, "key") if k not in item]
+        if missing:
+            raise ValueError(f"items[{volume_id}] lacks {missing} (it has {sorted(item)}).")
+        path, key = str(item[image_key]), str(item["key"])
+        if key in seen:
+            raise ValueError(f"items[{volume_id}] repeats the key {key!r}; volume keys must be unique.")
+        seen.add(key)
+        shape = _header_shape(path, key)
+        if len(shape) != 3:
+            raise ValueError(
+                f"volume {path} (key {key!r}) must be a 3D volume (H, W, D) to be sliced, got shape {shape}."
+            )
+        num_slices = shape[axis]
+        if num_slices < partitioner.num_partitions:
+            raise ValueError(
+                f"volume {path} (key {key!r}) has {num_slices} slices along axis {axis}, fewer than "
+                f"num_partitions={partitioner.num_partitions}; lower num_partitions."
+            )
+        width = max(2, len(str(num_slices - 1)))
+        for index in range(num_slices):
+            out.append(
+                {
+                    **item,
+                    image_key: path,
+                    "key": f"{key}#s{index:0{width}d}",
+                    "volume_key": key,
+                    "slice": index,
+                    "num_slices": num_slices,
+                    "volume_id": volume_id,
+                    "partition": partitioner(index, num_slices),
+                }
+            )
+    return out
+
+
+def prepare_volume_slices(
+    dataset_dir: str | os.PathLike | None,
+    bundle_root: str | os.PathLike,
+    num_partitions: int = 4,
+    kind: str = "heart",
+    n: int | None = None,
+    size: int | Sequence[int] | None = None,
+    seed: int = 0,
+    axis: int = -1,
+    check: bool = True,
+) -> list[dict]:
+    """The 3D volumes of ``dataset_dir`` (or a generated synthetic set), checked, then expanded into slices.
+
+    Volumes are listed by :func:`~monai_cluster.workflows.prepare_unlabeled` (recursively, mask folders such as
+    ACDC's ``labels/`` left out; without ``dataset_dir`` a synthetic ``kind`` set is generated under
+    ``<bundle_root>/synthetic_data``), decoded and checked to be one-channel 3D images when ``check``, and passed
+    to :func:`list_volume_slices`.
+
+    Raises:
+        ValueError: naming the file, for an unreadable or non-3D volume or one with fewer slices than
+            ``num_partitions``.
+    """
+    volumes = prepare_unlabeled(
+        dataset_dir=dataset_dir, bundle_root=bundle_root, kind=kind, n=n, size=size, seed=seed,
+        channels=1, spatial_dims=3, check=check,
+    )  # fmt: skip
+    return list_volume_slices(volumes, num_partitions=num_partitions, axis=axis)
+
+
+class TakeSliced(MapTransform):
+    """Replace loaded channel-first volumes ``(C, H, W, D)`` by the slice the sample names: ``(C, H, W)``.
+
+    The slice index is read from the sample (``slice_key``, as :func:`list_volume_slices` writes it), so one
+    deterministic transform serves every slice of a listing (cacheable, unlike a random slice). When the sample
+    also records ``num_slices_key``, the loaded volume must have that many slices (the file changed otherwise).
+    ``MetaTensor`` metadata is kept with the affine reduced to 2D.
+
+    Args:
+        keys: keys of the volumes to slice.
+        slice_key: sample entry with the slice index.
+        num_slices_key: sample entry with the slice count recorded in the listing, or None to skip that check.
+        axis: spatial axis to slice along, ``-3 .. 2`` (``-1``: the last).
+        allow_missing_keys: skip keys absent from the sample instead of raising.
+
+    Raises:
+        ValueError: when the slice index is missing or out of range, a volume is not ``(C, H, W, D)``, or its
+            slice count differs from the recorded one (the file is named).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        slice_key: str = "slice",
+        num_slices_key: str | None = "num_slices",
+        axis: int = -1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.slice_key = slice_key
+        self.num_slices_key = num_slices_key
+        self.axis = check_slice_axis(axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return a copy of ``data`` with each volume replaced by its slice ``data[slice_key]``."""
+        if self.slice_key not in data:
+            raise ValueError(
+                f"TakeSliced: the sample lacks {self.slice_key!r} (it has {list(data)}); list the volumes with "
+                "list_volume_slices."
+            )
+        d = dict(data)
+        index = d[self.slice_key]
+        for key in self.key_iterator(d):
+            volume = d[key]
+            source = volume.meta.get("filename_or_obj", key) if isinstance(volume, MetaTensor) else key
+            count = slice_count(volume, self.axis, name=f"{key} ({source})")
+            recorded = None if self.num_slices_key is None else d.get(self.num_slices_key)
+            if recorded is not None and int(recorded) != count:
+                raise ValueError(
+                    f"TakeSliced: {source} has {count} slices along axis {self.axis}, but the listing recorded "
+                    f"{int(recorded)}; the file changed since it was listed."
+                )
+            d[key] = take_slice(volume, self.axis, index)
+        return d
+
+
+TakeSliceD = TakeSliceDict = TakeSliced
+
+
+class ScalePercentilesd(MapTransform):
+    """Map the ``lower`` and ``upper`` percentiles of each image (all channels together) to 0 and 1, clipped.
+
+    MONAI's ``ScaleIntensityRangePercentilesd`` does the same but sorts volumes under a million voxels with
+    ``torch.quantile``, about ten times slower than ``numpy.percentile`` used here; it runs once per slice item,
+    so on a whole volume that cost counts. A constant image becomes 0.
+
+    Args:
+        keys: keys of the images to scale (numpy arrays or tensors; a tensor is returned as a tensor).
+        lower: lower percentile in ``[0, 100)``.
+        upper: upper percentile in ``(lower, 100]``.
+        allow_missing_keys: skip keys absent from the sample instead of raising.
+
+    Raises:
+        ValueError: when the percentiles are not ``0 <= lower < upper <= 100`` or an image is not finite.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        values = validate_option("intensity_percentiles", [lower, upper], "floats>=0")
+        self.lower, self.upper = _check_pair("intensity_percentiles", values, 100.0)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return a copy of ``data`` with each image scaled to ``[0, 1]`` (float32)."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            array = array.astype(np.float32, copy=False)
+            if not np.isfinite(array).all():
+                raise ValueError(f"ScalePercentilesd: {key!r} holds non-finite values.")
+            low, high = np.percentile(array, [self.lower, self.upper])
+            if high > low:
+                scaled = np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
+            else:
+                scaled = np.zeros_like(array)
+            d[key] = torch.from_numpy(scaled) if isinstance(image, torch.Tensor) else scaled
+        return d
+
+
+def slice_base_transforms(
+    image_size: int | Sequence[int],
+    intensity_range: Sequence[float] | None = None,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    image_key: str = "image",
+    slice_key: str = "slice",
+    axis: int = -1,
+) -> list:
+    """Deterministic chain from a slice item to a ``(1, *image_size)`` float32 tensor in ``[0, 1]``.
+
+    Load the volume, add a channel, scale intensities over the whole volume (so that the slices of one volume
+    keep their relative brightness), take the sample's slice (:class:`TakeSliced`), resize it so that its longer
+    side is ``max(image_size)`` (aspect ratio kept; area averaging), pad or crop it centrally to ``image_size``
+    (padding 0, the background after scaling) and end with a plain float32 tensor. The other sample entries
+    (``partition``, ``volume_id``, ...) pass through unchanged.
+
+    Args:
+        image_size: output ``(H, W)`` (one int for both), multiples of 16.
+        intensity_range: ``None`` for MRI: the ``percentiles`` of each volume are mapped to 0 and 1 and clipped;
+            or a fixed ``(low, high)`` window mapped to ``(0, 1)`` and clipped, e.g. ``(-300, 500)`` Hounsfield
+            units for CT.
+        percentiles: ``(low, high)`` percentiles in ``[0, 100]`` used when ``intensity_range`` is None.
+        image_key: the sample entry holding the volume path.
+        slice_key: the sample entry holding the slice index.
+        axis: spatial axis of the volume the slice is taken along.
+
+    Returns:
+        a list of MONAI dictionary transforms, for a ``CacheDataset`` (``Compose``) or
+        ``pretrain_transforms(..., base_chain=...)``.
+
+    Raises:
+        ValueError/TypeError: naming ``image_size``, ``intensity_range`` or ``percentiles``.
+    """
+    size = check_image_size(image_size, 2)
+    if intensity_range is None:
+        values = validate_option("intensity_percentiles", percentiles, "floats>=0")
+        low, high = _check_pair("intensity_percentiles", values, 100.0)
+        scale = ScalePercentilesd(keys=image_key, lower=low, upper=high)
+    else:
+        low, high = _check_pair("intensity_range", validate_option("intensity_range", intensity_range, "floats"))
+        scale = ScaleIntensityRanged(keys=image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return [
+        LoadImaged(keys=image_key, image_only=True),
+        EnsureChannelFirstd(keys=image_key),
+        EnsureTyped(keys=image_key, data_type="numpy", dtype=np.float32, track_meta=False),  # numpy percentiles
+        scale,
+        TakeSliced(keys=image_key, slice_key=slice_key, axis=axis),
+        EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False),  # torch resizing (numpy: 10x slower)
+        Resized(keys=image_key, spatial_size=max(size), size_mode="longest", mode="area"),
+        ResizeWithPadOrCropd(keys=image_key, spatial_size=size, mode="constant"),
+        EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False),
+    ]
+
+
+def refuse_stage(stage: str, overlay: str = "train_slices.json") -> None:
+    """Stop a stage that an overlay does not have, e.g. ``--run_id run_autoencoder`` with ``train_slices.json``.
+
+    Raises:
+        ValueError: always, naming the stage and what to run instead.
+    """
+    raise ValueError(
+        f"stage {stage!r} is not part of {overlay}: the slice partitions replace the pseudo-classes, so there is no "
+        "autoencoder or clustering stage; run the default 'run' (or --run_id run_pretrain)."
+    )
