@@ -4,7 +4,12 @@ from .cluster_contrastive import ClusterGuidedContrastiveLoss, cluster_guided_nt
 from .contrastive_autoencoder import ContrastiveAutoEncoderLoss
 from .dec import DECClusteringLoss, dec_kl_divergence
 from .elbo import ELBOLoss, gaussian_kl_divergence, reconstruction_error
-from .global_contrastive import GlobalContrastiveLoss, global_contrastive_loss
+from .global_contrastive import (
+    GLOBAL_STRATEGIES,
+    GlobalContrastiveLoss,
+    check_global_strategy,
+    global_contrastive_loss,
+)
 from .local_contrastive import LocalContrastiveLoss, local_contrastive_loss
 from .local_discrimination import LocalDiscriminationLoss
 from .patch_discrimination import (
@@ -31,6 +36,7 @@ __all__ = [
     "ContrastivePretrainLoss",
     "DECClusteringLoss",
     "ELBOLoss",
+    "GLOBAL_STRATEGIES",
     "GlobalContrastiveLoss",
     "LocalContrastiveLoss",
     "LocalDiscriminationLoss",
@@ -42,6 +48,7 @@ __all__ = [
     "cluster_guided_nt_xent",
     "dec_kl_divergence",
     "gaussian_kl_divergence",
+    "check_global_strategy",
     "global_contrastive_loss",
     "invariant_spreading_loss",
     "local_contrastive_loss",
