@@ -8,9 +8,14 @@ A :class:`BenchData` holds
 - ``pretrain``: ``(N, C, S, S)`` float32 unlabeled pool (unlabeled images + training images, never test images),
   with ``pretrain_keys`` and, for slices, ``pretrain_slice`` / ``pretrain_num_slices`` / ``pretrain_volume``;
 - ``train_x`` / ``train_y``: ``(M, C, S, S)`` float32 and ``(M, S, S)`` int64 labeled training samples, with
-  ``train_group`` (the labeled unit a sample belongs to: an image, or a patient for slices);
+  ``train_group`` (the labeled unit a sample belongs to: an image, or a patient for slices) and, for ACDC,
+  ``train_strata`` (the pathology group of each unit, so that labeled draws can be stratified);
 - ``test_x`` / ``test_y`` / ``test_volume``: held-out samples and the volume each slice belongs to (per-image
   evaluation uses one "volume" per image).
+
+ACDC patients are split by patient and stratified by pathology group: the group is given by the patient number
+(001-020 group 0, ..., 081-100 group 4), and :func:`stratified_split` takes the same number of test patients
+from every group where it can.
 """
 
 from __future__ import annotations
@@ -29,9 +34,19 @@ import torch.nn.functional as F
 from monai_cluster.data import list_image_mask_pairs, list_images, read_image
 from monai_cluster.utils.io import atomic_write
 
-__all__ = ["BenchData", "load_dermoscopy", "load_heart", "load_dataset"]
+__all__ = [
+    "BenchData",
+    "labeled_subset",
+    "load_dataset",
+    "load_dermoscopy",
+    "load_heart",
+    "pathology_group",
+    "stratified_split",
+]
 
-_PATIENT = re.compile(r"(patient\d+)")
+_PATIENT = re.compile(r"(patient(\d+))")
+_CACHE_VERSION = 2  # 2: stratified ACDC split, train_strata, class names, crop statistics
+HEART_CLASS_NAMES = ("RV", "Myo", "LV")
 
 
 @dataclass
@@ -51,12 +66,21 @@ class BenchData:
     pretrain_slice: np.ndarray | None = None
     pretrain_num_slices: np.ndarray | None = None
     pretrain_volume: np.ndarray | None = None
+    train_strata: np.ndarray | None = None
     info: dict = field(default_factory=dict)
 
     @property
     def num_groups(self) -> int:
         """Number of labeled training units (images, or patients for slices)."""
         return int(self.train_group.max()) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the foreground classes ``1 .. num_classes - 1`` (``info["class_names"]`` or ``class<c>``)."""
+        names = self.info.get("class_names")
+        if names and len(names) == self.num_classes - 1:
+            return list(names)
+        return [f"class{c}" for c in range(1, self.num_classes)]
 
 
 def _resize(array: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -91,6 +115,87 @@ def split_indices(n: int, num_test: int, seed: int) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"num_test must lie in [1, {n - 1}] for {n} samples, got {num_test}.")
     perm = np.random.RandomState(seed).permutation(n)
     return np.sort(perm[num_test:]), np.sort(perm[:num_test])
+
+
+def pathology_group(name: str) -> int | None:
+    """ACDC pathology group of a patient name (``patient001``-``patient020`` -> 0, ..., ``081-100`` -> 4).
+
+    Returns ``None`` when the name holds no ACDC training patient number (e.g. the ACDC test patients 101-150,
+    whose group the number does not give).
+    """
+    m = _PATIENT.search(name)
+    if m is None or not 1 <= int(m.group(2)) <= 100:
+        return None
+    return (int(m.group(2)) - 1) // 20
+
+
+def stratified_split(strata: np.ndarray, num_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(train, test)`` indices of units with stratum labels ``strata``, both sorted.
+
+    The test units are spread over the strata in proportion to their sizes (largest remainders first, ties
+    broken by a seeded order), so 70 ACDC patients (14 per group) and ``num_test=20`` give 4 per group; within
+    a stratum the seeded permutation decides which units are held out.
+
+    Raises:
+        ValueError: when ``num_test`` is not in ``[1, len(strata) - 1]``.
+    """
+    strata = np.asarray(strata)
+    n = len(strata)
+    if not 0 < num_test < n:
+        raise ValueError(f"num_test must lie in [1, {n - 1}] for {n} units, got {num_test}.")
+    rng = np.random.RandomState(seed)
+    values = np.unique(strata)
+    sizes = np.array([(strata == v).sum() for v in values])
+    quota = sizes * num_test / n
+    counts = np.floor(quota).astype(int)
+    order = np.lexsort((rng.permutation(len(values)), -(quota - counts)))
+    for i in order[: num_test - counts.sum()]:
+        counts[i] += 1
+    test = []
+    for v, k in zip(values, counts):
+        members = np.flatnonzero(strata == v)
+        test.extend(members[rng.permutation(len(members))[:k]])
+    test = np.sort(np.asarray(test, dtype=int))
+    return np.setdiff1d(np.arange(n), test), test
+
+
+def labeled_subset(
+    groups: np.ndarray, num_units: int, seed: int, strata: np.ndarray | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """Sample indices of ``num_units`` labeled units (images or patients) drawn by ``seed``, and the units.
+
+    Args:
+        groups: ``(M,)`` unit id of every sample.
+        num_units: how many units to label.
+        seed: the draw's seed; the same seed gives the same units whatever the method.
+        strata: ``(U,)`` stratum of each unit id ``0 .. U-1`` (ACDC pathology group), or ``None``. With it the
+            draw goes round the strata in a seeded order, one unit at a time, so 2 patients come from two
+            groups and 8 patients from all five.
+
+    Raises:
+        ValueError: when ``num_units`` is not in ``[1, number of units]`` or ``strata`` does not cover the units.
+    """
+    units = np.unique(groups)
+    if not 1 <= num_units <= len(units):
+        raise ValueError(f"number of labeled units must lie in [1, {len(units)}], got {num_units}.")
+    if num_units == len(units):
+        chosen = units
+    elif strata is None:
+        chosen = np.sort(np.random.RandomState(seed).permutation(units)[:num_units])
+    else:
+        strata = np.asarray(strata)
+        if len(strata) <= units.max():
+            raise ValueError(f"strata must give a stratum for every unit id up to {units.max()}, got {len(strata)}.")
+        rng = np.random.RandomState(seed)
+        values = np.unique(strata[units])
+        queues = [list(rng.permutation(units[strata[units] == v])) for v in values[rng.permutation(len(values))]]
+        picked: list[int] = []
+        while len(picked) < num_units:
+            for q in queues:
+                if q and len(picked) < num_units:
+                    picked.append(int(q.pop(0)))
+        chosen = np.sort(np.asarray(picked))
+    return np.flatnonzero(np.isin(groups, chosen)), [int(u) for u in chosen]
 
 
 def _cache_path(cache_dir: Path, spec: dict) -> Path:
@@ -151,7 +256,12 @@ def load_dermoscopy(
         test_x=np.stack([_rgb(p["image"], size) for p in test]).astype(np.float32),
         test_y=np.stack([_mask(p["label"], size) for p in test]),
         test_volume=np.arange(len(test)),
-        info={"train": [p["image"] for p in train], "test": [p["image"] for p in test], "unlabeled": len(unlabeled)},
+        info={
+            "train": [p["image"] for p in train],
+            "test": [p["image"] for p in test],
+            "unlabeled": len(unlabeled),
+            "class_names": ["lesion"],
+        },
     )
 
 
@@ -175,67 +285,99 @@ def _volume_slices(pair: dict, size: int, crop: float) -> tuple[np.ndarray, np.n
     return xs, ys.astype(np.int64), kept
 
 
+def _by_patient(pairs: list[dict]) -> dict[str, list[dict]]:
+    """Pairs grouped by patient name (``patientNNN`` in the file name, else the file name itself)."""
+    out: dict[str, list[dict]] = {}
+    for p in pairs:
+        m = _PATIENT.search(os.path.basename(p["image"]))
+        out.setdefault(m.group(1) if m else os.path.basename(p["image"]), []).append(p)
+    return out
+
+
+def _strata(names: list[str]) -> np.ndarray:
+    """Pathology group per patient, or all zeros when any name carries no ACDC training number."""
+    groups = [pathology_group(n) for n in names]
+    if any(g is None for g in groups):
+        return np.zeros(len(names), dtype=int)
+    return np.asarray(groups, dtype=int)
+
+
+def _slices_of(patients: dict[str, list[dict]], size: int, crop: float) -> dict[str, list[np.ndarray]]:
+    """Slices of every volume of ``patients`` (sorted by name): images, labels, unit, slice, count, volume."""
+    out: dict[str, list] = {k: [] for k in ("x", "y", "unit", "slice", "count", "volume", "kept")}
+    v = 0
+    for g, name in enumerate(sorted(patients)):
+        for pair in patients[name]:
+            xs, ys, kept = _volume_slices(pair, size, crop)
+            d = len(xs)
+            for key, value in (("x", xs), ("y", ys), ("unit", np.full(d, g)), ("slice", np.arange(d)),
+                               ("count", np.full(d, d)), ("volume", np.full(d, v))):
+                out[key].append(value)
+            out["kept"].append(kept)
+            v += 1
+    return out
+
+
 def load_heart(
     train_dir: str, test_dir: str | None, size: int, num_test: int, seed: int, crop: float = 0.75
 ) -> BenchData:
     """ACDC-style volumes (``images/`` + ``labels/``) as 2D short-axis slices, split by patient.
 
-    Both frames of a patient stay on the same side of the split. Pretraining uses every training slice, with
-    its slice index, slice count and volume index (for the partition-aware global loss).
-    """
-    def by_patient(pairs: list[dict]) -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = {}
-        for p in pairs:
-            m = _PATIENT.search(os.path.basename(p["image"]))
-            out.setdefault(m.group(1) if m else os.path.basename(p["image"]), []).append(p)
-        return out
+    Without ``test_dir``, ``num_test`` patients are held out by :func:`stratified_split` over the pathology
+    groups (both frames of a patient stay on one side); the other patients are the pretraining pool (every
+    slice of every frame) and the pool the labeled patients are drawn from. With ``test_dir``, every patient of
+    ``train_dir`` is in the pool. Pretraining keeps each slice's index, slice count and volume index (for the
+    partition-aware global loss).
 
-    train_p = by_patient(list_image_mask_pairs(train_dir))
+    Args:
+        train_dir: folder with ``images/`` and ``labels/`` (``patientNNN_frameXX.nii.gz``).
+        test_dir: held-out folder of the same layout, or ``None``.
+        size: output side in pixels.
+        num_test: held-out patients when ``test_dir`` is ``None``.
+        seed: split seed.
+        crop: centred square crop as a fraction of the short side of each slice, in ``(0, 1]``.
+
+    Raises:
+        ValueError: when ``crop`` is outside ``(0, 1]`` or a volume and its label disagree.
+    """
+    if not 0 < crop <= 1:
+        raise ValueError(f"crop must lie in (0, 1], got {crop}.")
+    train_p = _by_patient(list_image_mask_pairs(train_dir))
     if test_dir:
-        test_p = by_patient(list_image_mask_pairs(test_dir))
+        test_p = _by_patient(list_image_mask_pairs(test_dir))
     else:
         names = sorted(train_p)
-        tr, te = split_indices(len(names), num_test, seed)
+        tr, te = stratified_split(_strata(names), num_test, seed)
         test_p = {names[i]: train_p[names[i]] for i in te}
         train_p = {names[i]: train_p[names[i]] for i in tr}
-    tx, ty, tg, sl, ns, vol, kept = [], [], [], [], [], [], []
-    v = 0
-    for g, name in enumerate(sorted(train_p)):
-        for pair in train_p[name]:
-            xs, ys, k = _volume_slices(pair, size, crop)
-            tx.append(xs), ty.append(ys), kept.append(k)
-            tg.append(np.full(len(xs), g)), sl.append(np.arange(len(xs))), ns.append(np.full(len(xs), len(xs)))
-            vol.append(np.full(len(xs), v))
-            v += 1
-    ex, ey, ev = [], [], []
-    v = 0
-    for name in sorted(test_p):
-        for pair in test_p[name]:
-            xs, ys, k = _volume_slices(pair, size, crop)
-            ex.append(xs), ey.append(ys), ev.append(np.full(len(xs), v)), kept.append(k)
-            v += 1
-    train_x = np.concatenate(tx)
-    volumes = np.concatenate(vol)
-    slices = np.concatenate(sl)
-    train_y, test_y = np.concatenate(ty), np.concatenate(ey)
+    tr_s, te_s = _slices_of(train_p, size, crop), _slices_of(test_p, size, crop)
+    train_x, train_y, test_y = np.concatenate(tr_s["x"]), np.concatenate(tr_s["y"]), np.concatenate(te_s["y"])
+    volumes, slices = np.concatenate(tr_s["volume"]), np.concatenate(tr_s["slice"])
+    kept = tr_s["kept"] + te_s["kept"]
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    train_names, test_names = sorted(train_p), sorted(test_p)
     return BenchData(
         name="heart",
-        num_classes=int(max(train_y.max(), test_y.max())) + 1,
+        num_classes=num_classes,
         pretrain=train_x,
         pretrain_keys=[f"volume{a}/slice{b}" for a, b in zip(volumes, slices)],
         train_x=train_x,
         train_y=train_y,
-        train_group=np.concatenate(tg),
-        test_x=np.concatenate(ex),
+        train_group=np.concatenate(tr_s["unit"]),
+        test_x=np.concatenate(te_s["x"]),
         test_y=test_y,
-        test_volume=np.concatenate(ev),
+        test_volume=np.concatenate(te_s["volume"]),
         pretrain_slice=slices,
-        pretrain_num_slices=np.concatenate(ns),
+        pretrain_num_slices=np.concatenate(tr_s["count"]),
         pretrain_volume=volumes,
+        train_strata=_strata(train_names),
         info={
-            "train": sorted(train_p),
-            "test": sorted(test_p),
+            "train": train_names,
+            "test": test_names,
+            "test_groups": _strata(test_names).tolist(),
             "crop": crop,
+            "class_names": list(HEART_CLASS_NAMES) if num_classes == 4 else None,
+            "mean_label_fraction_in_crop": float(np.mean(kept)),
             "min_label_fraction_in_crop": float(min(kept)),
         },
     )
@@ -252,6 +394,7 @@ def load_dataset(args, cache_dir: Path) -> BenchData:
         "num_test": args.num_test,
         "split_seed": args.split_seed,
         "crop": args.heart_crop,
+        "version": _CACHE_VERSION,
     }
     path = _cache_path(cache_dir, spec)
     if path.is_file():

@@ -1,29 +1,43 @@
-"""Training pieces of the label-efficiency benchmark: batched views, pretraining stages and paired fine-tuning.
+"""Pretraining half of the label-efficiency benchmark: the bundle's views, losses and schedules on in-memory data.
 
-All loops run on in-memory tensors (see ``_label_efficiency_data``) with augmentations applied to whole batches,
-because the benchmark is sized for a couple of shared CPU cores. The methods come from the library:
+The benchmark measures what users run, so every piece of pretraining comes from the package, as the
+``cluster_contrastive_pretrain`` and ``local_discrimination_pretrain`` bundles wire it:
 
-- autoencoder features -> hierarchical pseudo-classes: ``FeatureAutoEncoder``, ``extract_features``,
-  ``hierarchical_pseudo_classes``, ``write_pseudo_class_table``;
-- pretraining: ``ContrastivePretrainNet`` (wrapping MONAI ``BasicUNet``), ``MultiViewPrepareBatch``,
-  ``ContrastivePretrainLoss`` over ``ClusterGuidedContrastiveLoss`` / ``GlobalContrastiveLoss`` /
-  ``LocalContrastiveLoss``, partitions from ``SlicePartition``, dense maps aligned with ``undo_flip_rot90``;
-- fine-tuning: a fresh ``BasicUNet`` initialised from the pretraining checkpoint with ``load_pretrained``.
+- views: :func:`monai_cluster.workflows.pretrain_augmentation` (``"geometric"``: each view its own recorded random
+  resized crop, flips and intensity augmentation; ``"intensity"``: shared flips/rotation/zoom, intensity per view),
+  batched by MONAI's collate and :class:`~monai_cluster.engines.MultiViewPrepareBatch`;
+- pseudo-classes: a ``FeatureAutoEncoder`` trained with :func:`~monai_cluster.workflows.autoencoder_augmentation`,
+  :func:`~monai_cluster.clustering.extract_features`, :func:`~monai_cluster.clustering.hierarchical_pseudo_classes`,
+  the table written and read back by :func:`~monai_cluster.workflows.make_pseudo_class_transform`;
+- losses: :class:`~monai_cluster.losses.ContrastivePretrainLoss` over ``ClusterGuidedContrastiveLoss`` /
+  ``GlobalContrastiveLoss`` (slice partitions of :class:`~monai_cluster.transforms.SlicePartition`) and
+  ``LocalContrastiveLoss`` (matched through the views' geometry in the joint schedule);
+- schedules: ``global_local`` / ``cluster_guided`` run the bundle's ``schedule: joint`` (both losses from step 0
+  on geometric views), ``global_local_staged`` / ``cluster_guided_staged`` its ``schedule: staged`` (Chaitanya
+  et al.: the global loss on the encoder, then ``--local-steps`` of the local loss on intensity-only views with the
+  encoder frozen), as :func:`~monai_cluster.workflows.run_pretrain` runs them;
+- local discrimination: :class:`~monai_cluster.networks.LocalDiscriminationNet`, its loss and views with the
+  bundle's settings, transferred into the same ``BasicUNet``.
+
+Only the loop is the benchmark's own (steps instead of epochs, a per-step warm-up + cosine learning rate, in-memory
+tensors instead of files), so that pretraining lengths can be snapshotted and every fine-tuning seed reuses them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
-from monai.metrics import compute_hausdorff_distance
+from monai.data import list_data_collate
 from monai.networks.nets import BasicUNet
+from monai.transforms import RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
 
 from monai_cluster.clustering import (
     PseudoClassTable,
@@ -32,23 +46,29 @@ from monai_cluster.clustering import (
     write_pseudo_class_table,
 )
 from monai_cluster.engines import MultiViewPrepareBatch
+from monai_cluster.engines.local_discrimination import LocalDiscriminationPrepareBatch
 from monai_cluster.losses import (
     ClusterGuidedContrastiveLoss,
     ContrastivePretrainLoss,
     GlobalContrastiveLoss,
     LocalContrastiveLoss,
+    LocalDiscriminationLoss,
 )
-from monai_cluster.networks import ContrastivePretrainNet, FeatureAutoEncoder, load_pretrained
-from monai_cluster.transforms import SlicePartition
-from monai_cluster.transforms.flip_rotate.array import undo_flip_rot90
-from monai_cluster.utils.io import atomic_torch_save
+from monai_cluster.networks import ContrastivePretrainNet, FeatureAutoEncoder, LocalDiscriminationNet
+from monai_cluster.transforms import LocalDiscriminationViewsd, SlicePartition
+from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
+from monai_cluster.workflows import autoencoder_augmentation, make_pseudo_class_transform, pretrain_augmentation
 
 __all__ = [
+    "DECODER_BLOCKS",
     "METHODS",
     "PRETRAINED_METHODS",
-    "augment_views",
-    "dice_hd95",
-    "finetune",
+    "add_pretrain_args",
+    "PRETRAIN_ARG_KEYS",
+    "autocast",
+    "run_device",
+    "base_method",
+    "needs_pseudo_classes",
     "pretrain",
     "pretrain_net",
     "pretrained_exclude",
@@ -57,79 +77,69 @@ __all__ = [
 
 logger = logging.getLogger("label_efficiency")
 
-METHODS = ("random", "simclr", "global_local", "cluster_guided")
+METHODS = (
+    "random",
+    "simclr",
+    "global_local",
+    "cluster_guided",
+    "global_local_staged",
+    "cluster_guided_staged",
+    "local_discrimination",
+)
 PRETRAINED_METHODS = METHODS[1:]
 DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
+PRETRAIN_ARG_KEYS = ("local_steps", "local_lr", "crop_scale", "ld_batch", "ld_steps_factor")
+"""Arguments of :func:`add_pretrain_args` that change pretrained weights (part of the checkpoint hash); ``--device``,
+``--amp`` and ``--workers`` change only how fast they are computed (and the exact random draws with workers)."""
 
 
-# ----------------------------------------------------------------------------------------------- augmentation
-def flip_rot90(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips of both axes then 0-3 quarter turns per sample; returns the views and ``(B, 5)`` records.
-
-    A record is ``[flip_0, flip_1, k, 0, 1]`` as :func:`undo_flip_rot90` reads it (flips first, then rotation).
-    """
-    b = x.shape[0]
-    draws = torch.randint(0, 2, (b, 2), generator=gen)
-    ks = torch.randint(0, 4, (b,), generator=gen)
-    out = torch.empty_like(x)
-    for i in range(b):
-        dims = [d + 1 for d in range(2) if draws[i, d]]
-        xi = torch.flip(x[i], dims) if dims else x[i]
-        out[i] = torch.rot90(xi, int(ks[i]), dims=(1, 2))
-    plane = torch.tensor([0, 1]).expand(b, 2)
-    return out, torch.cat([draws, ks[:, None], plane], dim=1).long()
+def base_method(method: str) -> str:
+    """``cluster_guided_staged`` -> ``cluster_guided``: the losses of a method, whatever its schedule."""
+    return method.removesuffix("_staged")
 
 
-def random_resized_crop(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float]) -> torch.Tensor:
-    """One random axis-aligned crop per sample (area fraction in ``scale``, aspect 3/4..4/3), resized back."""
-    b = x.shape[0]
-    area = torch.empty(b).uniform_(scale[0], scale[1], generator=gen)
-    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
-    ratio = log_ratio.exp()
-    sw = (area * ratio).sqrt().clamp(max=1.0)
-    sh = (area / ratio).sqrt().clamp(max=1.0)
-    cx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sw)
-    cy = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sh)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+def needs_pseudo_classes(methods) -> bool:
+    """Whether any of ``methods`` reads the pseudo-class table (the cluster-guided ones)."""
+    return any(base_method(m) == "cluster_guided" for m in methods)
 
 
-def jitter_intensity(x: torch.Tensor, gen: torch.Generator, strength: float = 0.4) -> torch.Tensor:
-    """Per-sample brightness, contrast, (RGB) saturation, gamma and Gaussian noise; values stay in [0, 1]."""
-    b, c = x.shape[:2]
-    shape = (b, 1, 1, 1)
-
-    def u(lo: float, hi: float) -> torch.Tensor:
-        return torch.empty(shape).uniform_(lo, hi, generator=gen)
-
-    out = x * u(1 - strength, 1 + strength)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * u(1 - strength, 1 + strength) + mean
-    if c == 3:
-        grey = out.mean(dim=1, keepdim=True)
-        out = (out - grey) * u(1 - strength, 1 + strength) + grey
-    out = out.clamp(0, 1) ** u(0.7, 1.4)
-    out = out + torch.randn(out.shape, generator=gen) * u(0.0, 0.04)
-    return out.clamp(0, 1)
+def add_pretrain_args(parser) -> None:
+    """Add the pretraining options of this module (local stage of the staged methods, crops, local discrimination)."""
+    parser.add_argument("--local-steps", type=int, default=1000, help="staged schedule: steps of the local stage")
+    parser.add_argument("--local-lr", type=float, default=1e-3, help="staged schedule: learning rate of stage 2")
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.35, 1.0],
+                        help="area fraction range of each geometric view's random resized crop")
+    parser.add_argument("--ld-batch", type=int, default=16, help="local discrimination: images per step")
+    parser.add_argument("--ld-steps-factor", type=float, default=1.0,
+                        help="local discrimination: its steps per pretraining step of the other methods")
+    parser.add_argument("--device", default="cpu", help="torch device of pretraining and fine-tuning, e.g. cuda")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the networks on CUDA")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loader processes for the view augmentation (0: in the training process, the only "
+                             "setting whose resume is exact)")
 
 
-def augment_views(
-    x: torch.Tensor, gen: torch.Generator, crop_scale: tuple[float, float] = (0.35, 1.0)
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """Two views of each sample: one shared random crop, then per view an intensity jitter and a flip/rot90.
+def run_device(args) -> torch.device:
+    """The ``--device`` of ``args`` as a ``torch.device`` (``cpu`` when absent); a clear error without CUDA."""
+    device = torch.device(getattr(args, "device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for, but torch.cuda.is_available() is False.")
+    return device
 
-    The shared crop keeps voxel correspondence between the views up to the recorded flip/rot90, which
-    :func:`undo_flip_rot90` removes from the dense maps before the local loss.
 
-    Returns:
-        ``({"image": (B, C, S, S), "image_1": ...}, [record_0 (B, 5), record_1 (B, 5)])``.
-    """
-    base = random_resized_crop(x, gen, crop_scale)
-    v0, r0 = flip_rot90(jitter_intensity(base, gen), gen)
-    v1, r1 = flip_rot90(jitter_intensity(base, gen), gen)
-    return {"image": v0, "image_1": v1}, [r0, r1]
+def autocast(args, device: torch.device):
+    """``torch.autocast`` in bfloat16 when ``--amp`` is set and the device is CUDA, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(getattr(args, "amp", False))
+                          and device.type == "cuda")
+
+
+def _float(preds: dict) -> dict:
+    """Network outputs in float32, so the contrastive losses never run in reduced precision."""
+    return {k: v.float() if torch.is_tensor(v) else v for k, v in preds.items()}
+
+
+def _cpu_state(module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 # ----------------------------------------------------------------------------------------------- pseudo-classes
@@ -138,6 +148,8 @@ def pseudo_classes(
 ) -> tuple[np.ndarray, dict]:
     """Train a ``FeatureAutoEncoder`` on ``pool`` ``(N, C, S, S)``, cluster its features, write the table.
 
+    The autoencoder sees the bundle's augmentation (random flips and 90-degree rotations, per sample).
+
     Returns:
         ``((N, L) int64 pseudo-classes, info)``; the table goes to ``out`` (a CSV written atomically).
     """
@@ -145,11 +157,13 @@ def pseudo_classes(
     gen = torch.Generator().manual_seed(seed)
     ae = FeatureAutoEncoder(2, pool.shape[1], channels=(16, 32, 64, 128), strides=(2, 2, 2, 2), feature_pool="avgmax")
     opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    augment = autoencoder_augmentation(2)
+    augment.set_random_state(seed)
     x_all = torch.from_numpy(pool)
     t0, losses = time.time(), []
     for _ in range(steps):
         idx = torch.randint(0, len(x_all), (batch,), generator=gen)
-        x, _ = flip_rot90(x_all[idx], gen)
+        x = torch.stack([torch.as_tensor(augment({"image": x_all[i]})["image"]) for i in idx.tolist()])
         loss = F.mse_loss(ae(x), x)
         opt.zero_grad()
         loss.backward()
@@ -172,20 +186,7 @@ def pseudo_classes(
     return labels, info
 
 
-# ----------------------------------------------------------------------------------------------- pretraining
-def _pretrain_loss(method: str, args) -> ContrastivePretrainLoss:
-    local = LocalContrastiveLoss(args.temperature, num_locations=args.local_locations, region_size=args.local_region)
-    if method == "simclr":
-        return ContrastivePretrainLoss(ClusterGuidedContrastiveLoss(args.temperature), None)
-    if method == "global_local":
-        return ContrastivePretrainLoss(GlobalContrastiveLoss(args.temperature), local, 1.0, args.local_weight)
-    if method == "cluster_guided":
-        return ContrastivePretrainLoss(
-            ClusterGuidedContrastiveLoss(args.temperature, level=args.mask_level), local, 1.0, args.local_weight
-        )
-    raise ValueError(f"method must be one of {PRETRAINED_METHODS} for pretraining, got {method!r}.")
-
-
+# ----------------------------------------------------------------------------------------------- networks
 def pretrain_net(
     in_channels: int, num_classes: int, features: tuple[int, ...], decoder_layer: str = "upcat_3"
 ) -> ContrastivePretrainNet:
@@ -204,13 +205,30 @@ def pretrained_exclude(method: str, decoder_layer: str) -> tuple[str, ...]:
     """``BasicUNet`` blocks that fine-tuning does not take from ``method``'s checkpoint (they were not trained).
 
     The head is never loaded; encoder-only methods leave the whole decoder to the seed's initialisation, local
-    methods load the decoder blocks up to ``decoder_layer``.
+    contrastive methods load the decoder blocks up to ``decoder_layer``, local discrimination the whole decoder.
     """
+    method = base_method(method)
     if method == "simclr":
         return ("final_conv", *DECODER_BLOCKS)
+    if method == "local_discrimination":
+        return ("final_conv",)
     if decoder_layer not in DECODER_BLOCKS:
         raise ValueError(f"decoder_layer must be one of {DECODER_BLOCKS}, got {decoder_layer!r}.")
     return ("final_conv", *DECODER_BLOCKS[DECODER_BLOCKS.index(decoder_layer) + 1 :])
+
+
+def _global_loss(method: str, args):
+    if method == "simclr":
+        return ClusterGuidedContrastiveLoss(args.temperature)
+    if method == "global_local":
+        return GlobalContrastiveLoss(args.temperature)
+    if method == "cluster_guided":
+        return ClusterGuidedContrastiveLoss(args.temperature, level=args.mask_level)
+    raise ValueError(f"method must be one of {PRETRAINED_METHODS}, got {method!r}.")
+
+
+def _local_loss(args) -> LocalContrastiveLoss:
+    return LocalContrastiveLoss(args.temperature, num_locations=args.local_locations, region_size=args.local_region)
 
 
 def _positive_accuracy(z: torch.Tensor) -> float:
@@ -223,173 +241,263 @@ def _positive_accuracy(z: torch.Tensor) -> float:
     return float((sim.argmax(dim=1) == target).float().mean())
 
 
-def pretrain(method: str, data, labels: np.ndarray | None, args, ckpt_dir: Path, snapshots: list[int]) -> dict:
-    """Contrastive pretraining of ``method``; saves the backbone's ``state_dict`` at each step in ``snapshots``.
+def _lr_lambda(total: int, warmup: int = 50) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0.1 of the learning rate at ``total``."""
+    return lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(s, total) / total))
 
-    A resumable state (network, optimiser, log) is saved every ``args.save_every`` steps to
-    ``ckpt_dir/<method>_state.pt``; the snapshots are ``ckpt_dir/<method>_<steps>.pt`` with the ``BasicUNet`` keys.
 
-    Returns:
-        the log: steps, seconds, loss components and in-batch positive accuracy per logged window.
+# ----------------------------------------------------------------------------------------------- batches
+class _ViewBatches:
+    """Batches of two views of in-memory samples through the bundle's augmentation and batch preparation."""
+
+    def __init__(self, data, method: str | None, views: str, args, table: Path | None, seed: int) -> None:
+        x = torch.from_numpy(data.pretrain)
+        self.items = [{"image": x[i], "key": k} for i, k in enumerate(data.pretrain_keys)]
+        if data.pretrain_slice is not None and method == "global_local":
+            partition = SlicePartition(args.partitions)
+            for i, item in enumerate(self.items):
+                item["partition"] = int(partition(int(data.pretrain_slice[i]), int(data.pretrain_num_slices[i])))
+                item["volume_id"] = int(data.pretrain_volume[i])
+        pc = make_pseudo_class_transform(table, True, self.items) if method == "cluster_guided" else None
+        size = list(data.pretrain.shape[2:])
+        self.augment = pretrain_augmentation(2, size, views=views, pseudo_class_transform=pc,
+                                             crop_scale=tuple(args.crop_scale))
+        self.augment.set_random_state(seed)
+        self.prepare = MultiViewPrepareBatch(num_views=2)
+        self.workers = int(getattr(args, "workers", 0))
+        self._loader = None
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        batch = list_data_collate([self.augment(dict(self.items[i])) for i in idx.tolist()])
+        return self.prepare(batch)
+
+    def next(self, gen: torch.Generator, batch_size: int, device: torch.device) -> tuple[torch.Tensor, dict]:
+        """The next training batch on ``device``: drawn from ``gen`` in this process, or by ``--workers`` loaders."""
+        if self.workers == 0:
+            inputs, targets = self(torch.randperm(len(self.items), generator=gen)[:batch_size])
+        else:
+            if self._loader is None:
+                from monai.data import DataLoader, Dataset
+
+                sampler = torch.utils.data.RandomSampler(self.items, generator=gen)
+                loader = DataLoader(Dataset(self.items, transform=self.augment), batch_size=batch_size,
+                                    sampler=sampler, num_workers=self.workers, drop_last=True,
+                                    persistent_workers=True, pin_memory=device.type == "cuda")
+
+                def forever():
+                    while True:
+                        yield from loader
+
+                self._loader = forever()
+            inputs, targets = self.prepare(next(self._loader))
+        targets = {k: None if v is None else v.to(device, non_blocking=True) for k, v in targets.items()}
+        return inputs.to(device, non_blocking=True), targets
+
+    def get_state(self) -> tuple:
+        return self.augment.transforms[0].R.get_state()
+
+    def set_state(self, state: tuple) -> None:
+        self.augment.transforms[0].R.set_state(state)
+
+
+# ----------------------------------------------------------------------------------------------- loop
+def _train_loop(name: str, state_path: Path, modules: dict, opt, sched, gen: torch.Generator, total: int,
+                step_fn: Callable[[int], dict], snapshot: Callable[[int], None], snapshots: list[int], args,
+                rng_holder=None) -> dict:
+    """Run ``step_fn`` for ``total`` steps with a resumable state every ``args.save_every`` steps.
+
+    The state holds the modules, optimiser, scheduler, the batch generator, torch's global RNG (location draws)
+    and the views' RNG, so a killed run resumes where it stopped.
     """
-    total = max(snapshots)
-    state_path = ckpt_dir / f"{method}_state.pt"
-    torch.manual_seed(args.pretrain_seed)
-    net = pretrain_net(data.pretrain.shape[1], data.num_classes, tuple(args.features), args.decoder_layer)
-    loss_fn = _pretrain_loss(method, args)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.pretrain_lr, weight_decay=1e-4)
-    # 50 warm-up steps, then a cosine from 1 to 0.1 of the learning rate
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * (0.55 + 0.45 * math.cos(math.pi * s / total))
-    )
-    gen = torch.Generator().manual_seed(args.pretrain_seed)
-    log = {"method": method, "windows": [], "seconds": 0.0, "step": 0}
+    log = {"name": name, "windows": [], "seconds": 0.0, "step": 0}
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["net"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        for key, module in modules.items():
+            module.load_state_dict(state[key])
+        opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if rng_holder is not None:
+            rng_holder.set_state(state["views_rng"])
         log = state["log"]
-        logger.info("%s: resumed pretraining at step %d", method, log["step"])
-    prepare = MultiViewPrepareBatch(num_views=2)
-    partition = SlicePartition(args.partitions)
-    x_all = torch.from_numpy(data.pretrain)
-    use_local = loss_fn.use_local
-    window: dict[str, list[float]] = {"total": [], "global": [], "local": [], "acc": []}
+        logger.info("%s: resumed at step %d", name, log["step"])
+    window: dict[str, list[float]] = {}
     t0 = time.time() - log["seconds"]
-    net.train()
     for step in range(log["step"], total):
-        idx = torch.randperm(len(x_all), generator=gen)[: args.pretrain_batch]
-        batch, records = augment_views(x_all[idx], gen)
-        if labels is not None and method == "cluster_guided":
-            batch["pseudo_class"] = torch.from_numpy(labels[idx.numpy()])
-        if data.pretrain_slice is not None and method == "global_local":
-            sl, ns = data.pretrain_slice[idx.numpy()], data.pretrain_num_slices[idx.numpy()]
-            batch["partition"] = torch.tensor([partition(int(a), int(b)) for a, b in zip(sl, ns)])
-            batch["volume_id"] = torch.from_numpy(data.pretrain_volume[idx.numpy()])
-        inputs, targets = prepare(batch)
-        preds = net(inputs, encoder_only=not use_local)
-        if use_local:
-            dense = preds["dense"].split(len(idx))
-            preds = dict(preds, dense=torch.cat([undo_flip_rot90(d, r) for d, r in zip(dense, records)]))
-        loss = loss_fn(preds, targets)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"{method}: non-finite pretraining loss at step {step}; last good state in {state_path}")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        for k, v in loss_fn.last_components.items():
-            window[k].append(v)
-        window["acc"].append(_positive_accuracy(preds["global"]))
+        values = step_fn(step)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"{name}: non-finite loss at step {step} ({values}); last good state {state_path}")
+        for k, v in values.items():
+            window.setdefault(k, []).append(v)
         done = step + 1
         if done % args.log_every == 0 or done == total:
-            entry = {"step": done, "seconds": round(time.time() - t0, 1)}
-            entry.update({k: round(float(np.mean(v)), 4) for k, v in window.items() if v})
+            entry = {"step": done, "seconds": round(time.time() - t0, 1), "lr": round(sched.get_last_lr()[0], 6)}
+            entry.update({k: round(float(np.mean(v)), 4) for k, v in window.items()})
             log["windows"].append(entry)
-            logger.info("%s pretrain %s", method, entry)
-            window = {k: [] for k in window}
+            logger.info("%s %s", name, entry)
+            window = {}
         if done in snapshots:
-            atomic_torch_save({"model": net.backbone_state_dict(), "step": done}, ckpt_dir / f"{method}_{done}.pt")
+            snapshot(done)
         if done % args.save_every == 0 or done == total:
             log["step"], log["seconds"] = done, round(time.time() - t0, 1)
-            atomic_torch_save(
-                {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                 "log": log},
-                state_path,
-            )
+            state = {k: m.state_dict() for k, m in modules.items()}
+            state.update(opt=opt.state_dict(), sched=sched.state_dict(), gen=gen.get_state(),
+                         torch_rng=torch.get_rng_state(), log=log)
+            if rng_holder is not None:
+                state["views_rng"] = rng_holder.get_state()
+            atomic_torch_save(state, state_path)
     log["step"], log["seconds"] = total, round(time.time() - t0, 1)
     return log
 
 
-# ----------------------------------------------------------------------------------------------- fine-tuning
-def dice_hd95(
-    pred: np.ndarray, truth: np.ndarray, volume: np.ndarray, num_classes: int, hd: bool
-) -> tuple[float, float]:
-    """Mean over volumes of the mean foreground-class Dice (and HD95 in pixels) of ``(N, S, S)`` label maps.
+def _contrastive_stage(name: str, net: ContrastivePretrainNet, loss_fn: ContrastivePretrainLoss, batches: _ViewBatches,
+                       params, lr: float, total: int, n: int, args, ckpt_dir: Path, snapshot, snapshots: list[int],
+                       seed: int) -> dict:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total))
+    gen = torch.Generator().manual_seed(seed)
+    encoder_only = not loss_fn.use_local
+    device = run_device(args)
 
-    Slices of one volume (same ``volume`` id) are stacked into a 3D map. A class absent from both prediction and
-    truth is skipped; HD95 of an empty prediction of a present class is the map's diagonal.
-    """
-    dices, hds = [], []
-    for v in np.unique(volume):
-        p, t = pred[volume == v], truth[volume == v]
-        per, per_hd = [], []
-        for c in range(1, num_classes):
-            pc, tc = p == c, t == c
-            denom = pc.sum() + tc.sum()
-            if denom == 0:
-                continue
-            per.append(2.0 * (pc & tc).sum() / denom)
-            if hd and tc.any():
-                if not pc.any():
-                    per_hd.append(float(np.sqrt(sum(s * s for s in p.shape))))
-                    continue
-                a = torch.from_numpy(np.moveaxis(pc, 0, -1)[None, None].astype(np.float32))
-                b = torch.from_numpy(np.moveaxis(tc, 0, -1)[None, None].astype(np.float32))
-                if p.shape[0] == 1:
-                    a, b = a[..., 0], b[..., 0]
-                per_hd.append(float(compute_hausdorff_distance(a, b, include_background=True, percentile=95)))
-        if per:
-            dices.append(np.mean(per))
-        if per_hd:
-            hds.append(np.mean(per_hd))
-    return float(np.mean(dices)), float(np.mean(hds)) if hds else float("nan")
-
-
-def _predict(net: torch.nn.Module, x: torch.Tensor, chunk: int = 32) -> np.ndarray:
-    net.eval()
-    with torch.no_grad():
-        out = torch.cat([net(x[i : i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
-    net.train()
-    return out.numpy()
-
-
-def finetune(data, init: str | None, exclude: tuple[str, ...], labeled: np.ndarray, seed: int, args) -> dict:
-    """Train a ``BasicUNet`` on the labeled samples ``labeled`` and evaluate on the held-out split.
-
-    The seed fixes the network's initialisation (before any pretrained tensors are copied in), the batch order
-    and the augmentation, so every method sees the same decoder/head initialisation and the same batches.
-
-    Returns:
-        ``{"dice": mean of the last evaluations, "hd95": ..., "dice_evals": [...], "loaded": n, "seconds": t}``.
-    """
-    torch.manual_seed(10_000 + seed)
-    net = BasicUNet(2, data.train_x.shape[1], data.num_classes, features=tuple(args.features))
-    loaded = 0
-    if init is not None:
-        report = load_pretrained(net, init, exclude=exclude, min_matched=0.9)
-        loaded = report["matched"]
-    gen = torch.Generator().manual_seed(20_000 + seed)
-    x_all, y_all = torch.from_numpy(data.train_x[labeled]), torch.from_numpy(data.train_y[labeled])
-    test_x = torch.from_numpy(data.test_x)
-    steps, last = args.finetune_steps, args.eval_last
-    eval_at = {steps - i * args.eval_every for i in range(last)}
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.Adam(net.parameters(), lr=args.finetune_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    epochs = steps * args.finetune_batch // len(x_all) + 2
-    order = torch.cat([torch.randperm(len(x_all), generator=gen) for _ in range(epochs)])
-    t0, evals, hds = time.time(), [], []
-    net.train()
-    for step in range(steps):
-        idx = order[step * args.finetune_batch : (step + 1) * args.finetune_batch]
-        xy = torch.cat([x_all[idx], y_all[idx, None].float()], dim=1)
-        xy, _ = flip_rot90(xy, gen)
-        x, y = xy[:, :-1], xy[:, -1:].round().long()
-        loss = loss_fn(net(x), y)
-        opt.zero_grad()
+    def step_fn(step: int) -> dict:
+        inputs, targets = batches.next(gen, args.pretrain_batch, device)
+        with autocast(args, device):
+            preds = net(inputs, encoder_only=encoder_only)
+        loss = loss_fn(_float(preds), targets)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if step + 1 in eval_at:
-            dice, hd = dice_hd95(_predict(net, test_x), data.test_y, data.test_volume, data.num_classes, args.hd95)
-            evals.append(round(dice, 4))
-            hds.append(hd)
-    return {
-        "dice": float(np.mean(evals)),
-        "hd95": float(np.mean(hds)) if args.hd95 else None,
-        "dice_evals": evals,
-        "final_loss": round(float(loss.detach()), 4),
-        "loaded_tensors": loaded,
-        "seconds": round(time.time() - t0, 1),
-    }
+        values = dict(loss_fn.last_components)
+        if loss_fn.use_global:
+            values["acc"] = _positive_accuracy(preds["global"])
+        return values
+
+    net.train()
+    return _train_loop(name, ckpt_dir / f"{name}_state.pt", {"net": net}, opt, sched, gen, total, step_fn, snapshot,
+                       snapshots, args, rng_holder=batches)
+
+
+def pretrain(method: str, data, labels: np.ndarray | None, args, ckpt_dir: Path, snapshots: list[int]) -> dict:
+    """Pretrain ``method`` once; save the backbone's ``state_dict`` as ``ckpt_dir/<method>_<steps>.pt`` per snapshot.
+
+    ``labels`` are unused (the pseudo-classes are read from the table at ``ckpt_dir/pseudo_classes.csv``, as the
+    bundle reads them) and kept for the caller's signature. Resumable: every stage saves its state every
+    ``args.save_every`` steps to ``ckpt_dir/<stage>_state.pt``.
+
+    Returns:
+        the log: per stage, steps, seconds, loss components and in-batch positive accuracy per logged window.
+    """
+    if method == "local_discrimination":
+        return _pretrain_local_discrimination(data, args, ckpt_dir, snapshots)
+    total = max(snapshots)
+    n = len(data.pretrain)
+    staged = method.endswith("_staged")
+    losses = base_method(method)
+    if losses not in ("simclr", "global_local", "cluster_guided"):
+        raise ValueError(f"method must be one of {PRETRAINED_METHODS}, got {method!r}.")
+    torch.manual_seed(args.pretrain_seed)
+    net = pretrain_net(data.pretrain.shape[1], data.num_classes, tuple(args.features), args.decoder_layer)
+    net.to(run_device(args))
+    table = ckpt_dir / "pseudo_classes.csv" if losses == "cluster_guided" else None
+    local = None if losses == "simclr" or staged else _local_loss(args)
+    loss_fn = ContrastivePretrainLoss(_global_loss(losses, args), local, 1.0, args.local_weight)
+    batches = _ViewBatches(data, losses, "geometric", args, table, args.pretrain_seed)
+    stage1 = f"{method}_stage1" if staged else method
+
+    def save(step: int) -> None:
+        atomic_torch_save({"model": _cpu_state(net.backbone), "step": step}, ckpt_dir / f"{stage1}_{step}.pt")
+
+    log = {"method": method, "schedule": "staged" if staged else ("joint" if local else "global"), "views": "geometric"}
+    log["stage1"] = _contrastive_stage(stage1, net, loss_fn, batches, net.parameters(), args.pretrain_lr, total, n,
+                                       args, ckpt_dir, save, snapshots, args.pretrain_seed)
+    if staged:
+        log["stage2"] = {}
+        for steps in sorted(snapshots):
+            out = ckpt_dir / f"{method}_{steps}.pt"
+            if out.is_file():
+                continue
+            log["stage2"][str(steps)] = _local_stage(method, steps, data, args, ckpt_dir)
+    log["seconds"] = round(log["stage1"]["seconds"] + sum(s["seconds"] for s in log.get("stage2", {}).values()), 1)
+    return log
+
+
+def _local_stage(method: str, steps: int, data, args, ckpt_dir: Path) -> dict:
+    """Stage 2 of the staged schedule from the stage-1 snapshot at ``steps``: local loss, encoder frozen."""
+    torch.manual_seed(args.pretrain_seed + 1)
+    net = pretrain_net(data.pretrain.shape[1], data.num_classes, tuple(args.features), args.decoder_layer)
+    stage1 = torch.load(ckpt_dir / f"{method}_stage1_{steps}.pt", map_location="cpu", weights_only=True)
+    net.backbone.load_state_dict(stage1["model"])
+    net.to(run_device(args))
+    for p in net.encoder_parameters():
+        p.requires_grad_(False)
+    loss_fn = ContrastivePretrainLoss(None, _local_loss(args), 0.0, 1.0)
+    batches = _ViewBatches(data, None, "intensity", args, None, args.pretrain_seed + 1)  # local loss only
+    name = f"{method}_stage2_from{steps}"
+    out = ckpt_dir / f"{method}_{steps}.pt"
+
+    def save(step: int) -> None:
+        atomic_torch_save({"model": _cpu_state(net.backbone), "step": steps, "local_steps": step}, out)
+
+    return _contrastive_stage(name, net, loss_fn, batches, net.decoder_parameters(), args.local_lr, args.local_steps,
+                              len(data.pretrain), args, ckpt_dir, save, [args.local_steps], args.pretrain_seed + 1)
+
+
+def _pretrain_local_discrimination(data, args, ckpt_dir: Path, snapshots: list[int]) -> dict:
+    """Chen et al.'s local discrimination with the ``local_discrimination_pretrain`` bundle's settings.
+
+    Runs ``round(steps * args.ld_steps_factor)`` steps for each snapshot length and saves the ``BasicUNet`` keys
+    (no ``final_conv``) as ``<ckpt_dir>/local_discrimination_<steps>.pt``.
+    """
+    torch.manual_seed(args.pretrain_seed)
+    factor = getattr(args, "ld_steps_factor", 1.0)
+    lengths = {max(1, round(s * factor)): s for s in snapshots}
+    total = max(lengths)
+    device = run_device(args)
+    net = LocalDiscriminationNet(2, data.pretrain.shape[1], embed_dim=32, num_clusters=16,
+                                 features=tuple(args.features)).to(device)
+    loss_fn = LocalDiscriminationLoss(patch_weight=1.0, mixup_weight=1.0, region_weight=10.0, entropy_weight=0.1,
+                                      patch_temperature=0.1, region_temperature=0.2, grid_size=8)
+    views = LocalDiscriminationViewsd("image", num_views=2, transform=[
+        RandScaleIntensityd("image", factors=0.2, prob=1.0),
+        RandShiftIntensityd("image", offsets=0.1, prob=1.0),
+        RandGaussianNoised("image", std=0.02, prob=0.5),
+    ])
+    views.set_random_state(args.pretrain_seed)
+    prepare = LocalDiscriminationPrepareBatch(num_views=2, mixup=True, seed=args.pretrain_seed)
+    opt = torch.optim.Adam(net.parameters(), lr=args.pretrain_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total))
+    gen = torch.Generator().manual_seed(args.pretrain_seed)
+    x_all = torch.from_numpy(data.pretrain)
+    batch_size = getattr(args, "ld_batch", 16)
+
+    class _Rng:
+        def get_state(self):
+            return views.R.get_state()
+
+        def set_state(self, state):
+            views.R.set_state(state)
+
+    def step_fn(step: int) -> dict:
+        idx = torch.randperm(len(x_all), generator=gen)[:batch_size]
+        inputs, targets = prepare(list_data_collate([views({"image": x_all[i]}) for i in idx.tolist()]),
+                                  device=device)
+        with autocast(args, device):
+            preds = net(inputs)
+        loss = loss_fn(_float(preds), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {k: float(v) for k, v in loss_fn.last_components.items()}
+
+    def save(step: int) -> None:
+        steps = lengths[step]
+        state = {k: v.detach().cpu() for k, v in net.backbone_state_dict().items()}
+        atomic_torch_save({"model": state, "step": step}, ckpt_dir / f"local_discrimination_{steps}.pt")
+
+    net.train()
+    log = _train_loop("local_discrimination", ckpt_dir / "local_discrimination_state.pt", {"net": net}, opt, sched,
+                      gen, total, step_fn, save, list(lengths), args, rng_holder=_Rng())
+    return {"method": "local_discrimination", "steps": {str(s): k for k, s in lengths.items()}, "stage1": log,
+            "seconds": log["seconds"]}

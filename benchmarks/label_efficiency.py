@@ -1,24 +1,28 @@
 """Label efficiency: does cluster-guided pretraining give better segmentation from few labels?
 
-Compares, in one run and with paired seeds, four initialisations of the same MONAI ``BasicUNet``:
-
-- ``random``: no pretraining;
-- ``simclr``: NT-Xent on the encoder (``ClusterGuidedContrastiveLoss`` without pseudo-classes, guidance off);
-- ``global_local``: Chaitanya et al.'s baseline, ``GlobalContrastiveLoss`` (partition-aware positives for slices of
-  volumes; plain NT-Xent for 2D images, which have no partitions) + ``LocalContrastiveLoss`` on a decoder map;
-- ``cluster_guided``: Zhang et al.: autoencoder features -> hierarchical pseudo-classes ->
-  ``ClusterGuidedContrastiveLoss`` (same-pseudo-class negatives removed) + the same local loss.
+Compares, in one run and with paired seeds, initialisations of the same MONAI ``BasicUNet`` (``--methods``):
+``random`` (no pretraining) and the pretrainings of ``_label_efficiency_train`` (SimCLR on the encoder,
+Chaitanya et al.'s global + local baseline, Zhang et al.'s cluster-guided contrastive learning, ...).
 
 Each pretraining runs once (``--pretrain-seed``) and is saved at every length in ``--pretrain-steps``; every
 fine-tuning seed reuses those weights. Seed ``s`` fixes the labeled subset, the initialisation of the layers that
-are not pretrained (decoder for encoder-only methods, and the head) and the batch order, identically for every
-method, so the differences to ``random`` are paired. Fine-tuning uses a cosine learning rate decayed to zero and
-reports the mean of the last ``--eval-last`` evaluations on the held-out split.
+are not pretrained, the batch order and every augmentation draw, identically for every method, so differences
+between methods are paired. Fine-tuning (``_label_efficiency_finetune``) augments every batch (flips, rotation,
+scale, shift, gamma, intensity scale/shift, noise), decays a cosine learning rate to zero and reports the mean of
+the last ``--eval-last`` evaluations on the held-out split: Dice per structure and its mean, and HD95.
 
-Example (the numbers in the "Label efficiency" section of ``BENCHMARKS.md``)::
+Heart (ACDC), modelled on Chaitanya et al. (NeurIPS 2020): 20 test patients stratified by pathology group (4 per
+group, ``--split-seed``), the other 50 are the unlabeled pretraining pool and the pool the labeled patients
+(1, 2, 8 and all 50, drawn round the groups by the seed) come from. ``--learning-curve`` instead holds out
+``--val-patients`` of the pool and fine-tunes random initialisations of several lengths, to choose
+``--finetune-steps`` on validation patients, never on the test patients.
 
+Examples::
+
+    python benchmarks/label_efficiency.py --dataset heart --learning-curve --methods random
+    python benchmarks/label_efficiency.py --dataset heart --methods random --num-labeled 50 --seeds 0 1 2
     python benchmarks/label_efficiency.py --dataset dermoscopy --image-size 64 --seeds 0 1 2 \\
-        --label-fraction 0.1 1.0 --pretrain-steps 300 --out benchmarks/results/label_efficiency_dermoscopy.json
+        --label-fraction 0.1 1.0 --pretrain-steps 300 --finetune-steps 200
 
 Results (JSON, resumable: finished runs are skipped when the configuration matches) go to ``--out``;
 checkpoints, the pseudo-class table and the data cache go to ``--work-dir``.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -43,32 +48,60 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _label_efficiency_data import load_dataset  # noqa: E402
+from _label_efficiency_data import labeled_subset, load_dataset  # noqa: E402
+from _label_efficiency_finetune import (  # noqa: E402
+    AUGMENTATIONS,
+    EvalSet,
+    eval_schedule,
+    finetune,
+    format_curve_table,
+    learning_curve,
+    parse_steps,
+    plot_curve,
+    steps_for,
+)
 from _label_efficiency_train import (  # noqa: E402
     METHODS,
+    PRETRAIN_ARG_KEYS,
     PRETRAINED_METHODS,
-    finetune,
+    add_pretrain_args,
+    needs_pseudo_classes,
     pretrain,
     pretrained_exclude,
     pseudo_classes,
 )
 
 from monai_cluster.utils import get_data_root  # noqa: E402
-from monai_cluster.utils.io import atomic_write_json  # noqa: E402
+from monai_cluster.utils.io import atomic_write, atomic_write_json  # noqa: E402
 
-__all__ = ["main", "parse_args", "summarize", "format_table", "labeled_subset"]
+__all__ = [
+    "format_pairwise",
+    "format_table",
+    "labeled_subset",
+    "main",
+    "parse_args",
+    "reference_line",
+    "summarize",
+]
 
 logger = logging.getLogger("label_efficiency")
 
 _PRETRAIN_KEYS = (
     "dataset", "train_dir", "test_dir", "unlabeled_dir", "num_test", "split_seed", "heart_crop", "image_size",
     "features", "pretrain_batch", "pretrain_lr", "pretrain_seed", "temperature", "local_weight", "local_locations",
-    "local_region", "decoder_layer", "mask_level", "num_clusters", "partitions", "ae_steps",
+    "local_region", "decoder_layer", "mask_level", "num_clusters", "partitions", "ae_steps", *PRETRAIN_ARG_KEYS,
 )
-_CONFIG_KEYS = (*_PRETRAIN_KEYS, "finetune_steps", "finetune_batch", "finetune_lr", "eval_every", "eval_last", "hd95")
+_FINETUNE_KEYS = ("finetune_batch", "finetune_lr", "augment", "eval_every", "eval_last", "hd95")
+_CONFIG_KEYS = (*_PRETRAIN_KEYS, *_FINETUNE_KEYS, "finetune_steps", "epochs")
+_CURVE_KEYS = (*_PRETRAIN_KEYS[:8], "features", *_FINETUNE_KEYS, "val_patients", "curve_every")
+#: heart default: steps per labeled setting (the fallback for 8 and all 50 patients), chosen from the validation
+#: learning curve at 64 px, crop 0.66 (BENCHMARKS.md): 1-2 patients flat after 2000 steps, 8 and 40 still gaining
+#: up to 4000, where 40 patients pass the 0.85 Dice bar
+HEART_STEPS = ["1:2000", "2:2000", "4000"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; fills dataset-dependent defaults (folders, test size, settings)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -76,9 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-dir", nargs="+", help="labeled folder(s); default: the shared PH2 + HAM10000 or ACDC data")
     p.add_argument("--test-dir", nargs="*", help="held-out labeled folder(s); default: a seeded split of --train-dir")
     p.add_argument("--unlabeled-dir", nargs="*", help="unlabeled image folder(s) added to pretraining (2D only)")
-    p.add_argument("--num-test", type=int, help="held-out images (dermoscopy, default 20) or patients (heart, 8)")
+    p.add_argument("--num-test", type=int, help="held-out images (dermoscopy, default 20) or patients (heart, 20)")
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--heart-crop", type=float, default=0.75, help="centred square crop (fraction of the short side)")
+    p.add_argument("--heart-crop", type=float, default=0.66,
+                   help="centred square crop, fraction of the short side (ACDC: 0.66 keeps 99.93%% of label voxels)")
     p.add_argument("--label-fraction", type=float, nargs="*", default=[], help="fractions of the labeled units")
     p.add_argument("--num-labeled", type=int, nargs="*", default=[], help="numbers of labeled images/patients")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -99,12 +133,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=4, help="slice partitions per volume (heart global loss)")
     p.add_argument("--ae-steps", type=int, default=300)
     p.add_argument("--epochs", type=float, help="fine-tuning passes over the labeled set (overrides --finetune-steps)")
-    p.add_argument("--finetune-steps", type=int, default=200)
+    p.add_argument("--finetune-steps", nargs="+",
+                   help="steps: one number for every setting, or LABELED:STEPS entries plus an optional plain "
+                        f"fallback (heart default {' '.join(HEART_STEPS)}; dermoscopy 200)")
     p.add_argument("--finetune-batch", type=int, default=8)
     p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="full", help="fine-tuning augmentation")
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--eval-last", type=int, default=4, help="report the mean of this many final evaluations")
     p.add_argument("--no-hd95", dest="hd95", action="store_false")
+    p.add_argument("--learning-curve", action="store_true",
+                   help="random init only: fine-tune for each --curve-steps budget, scored on --val-patients")
+    p.add_argument("--val-patients", type=int, default=10, help="learning curve: pool units held out for validation")
+    p.add_argument("--curve-labeled", type=int, nargs="+", default=[2, 8, 0],
+                   help="learning curve: labeled units per setting (0: the whole rest of the pool)")
+    p.add_argument("--curve-steps", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000])
+    p.add_argument("--curve-every", type=int, default=250, help="learning curve: evaluate every this many steps")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
@@ -114,6 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="result JSONs of the same configuration (e.g. one process per seed) whose runs are taken over")
     p.add_argument("--out", type=Path)
     p.add_argument("--work-dir", type=Path)
+    add_pretrain_args(p)
     args = p.parse_args(argv)
     root = Path(get_data_root())
     if args.dataset == "dermoscopy":
@@ -124,33 +169,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_test = 20 if args.num_test is None else args.num_test
         if not (args.label_fraction or args.num_labeled):
             args.label_fraction = [0.1, 1.0]
+        args.finetune_steps = args.finetune_steps or ["200"]
     else:
         args.train_dir = args.train_dir or [str(root / "heart" / "acdc")]
         args.unlabeled_dir = []
-        args.num_test = 8 if args.num_test is None else args.num_test
+        args.num_test = 20 if args.num_test is None else args.num_test
         if not (args.label_fraction or args.num_labeled):
-            args.num_labeled, args.label_fraction = [2], [1.0]
-    if args.eval_last < 1 or args.eval_every < 1 or args.eval_last * args.eval_every > args.finetune_steps:
-        raise ValueError(
-            f"--eval-last * --eval-every must lie in [1, --finetune-steps={args.finetune_steps}], "
-            f"got {args.eval_last} * {args.eval_every}."
-        )
+            args.num_labeled, args.label_fraction = [1, 2, 8], [1.0]
+        args.finetune_steps = args.finetune_steps or list(HEART_STEPS)
     for f in args.label_fraction:
         if not 0 < f <= 1:
             raise ValueError(f"--label-fraction values must lie in (0, 1], got {f}.")
+    args.steps_table = parse_steps(args.finetune_steps)
+    budgets = args.curve_steps if args.learning_curve else [v for v in args.steps_table.values()]
+    for steps in budgets:
+        eval_schedule(steps, args.eval_every, args.eval_last)  # raises naming the three options
+    if args.val_patients < 1 or args.curve_every < 1 or any(n < 0 for n in args.curve_labeled):
+        raise ValueError(
+            f"--val-patients and --curve-every must be >= 1 and --curve-labeled >= 0, got {args.val_patients}, "
+            f"{args.curve_every}, {args.curve_labeled}."
+        )
     results = Path(__file__).resolve().parent / "results"
-    args.out = args.out or results / f"label_efficiency_{args.dataset}_{args.image_size}.json"
+    stem = f"label_efficiency{'_curve' if args.learning_curve else ''}_{args.dataset}_{args.image_size}"
+    args.out = args.out or results / f"{stem}.json"
     args.work_dir = args.work_dir or results / f"label_efficiency_{args.dataset}_{args.image_size}"
     return args
-
-
-def labeled_subset(groups: np.ndarray, num_units: int, seed: int) -> tuple[np.ndarray, list[int]]:
-    """Sample indices of ``num_units`` labeled units (images or patients) drawn by ``seed``, and the units."""
-    units = np.unique(groups)
-    if not 1 <= num_units <= len(units):
-        raise ValueError(f"number of labeled units must lie in [1, {len(units)}], got {num_units}.")
-    chosen = np.sort(np.random.RandomState(seed).permutation(units)[:num_units]) if num_units < len(units) else units
-    return np.flatnonzero(np.isin(groups, chosen)), [int(u) for u in chosen]
 
 
 def _settings(args, num_units: int) -> list[int]:
@@ -170,65 +213,124 @@ def _variants(args) -> list[tuple[str, str, int | None]]:
     return out
 
 
-def _stats(values: list[float]) -> dict:
+# ----------------------------------------------------------------------------------------------- summaries
+def _stats(values: list) -> dict:
+    """``{"n", "mean", "sd"}`` of the finite values, with a t-based 95% interval of the mean when ``n > 1``."""
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     n = len(arr)
     if n == 0:
         return {"n": 0}
-    sd = float(arr.std(ddof=1)) if n > 1 else float("nan")
-    out = {"n": n, "mean": float(arr.mean()), "sd": sd}
+    out = {"n": n, "mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if n > 1 else float("nan")}
     if n > 1:
         from scipy.stats import t
 
-        half = float(t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+        half = float(t.ppf(0.975, n - 1) * out["sd"] / math.sqrt(n))
         out["ci95"] = [out["mean"] - half, out["mean"] + half]
     return out
 
 
-def summarize(runs: list[dict]) -> list[dict]:
-    """Per (labeled units, variant): Dice/HD95 mean, sd, and the paired difference to ``random`` (same seeds)."""
-    rows = []
+def _per_class(runs: list[dict], key: str = "dice_per_class") -> dict:
+    names = dict.fromkeys(k for r in runs for k in (r.get(key) or {}))
+    return {k: _stats([(r.get(key) or {}).get(k) for r in runs]) for k in names}
+
+
+def _paired(a: list[dict], b: list[dict]) -> dict:
+    """Paired statistics of ``a - b`` over the seeds both have: mean Dice and per-structure Dice."""
+    base = {r["seed"]: r for r in b}
+    pairs = [(r, base[r["seed"]]) for r in a if r["seed"] in base]
+    out = {"dice": _stats([x["dice"] - y["dice"] for x, y in pairs]), "per_class": {}}
+    for k in dict.fromkeys(k for x, _ in pairs for k in (x.get("dice_per_class") or {})):
+        diffs = [x["dice_per_class"][k] - y["dice_per_class"][k] for x, y in pairs
+                 if (y.get("dice_per_class") or {}).get(k) is not None and x["dice_per_class"][k] is not None]
+        out["per_class"][k] = _stats(diffs)
+    return out
+
+
+def _rank(variant: str) -> tuple[int, str]:
+    """Order of the first term of a pairwise difference: cluster-guided first, then later methods first."""
+    method = variant.split("@")[0]
+    order = ["cluster_guided", *[m for m in reversed(METHODS) if m != "cluster_guided"]]
+    return (order.index(method) if method in order else len(order), variant)
+
+
+def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Summaries of finished runs, per number of labeled units.
+
+    Returns:
+        ``(rows, pairwise)``: one row per (labeled units, variant) with Dice (mean and per structure) and HD95
+        statistics over seeds and the paired difference to ``random`` (same seeds); and one row per pair of
+        pretrained variants with the same pretraining length, ``a - b`` paired by seed, ``cluster_guided`` first.
+    """
+    rows, pairwise = [], []
     for n in sorted({r["num_labeled"] for r in runs}):
-        base = {r["seed"]: r for r in runs if r["num_labeled"] == n and r["variant"] == "random"}
-        for variant in dict.fromkeys(r["variant"] for r in runs):
-            sel = [r for r in runs if r["num_labeled"] == n and r["variant"] == variant]
-            if not sel:
-                continue
-            row = {"num_labeled": n, "variant": variant, "dice": _stats([r["dice"] for r in sel])}
-            row["hd95"] = _stats([r["hd95"] for r in sel])
-            paired = [r for r in sel if r["seed"] in base]
-            if variant != "random" and paired:
-                row["dice_diff_to_random"] = _stats([r["dice"] - base[r["seed"]]["dice"] for r in paired])
+        at_n = [r for r in runs if r["num_labeled"] == n]
+        by_variant = {v: [r for r in at_n if r["variant"] == v] for v in dict.fromkeys(r["variant"] for r in at_n)}
+        for variant, sel in by_variant.items():
+            row = {"num_labeled": n, "variant": variant, "dice": _stats([r["dice"] for r in sel]),
+                   "dice_per_class": _per_class(sel), "hd95": _stats([r.get("hd95") for r in sel])}
+            if variant != "random" and by_variant.get("random"):
+                paired = _paired(sel, by_variant["random"])
+                row["dice_diff_to_random"], row["dice_diff_to_random_per_class"] = paired["dice"], paired["per_class"]
             rows.append(row)
-    return rows
+        pretrained = sorted((v for v in by_variant if v != "random"), key=_rank)
+        for a, b in itertools.combinations(pretrained, 2):
+            if by_variant[a][0].get("pretrain_steps") == by_variant[b][0].get("pretrain_steps"):
+                pairwise.append({"num_labeled": n, "a": a, "b": b, **_paired(by_variant[a], by_variant[b])})
+    return rows, pairwise
 
 
-def _fmt(stat: dict, digits: int = 3) -> str:
+def _fmt(stat: dict | None, digits: int = 3) -> str:
     if not stat or stat.get("n", 0) == 0:
         return "-"
     sd = "" if not np.isfinite(stat["sd"]) else f" ± {stat['sd']:.{digits}f}"
     return f"{stat['mean']:.{digits}f}{sd}"
 
 
+def _fmt_diff(d: dict | None) -> str:
+    if not d or d.get("n", 0) == 0:
+        return ""
+    if d["n"] == 1:
+        return f"{d['mean']:+.3f}"
+    return f"{d['mean']:+.3f} ± {d['sd']:.3f} ({d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f})"
+
+
 def format_table(rows: list[dict], unit: str) -> str:
-    """A Markdown table of :func:`summarize` rows."""
+    """A Markdown table of :func:`summarize` rows: mean Dice, Dice per structure, paired difference, HD95."""
+    names = list(dict.fromkeys(k for r in rows for k in r.get("dice_per_class", {})))
+    per = "".join(f" {k} |" for k in names) if len(names) > 1 else ""
     lines = [
-        f"| labeled {unit} | init | seeds | Dice | paired diff to random (95% CI) | HD95 (px) |",
-        "|---|---|---|---|---|---|",
+        f"| labeled {unit} | init | seeds | Dice |{per} paired diff to random (95% CI) | HD95 (px) |",
+        "|---" * (6 + (len(names) if len(names) > 1 else 0)) + "|",
     ]
     for r in rows:
-        d = r.get("dice_diff_to_random")
-        if d and d.get("n", 0) > 1:
-            diff = f"{d['mean']:+.3f} ± {d['sd']:.3f} ({d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f})"
-        elif d:
-            diff = f"{d['mean']:+.3f}"
-        else:
-            diff = ""
-        lines.append(
-            f"| {r['num_labeled']} | {r['variant']} | {r['dice']['n']} | {_fmt(r['dice'])} | {diff} | "
-            f"{_fmt(r['hd95'], 2)} |"
-        )
+        cells = "".join(f" {_fmt(r['dice_per_class'].get(k))} |" for k in names) if per else ""
+        lines.append(f"| {r['num_labeled']} | {r['variant']} | {r['dice']['n']} | {_fmt(r['dice'])} |{cells} "
+                     f"{_fmt_diff(r.get('dice_diff_to_random'))} | {_fmt(r['hd95'], 2)} |")
     return "\n".join(lines)
+
+
+def format_pairwise(pairwise: list[dict], unit: str) -> str:
+    """A Markdown table of the paired differences between pretrained variants (``a - b``, 95% t-interval)."""
+    lines = [f"| labeled {unit} | comparison | seeds | Dice difference (95% CI) |", "|---|---|---|---|"]
+    for r in pairwise:
+        lines.append(f"| {r['num_labeled']} | {r['a']} − {r['b']} | {r['dice']['n']} | {_fmt_diff(r['dice'])} |")
+    return "\n".join(lines)
+
+
+def reference_line(rows: list[dict], unit: str) -> str:
+    """Few-label Dice as a fraction of the all-labels Dice, beside Chaitanya et al.'s published figure.
+
+    Returns ``""`` when the summary lacks a 2-unit setting or a larger one.
+    """
+    most = max((r["num_labeled"] for r in rows), default=0)
+    two = {r["variant"]: r["dice"] for r in rows if r["num_labeled"] == 2 and r["dice"].get("n")}
+    full = {r["variant"]: r["dice"] for r in rows if r["num_labeled"] == most and r["dice"].get("n")}
+    ratios = [f"{v} {two[v]['mean'] / full[v]['mean']:.1%}" for v in two if v in full and most > 2]
+    if not ratios:
+        return ""
+    return (f"Reference: Chaitanya et al. (NeurIPS 2020) report that two labeled volumes come within 8% of the "
+            f"all-labels benchmark. Here 2 labeled {unit} reach, as a fraction of the Dice with {most}: "
+            + ", ".join(ratios) + ".")
 
 
 def _config(args, keys: tuple[str, ...] = _CONFIG_KEYS) -> dict:
@@ -240,20 +342,16 @@ def _digest(cfg: dict) -> str:
     return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    t_start = time.time()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    config = _config(args)
+def _start(args, argv: list[str] | None, keys: tuple[str, ...]) -> dict:
+    """The result dict: this configuration, resumed from ``--out`` and ``--merge`` files of the same hash."""
+    config = _config(args, keys)
     digest = _digest(config)
     result = {"config": config, "config_hash": digest, "runs": [], "pretrain": {}, "wall_seconds": {}}
     if args.out.is_file():
         old = json.loads(args.out.read_text())
         if old.get("config_hash") == digest:
-            result.update({k: old[k] for k in ("runs", "pretrain", "wall_seconds") if k in old})
-            logger.info("resuming %s: %d runs done", args.out, len(result["runs"]))
+            result.update({k: old[k] for k in ("runs", "pretrain", "wall_seconds", "curve") if k in old})
+            logger.info("resuming %s: %d runs done", args.out, len(result["runs"]) + len(result.get("curve", [])))
     for path in args.merge:
         other = json.loads(Path(path).read_text())
         if other.get("config_hash") != digest:
@@ -268,32 +366,47 @@ def main(argv: list[str] | None = None) -> dict:
     result["machine"] = {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
     }
+    return result
 
-    def save() -> None:
-        result["summary"] = summarize(result["runs"])
-        result["wall_seconds"]["total_this_invocation"] = round(time.time() - t_start, 1)
-        atomic_write_json(result, args.out)
 
-    if args.report_only:
-        save()
-        print(format_table(result["summary"], "images" if args.dataset == "dermoscopy" else "patients"))
-        return result
-    t0 = time.time()
-    data = load_dataset(args, args.work_dir)
-    result["data"] = {
+def _describe(data) -> dict:
+    return {
         "pretrain_samples": int(len(data.pretrain)), "train_samples": int(len(data.train_x)),
         "labeled_units": data.num_groups, "test_samples": int(len(data.test_x)),
         "test_volumes": int(len(np.unique(data.test_volume))), **data.info,
     }
-    result["wall_seconds"].setdefault("data", round(time.time() - t0, 1))
-    logger.info("data: %s", {k: v for k, v in result["data"].items() if not isinstance(v, list)})
 
-    ckpt_dir = args.work_dir / f"pretrain_{_digest(_config(args, _PRETRAIN_KEYS))}"
-    result["checkpoint_dir"] = str(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+def _run_curve(args, argv: list[str] | None, t_start: float) -> dict:
+    """``--learning-curve``: the validation runs, then JSON, Markdown table and PNG beside ``--out``."""
+    if args.methods != ["random"]:
+        raise ValueError(f"--learning-curve fine-tunes random initialisations only; pass --methods random, "
+                         f"got {args.methods}.")
+    result = _start(args, argv, _CURVE_KEYS)
+    data = load_dataset(args, args.work_dir)
+    result["data"] = _describe(data)
+
+    def save() -> None:
+        result["wall_seconds"]["total_this_invocation"] = round(time.time() - t_start, 1)
+        atomic_write_json(result, args.out)
+
+    learning_curve(data, args, result, save)
+    table = format_curve_table(result["curve"])
+    save()
+    with atomic_write(args.out.with_suffix(".md")) as handle:
+        handle.write(f"Validation patients: {result['validation']['names']}\n\n{table}\n\n`{result['command']}`\n")
+    plot_curve(result["curve"], args.out.with_suffix(".png"))
+    print(table)
+    print(f"results: {args.out} (+ .md, .png)")
+    return result
+
+
+def _pretrain_all(args, data, result: dict, ckpt_dir: Path, save) -> None:
+    """Pseudo-classes (for ``cluster_guided``) and every pretraining, each done once and saved in ``ckpt_dir``."""
     labels = None
-    if "cluster_guided" in args.methods:
+    if needs_pseudo_classes(args.methods):
         table = ckpt_dir / "pseudo_classes.csv"
         npy, info_path = ckpt_dir / "pseudo_classes.npy", ckpt_dir / "pseudo_classes.json"
         if npy.is_file() and info_path.is_file():
@@ -322,36 +435,80 @@ def main(argv: list[str] | None = None) -> dict:
         result["pretrain"][method] = pretrain(method, data, labels, args, ckpt_dir, list(args.pretrain_steps))
         atomic_write_json(result["pretrain"][method], log_path)
         save()
+
+
+def _print_report(result: dict, unit: str) -> None:
+    print(format_table(result["summary"], unit))
+    if result.get("pairwise"):
+        print()
+        print(format_pairwise(result["pairwise"], unit))
+    line = reference_line(result["summary"], unit)
+    if line:
+        print()
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (or ``--learning-curve``) the command line describes; returns the result dict."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    t_start = time.time()
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    if args.learning_curve:
+        return _run_curve(args, argv, t_start)
+    result = _start(args, argv, _CONFIG_KEYS)
+    unit = "images" if args.dataset == "dermoscopy" else "patients"
+
+    def save() -> None:
+        result["summary"], result["pairwise"] = summarize(result["runs"])
+        result["wall_seconds"]["total_this_invocation"] = round(time.time() - t_start, 1)
+        atomic_write_json(result, args.out)
+
+    if args.report_only:
+        save()
+        _print_report(result, unit)
+        return result
+    t0 = time.time()
+    data = load_dataset(args, args.work_dir)
+    result["data"] = _describe(data)
+    result["wall_seconds"].setdefault("data", round(time.time() - t0, 1))
+    logger.info("data: %s", {k: v for k, v in result["data"].items() if not isinstance(v, list)})
+    ckpt_dir = args.work_dir / f"pretrain_{_digest(_config(args, _PRETRAIN_KEYS))}"
+    result["checkpoint_dir"] = str(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    _pretrain_all(args, data, result, ckpt_dir, save)
     if args.pretrain_only:
         save()
         logger.info("--pretrain-only: checkpoints in %s", ckpt_dir)
         return result
 
-    units = _settings(args, data.num_groups)
-    if args.epochs is not None:
-        logger.info("--epochs given: fine-tuning steps follow the labeled set size")
+    eval_set = EvalSet(data.test_x, data.test_y, data.test_volume, data.class_names)
+    names = data.info.get("train") if args.dataset == "heart" else None
     done = {(r["num_labeled"], r["seed"], r["variant"]) for r in result["runs"]}
-    for n in units:
+    for n in _settings(args, data.num_groups):
         for seed in args.seeds:
-            idx, chosen = labeled_subset(data.train_group, n, seed)
-            if args.epochs is not None:
-                epoch_steps = math.ceil(args.epochs * len(idx) / args.finetune_batch)
-                args.finetune_steps = max(args.eval_last * args.eval_every, epoch_steps)
-            for name, method, steps in _variants(args):
+            idx, chosen = labeled_subset(data.train_group, n, seed, data.train_strata)
+            steps = steps_for(args.steps_table, n)
+            if args.epochs is not None:  # passes over the labeled slices, at least the evaluation window
+                steps = max(args.eval_last * args.eval_every, math.ceil(args.epochs * len(idx) / args.finetune_batch))
+            for name, method, pre_steps in _variants(args):
                 if (n, seed, name) in done:
                     continue
-                init = None if steps is None else str(ckpt_dir / f"{method}_{steps}.pt")
+                init = None if pre_steps is None else str(ckpt_dir / f"{method}_{pre_steps}.pt")
                 exclude = pretrained_exclude(method, args.decoder_layer)
-                run = finetune(data, init, exclude, idx, seed, args)
+                run = finetune(data.train_x[idx], data.train_y[idx], eval_set, init, exclude, seed, steps, args)
                 run.update({"num_labeled": n, "seed": seed, "variant": name, "method": method,
-                            "pretrain_steps": steps, "labeled_units": chosen, "labeled_samples": int(len(idx))})
+                            "pretrain_steps": pre_steps, "labeled_units": chosen, "labeled_samples": int(len(idx))})
+                if names:
+                    run["labeled_patients"] = [names[u] for u in chosen]
                 result["runs"].append(run)
-                logger.info("n=%d seed=%d %s: dice %.4f hd95 %s (%.0f s)", n, seed, name, run["dice"], run["hd95"],
+                logger.info("n=%d seed=%d %s: dice %.4f %s hd95 %s (%d steps, %.3f s/step, %.0f s)", n, seed, name,
+                            run["dice"], run["dice_per_class"], run["hd95"], steps, run["train_seconds_per_step"],
                             run["seconds"])
                 save()
     save()
-    unit = "images" if args.dataset == "dermoscopy" else "patients"
-    print(format_table(result["summary"], unit))
+    _print_report(result, unit)
     print(f"wall time this invocation: {result['wall_seconds']['total_this_invocation']:.0f} s; results: {args.out}")
     return result
 
