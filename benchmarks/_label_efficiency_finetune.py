@@ -133,10 +133,11 @@ def augment_pair(
 def predict(net: torch.nn.Module, x: np.ndarray | torch.Tensor, chunk: int = 64) -> np.ndarray:
     """``(N, S, S)`` argmax label maps of ``net`` on ``(N, C, S, S)`` images, ``chunk`` slices at a time."""
     x = torch.as_tensor(x)
+    device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     with torch.no_grad():
-        out = torch.cat([net(x[i : i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
+        out = torch.cat([net(x[i : i + chunk].to(device)).argmax(1).cpu() for i in range(0, len(x), chunk)])
     net.train(was_training)
     return out.numpy()
 
@@ -287,7 +288,8 @@ def finetune(
         seed: the paired seed.
         steps: optimiser steps.
         args: ``features``, ``finetune_batch``, ``finetune_lr``, ``augment``, ``hd95``, ``eval_every``,
-            ``eval_last`` (and ``log_every``).
+            ``eval_last`` (and ``log_every``; ``device`` and ``amp`` when given: the augmentation draws stay on
+            the CPU generator, so a seed's batches are the same on every device).
         curve_every: also evaluate every this many steps (a learning curve within the run); the score still
             comes from the :func:`eval_schedule` steps alone.
 
@@ -308,6 +310,9 @@ def finetune(
     loaded = 0
     if init is not None:
         loaded = load_pretrained(net, init, exclude=exclude, min_matched=0.9)["matched"]
+    device = torch.device(getattr(args, "device", "cpu"))
+    amp = bool(getattr(args, "amp", False)) and device.type == "cuda"
+    net.to(device)
     gen = torch.Generator().manual_seed(20_000 + seed)
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
     batch = args.finetune_batch
@@ -321,8 +326,11 @@ def finetune(
         t0 = time.time()
         idx = order[(step - 1) * batch : step * batch]
         xb, yb = augment_pair(x_all[idx], y_all[idx], gen, args.augment)
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         t_aug += time.time() - t0
-        loss = loss_fn(net(xb), yb[:, None])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(xb)
+        loss = loss_fn(logits.float(), yb[:, None])
         opt.zero_grad()
         loss.backward()
         opt.step()

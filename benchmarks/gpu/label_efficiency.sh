@@ -4,7 +4,9 @@
 # then paired fine-tuning of random init and every pretraining at 1, 2, 8 and 50 labeled patients, and the report.
 #
 #   bash benchmarks/gpu/label_efficiency.sh                      # on the GPU machine (what BENCHMARKS.md reports)
-#   DEVICE=cpu SIZE=32 STEPS=4 SEEDS=0 LABELED="1 2" FT_STEPS=8 bash benchmarks/gpu/label_efficiency.sh   # toy size
+#   DEVICE=cpu SIZE=32 STEPS=4 SEEDS=0 LABELED=1 FT_STEPS=8 WORKERS=0 TRAIN_DIR=<tiny ACDC-like folder> \
+#       EXTRA="--num-test 5 --eval-every 2 --eval-last 2 --ae-steps 2 --num-clusters 2 4" \
+#       bash benchmarks/gpu/label_efficiency.sh                  # toy size on CPU (tests/benchmarks/test_gpu_script.py)
 #
 # Every setting is an environment variable (defaults below). Pretrainings run as parallel processes on the one GPU,
 # each with WORKERS data-loader processes for the bundle's per-sample view augmentation (16 cores: 5 processes x 3);
@@ -23,6 +25,7 @@ FT_STEPS=${FT_STEPS:-"1:1000 2:1000 8:2000 3000"}
 WORKERS=${WORKERS:-3}
 OUT=${OUT:-benchmarks/results/gpu}
 TRAIN_DIR=${TRAIN_DIR:-}
+EXTRA=${EXTRA:-}
 METHODS=${METHODS:-"simclr global_local cluster_guided cluster_guided_staged local_discrimination"}
 mkdir -p "$OUT/logs"
 
@@ -42,6 +45,8 @@ COMMON=(--dataset heart --image-size "$SIZE" --heart-crop 0.66 --pretrain-steps 
         --pretrain-batch 64 --ld-batch 16 --ld-steps-factor 0.5 --device "$DEVICE" $AMP --workers "$WORKERS"
         --work-dir "$OUT/work" --log-every 250 --save-every 500)
 if [ -n "$TRAIN_DIR" ]; then COMMON+=(--train-dir "$TRAIN_DIR"); fi
+# shellcheck disable=SC2206
+COMMON+=($EXTRA)
 start=$(date +%s)
 echo "pretraining: $METHODS (snapshots $SNAPSHOTS) on $DEVICE"
 pids=()
