@@ -2,8 +2,8 @@
 
 :func:`train_cae` minimises NT-Xent between two views' projections plus the reconstruction of both views;
 :func:`cluster_cae` clusters the latent codes by k-means, optionally refined into prototypes as in the authors'
-code (assign ``argmax_k softmax(z . b_k / T)``, move each prototype to the mean of its codes, repeat until no
-label changes). :func:`train_autoencoder` trains the same network on reconstruction alone (the plain-autoencoder
+code: soft assignments ``softmax(z . b_k / T)`` weight each prototype's update, labels are their argmax, repeated
+until no label changes and the prototypes settle). :func:`train_autoencoder` trains the same network on reconstruction alone (the plain-autoencoder
 baseline whose latent space is then clustered the same way).
 
 Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
@@ -113,15 +113,31 @@ def cluster_cae(
     device: str | torch.device | None = None,
     seed: int = 0,
     image_key: str = "image",
+    assignment: str = "soft",
+    tol: float = 1e-6,
 ) -> CAEClusteringResult:
     """Cluster the latent codes of a trained :class:`ContrastiveAutoEncoder` over the whole dataset.
 
-    ``"kmeans"``: faiss k-means on the codes. ``"prototypes"``: start from the k-means centres, assign each code
-    to ``argmax_k softmax(z . b_k / temperature)`` and move every prototype to the mean of its codes, until no
-    label changes or ``max_iter`` rounds (Ferrante et al.'s prototype update, run on the whole dataset).
+    ``"kmeans"``: faiss k-means on the codes. ``"prototypes"``: start from the k-means centres and refine them as
+    Ferrante et al.'s prototypes. Each round computes the similarities ``s_ik = z_i . b_k / temperature`` and
+
+    - ``assignment="soft"`` (default): moves every prototype to the mean of all codes weighted by the soft
+      assignments ``p_ik = softmax_k(s_ik)``, so the temperature sets how far a prototype is pulled by codes
+      near other prototypes (small ``T``: towards the hard mean of its own codes; large ``T``: towards the global
+      mean, which merges clusters);
+    - ``assignment="hard"``: moves every prototype to the plain mean of the codes whose argmax is ``k``. The
+      temperature then changes nothing, since the argmax of a softmax does not depend on it.
+
+    Labels are ``argmax_k s_ik``. Rounds stop when no label changes and no prototype moved by more than ``tol``
+    (relative to the largest prototype norm), or after ``max_iter`` rounds.
+
+    Raises:
+        ValueError: for an unknown ``method`` / ``assignment`` or a non-positive ``temperature`` / ``max_iter``.
     """
     method = check_choice(method, "method", ("kmeans", "prototypes"))
+    assignment = check_choice(assignment, "assignment", ("soft", "hard"))
     temperature = check_positive_float(temperature, "temperature")
+    tol = check_positive_float(tol, "tol", allow_zero=True)
     max_iter = check_positive_int(max_iter, "max_iter")
     device = resolve_device(model, device)
     dataset = IndexedImages(data, image_key, with_second_view=False)
@@ -132,19 +148,41 @@ def cluster_cae(
     labels, centroids = kmeans(latents.numpy(), num_clusters, seed=check_seed(seed))
     iterations = 0
     if method == "prototypes":
-        z, prototypes = latents.double(), torch.from_numpy(centroids).double()
-        labels = torch.softmax(z @ prototypes.t() / temperature, dim=1).argmax(1)
-        while iterations < max_iter:
-            iterations += 1
-            for k in range(prototypes.shape[0]):
-                if bool((labels == k).any()):
-                    prototypes[k] = z[labels == k].mean(0)
-            new = torch.softmax(z @ prototypes.t() / temperature, dim=1).argmax(1)
-            changed, labels = bool((new != labels).any()), new
-            if not changed:
-                break
+        labels, prototypes, iterations = _refine_prototypes(
+            latents.double(), torch.from_numpy(centroids).double(), temperature, assignment, max_iter, tol
+        )
         labels, centroids = labels.numpy(), prototypes.float().numpy()
     return CAEClusteringResult(labels.astype(np.int64), centroids, latents.numpy(), method, iterations)
+
+
+def _refine_prototypes(
+    z: torch.Tensor, prototypes: torch.Tensor, temperature: float, assignment: str, max_iter: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Prototype rounds of :func:`cluster_cae` on codes ``z`` ``(N, D)`` from ``prototypes`` ``(K, D)``."""
+    labels = (z @ prototypes.t()).argmax(1)
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        if assignment == "soft":
+            weights = torch.softmax(z @ prototypes.t() / temperature, dim=1)  # (N, K)
+            mass = weights.sum(0)
+            new_prototypes = torch.where(
+                (mass > 0)[:, None], (weights.t() @ z) / mass.clamp_min(1e-300)[:, None], prototypes
+            )
+        else:
+            one_hot = torch.nn.functional.one_hot(labels, prototypes.shape[0]).to(z)
+            count = one_hot.sum(0)
+            new_prototypes = torch.where(
+                (count > 0)[:, None], (one_hot.t() @ z) / count.clamp_min(1)[:, None], prototypes
+            )
+        moved = float((new_prototypes - prototypes).norm(dim=1).max())
+        scale = float(new_prototypes.norm(dim=1).max().clamp_min(1e-12))
+        prototypes = new_prototypes
+        new_labels = (z @ prototypes.t()).argmax(1)
+        changed, labels = bool((new_labels != labels).any()), new_labels
+        if not changed and moved <= tol * scale:
+            break
+    return labels, prototypes, iterations
 
 
 def train_cae(
@@ -164,16 +202,21 @@ def train_cae(
     writer: object = None,
     progress: bool = True,
     image_key: str = "image",
+    prototype_temperature: float = 1.0,
 ) -> CAETrainingResult:
     """Train a :class:`ContrastiveAutoEncoder` with :class:`ContrastiveAutoEncoderLoss` (Adam), then optionally
     cluster its latent space with :func:`cluster_cae`.
 
     Views: dataset items with ``"image_1"`` give their own second view; otherwise ``augment`` (default
     :class:`RandomViewAugment` seeded with ``seed``) is applied twice to each batch. Batches of one sample are
-    dropped (NT-Xent needs two samples), so ``data`` must hold at least two images.
+    dropped (NT-Xent needs two samples), so ``data`` must hold at least two images. With ``num_clusters``, the
+    latent space is clustered by ``cluster_method`` (``"kmeans"`` or ``"prototypes"``, the latter with soft
+    assignments at ``prototype_temperature``; see :func:`cluster_cae`).
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2)
+    cluster_method = check_choice(cluster_method, "cluster_method", ("kmeans", "prototypes"))
+    prototype_temperature = check_positive_float(prototype_temperature, "prototype_temperature")
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable on a batch tensor, got {type(augment).__name__}.")
     augment = augment if augment is not None else RandomViewAugment(seed=seed)
@@ -198,7 +241,8 @@ def train_cae(
     clustering = None
     if num_clusters is not None:
         clustering = cluster_cae(
-            model, data, num_clusters, method=cluster_method, device=device, seed=seed, image_key=image_key
+            model, data, num_clusters, method=cluster_method, temperature=prototype_temperature, device=device,
+            seed=seed, image_key=image_key,
         )
     return CAETrainingResult(history=history, epochs_run=epochs, clustering=clustering)
 

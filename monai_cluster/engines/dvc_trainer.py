@@ -2,7 +2,8 @@
 
 :func:`train_dvc`: (1) :func:`pretrain_vae` trains the VAE on the negative ELBO; (2) :func:`init_dvc_centroids` runs
 k-means over the latent means of the WHOLE dataset and copies the centres into the Student's-t layer; (3)
-:func:`train_dvc_clustering` minimises reconstruction + ``beta`` * KL prior + ``gamma`` * KL(P || Q). P is
+:func:`train_dvc_clustering` minimises reconstruction + ``gamma`` * KL(P || Q), the authors' clustering loss (a KL
+prior term, weight ``beta``, is an option; the default 0 leaves it out). P is
 recomputed over the whole dataset, in eval mode, at the start of epochs 0, u, 2u, ... (``u = update_interval``);
 training stops at a refresh (not the first, which only compares with the k-means labels) where fewer than ``tol``
 of the hard labels changed since the previous refresh (DEC's rule), or after ``epochs``.
@@ -151,7 +152,7 @@ def train_dvc_clustering(
     epochs: int = 50,
     batch_size: int = 64,
     lr: float = 1e-3,
-    beta: float = 1.0,
+    beta: float = 0.0,
     gamma: float | None = None,
     recon: str = "mse",
     update_interval: int = 1,
@@ -162,11 +163,14 @@ def train_dvc_clustering(
     progress: bool = True,
     image_key: str = "image",
 ) -> DVCTrainingResult:
-    """DVC step 3: reconstruction + ``beta`` * KL prior + ``gamma`` * KL(P || Q), P refreshed every
+    """DVC step 3: reconstruction + ``gamma`` * KL(P || Q) (+ ``beta`` * KL prior), P refreshed every
     ``update_interval`` epochs over the whole dataset, stopping when fewer than ``tol`` of the labels change.
 
     Args:
         initial_labels: ``(N,)`` labels from :func:`init_dvc_centroids` (the first refresh is compared to them).
+        beta: weight of the KL prior of the latent codes in this stage. Soleymani et al.'s released code trains the
+            clustering stage on reconstruction + gamma * KL(P || Q) only, so the default is 0; ``beta=1`` keeps the
+            full negative ELBO (this package's default before 0.3). The ``kl`` history is logged either way.
         gamma: weight of KL(P || Q). The ELBO here is a per-sample SUM over voxels, so the weight has to grow
             with the image size to matter; ``None`` uses ``0.1 * C * prod(spatial) / K``, the weight of
             Soleymani et al.'s released code (per-voxel mean reconstruction + 0.1 * kl_div's elementwise mean
@@ -255,11 +259,13 @@ def train_dvc(
     writer: object = None,
     progress: bool = True,
     image_key: str = "image",
+    cluster_beta: float = 0.0,
 ) -> DVCTrainingResult:
     """The whole DVC procedure: :func:`pretrain_vae`, :func:`init_dvc_centroids`, :func:`train_dvc_clustering`.
 
     ``pretrain_epochs`` and ``cluster_epochs`` are the stages' ``epochs``; the other arguments are passed to the
-    stages that take them (``gamma=None`` scales with the image size, see :func:`train_dvc_clustering`). The
+    stages that take them (``gamma=None`` scales with the image size, see :func:`train_dvc_clustering`); ``beta``
+    weighs the KL prior in the VAE pretraining and ``cluster_beta`` in the clustering stage (0, the authors' loss). The
     result's history also holds the pretraining curves (``pretrain_loss``, ...).
     """
     common = {"batch_size": batch_size, "device": device, "seed": seed, "image_key": image_key}
@@ -268,7 +274,7 @@ def train_dvc(
     )
     initial = init_dvc_centroids(model, data, **common)
     result = train_dvc_clustering(
-        model, data, initial, cluster_epochs, lr=lr, beta=beta, gamma=gamma, recon=recon,
+        model, data, initial, cluster_epochs, lr=lr, beta=cluster_beta, gamma=gamma, recon=recon,
         update_interval=update_interval, tol=tol, writer=writer, progress=progress, **common,
     )  # fmt: skip
     result.history.update(pre)

@@ -176,8 +176,13 @@ class ImageClusteringTrainer:
         cluster_epochs: DVC's clustering epochs (stops earlier by ``tol``).
         batch_size, lr, seed, device: training settings.
         temperature: NT-Xent temperature (CAE).
+        cluster_method: how the CAE's latent space is clustered, ``"kmeans"`` or ``"prototypes"`` (Ferrante et al.'s
+            prototype refinement with soft assignments, see :func:`monai_cluster.engines.cluster_cae`).
+        prototype_temperature: temperature of the prototypes' soft assignments (``cluster_method="prototypes"``).
         recon: reconstruction error, ``"mse"`` (both) or ``"bce"`` (DVC) / ``"l1"`` (CAE).
         gamma, update_interval, tol: DVC's clustering settings (``gamma=None`` scales with the image size).
+        cluster_beta: weight of the KL prior in DVC's clustering stage (0: the authors' loss, reconstruction +
+            gamma * KL(P || Q)).
         progress: tqdm progress bars.
         montage_per_cluster: images per cluster in the confident-images montage and decoded samples.
     """
@@ -200,6 +205,9 @@ class ImageClusteringTrainer:
         update_interval: int = 1,
         tol: float = 1e-3,
         seed: int = 0,
+        cluster_method: str = "kmeans",
+        prototype_temperature: float = 1.0,
+        cluster_beta: float = 0.0,
         device: str | torch.device = "cpu",
         progress: bool = True,
         montage_per_cluster: int = 6,
@@ -229,6 +237,11 @@ class ImageClusteringTrainer:
         self.lr = validate_option("lr", lr, "float>0")
         self.temperature, self.recon, self.gamma = temperature, recon, gamma
         self.update_interval, self.tol = update_interval, tol
+        if cluster_method not in ("kmeans", "prototypes"):
+            raise ValueError(f"cluster_method must be one of ('kmeans', 'prototypes'), got {cluster_method!r}.")
+        self.cluster_method = cluster_method
+        self.prototype_temperature = validate_option("prototype_temperature", prototype_temperature, "float>0")
+        self.cluster_beta = validate_option("cluster_beta", cluster_beta, "float>=0")
         self.seed, self.device = validate_option("seed", seed, "int>=0"), resolve_device(device)
         self.progress = validate_option("progress", progress, "bool")
         self.montage_per_cluster = validate_option("montage_per_cluster", montage_per_cluster, "int>=1")
@@ -242,7 +255,8 @@ class ImageClusteringTrainer:
         if self.method == "dvc":
             result = train_dvc(
                 self.network, x, pretrain_epochs=self.epochs, cluster_epochs=self.cluster_epochs, gamma=self.gamma,
-                recon=self.recon, update_interval=self.update_interval, tol=self.tol, **common,
+                recon=self.recon, update_interval=self.update_interval, tol=self.tol, cluster_beta=self.cluster_beta,
+                **common,
             )  # fmt: skip
             items = [{"image": image, "key": key} for image, key in zip(x, self.data.keys)]
             latents = extract_features(
@@ -255,9 +269,10 @@ class ImageClusteringTrainer:
             return result.labels, latents, result.centroids, info
         result = train_cae(
             self.network, x, epochs=self.epochs, temperature=self.temperature, recon=self.recon,
-            num_clusters=self.num_clusters, **common,
+            num_clusters=self.num_clusters, cluster_method=self.cluster_method,
+            prototype_temperature=self.prototype_temperature, **common,
         )  # fmt: skip
-        info = {"final_loss": result.history["loss"][-1], "final_reconstruction": result.history["reconstruction"][-1]}
+        info = {"cluster_method": self.cluster_method, "final_loss": result.history["loss"][-1], "final_reconstruction": result.history["reconstruction"][-1]}
         return result.clustering.labels, result.clustering.latents, result.clustering.centroids, info
 
     def run(self) -> dict:

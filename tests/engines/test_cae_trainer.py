@@ -88,3 +88,53 @@ def test_cae_runs_on_real_pneumoniamnist(real_data):
     cae = ContrastiveAutoEncoder(2, 1, (28, 28), latent_dim=8, channels=(4, 8), strides=(2, 2), proj_dim=8)
     out = train_cae(cae, images, epochs=2, batch_size=16, num_clusters=2, progress=False)
     assert out.clustering.labels.shape == (48,) and 0.0 <= cluster_accuracy(labels, out.clustering.labels) <= 1.0
+
+
+def _old_hard_rounds(z, prototypes, max_iter=50):
+    """The earlier prototype update: hard argmax labels, each prototype the plain mean of its codes."""
+    labels = (z @ prototypes.t()).argmax(1)
+    for _ in range(max_iter):
+        for k in range(prototypes.shape[0]):
+            if bool((labels == k).any()):
+                prototypes[k] = z[labels == k].mean(0)
+        new = (z @ prototypes.t()).argmax(1)
+        if bool((new == labels).all()):
+            break
+        labels = new
+    return labels, prototypes
+
+
+def test_prototype_temperature_changes_soft_prototypes_and_hard_mode_ignores_it():
+    from monai_cluster.engines.cae_trainer import _refine_prototypes
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[3.0, 0.0], [0.0, 3.0], [-2.0, -2.0]], dtype=torch.float64)
+    z = torch.cat([c + 0.8 * torch.randn(40, 2, generator=g, dtype=torch.float64) for c in centres])
+    start = centres + 0.3
+    soft = {t: _refine_prototypes(z, start.clone(), t, "soft", 100, 1e-9) for t in (0.05, 1.0, 20.0)}
+    # a larger temperature pulls every prototype towards the global mean of the codes
+    spread = {t: float((p - z.mean(0)).norm(dim=1).mean()) for t, (_, p, _) in soft.items()}
+    assert spread[0.05] > spread[1.0] > spread[20.0]
+    assert not torch.allclose(soft[0.05][1], soft[20.0][1])
+    hard = [_refine_prototypes(z, start.clone(), t, "hard", 100, 0.0) for t in (0.05, 20.0)]
+    assert torch.equal(hard[0][0], hard[1][0]) and torch.allclose(hard[0][1], hard[1][1])
+    old_labels, old_prototypes = _old_hard_rounds(z, start.clone())
+    assert torch.equal(hard[0][0], old_labels) and torch.allclose(hard[0][1], old_prototypes)
+    # the low-temperature soft prototypes approach the hard means
+    assert float((soft[0.05][1] - hard[0][1]).norm(dim=1).max()) < 0.1
+
+
+def test_train_cae_passes_the_prototype_settings_and_checks_them(blobs):
+    x, y = blobs(n_per_class=10)
+    cae = ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=4, channels=(4,), strides=(2,))
+    with pytest.raises(ValueError, match="cluster_method must be one of"):
+        train_cae(cae, x, epochs=1, num_clusters=3, cluster_method="gmm", progress=False)
+    with pytest.raises(ValueError, match="prototype_temperature"):
+        train_cae(cae, x, epochs=1, num_clusters=3, cluster_method="prototypes", prototype_temperature=0.0,
+                  progress=False)
+    with pytest.raises(ValueError, match="assignment must be one of"):
+        cluster_cae(cae, x, 3, method="prototypes", assignment="fuzzy")
+    out = train_cae(cae, x, epochs=1, num_clusters=3, cluster_method="prototypes", prototype_temperature=0.5,
+                    progress=False)
+    assert out.clustering.method == "prototypes" and out.clustering.iterations >= 1
+    assert out.clustering.labels.shape == (30,)

@@ -137,3 +137,29 @@ def test_dvc_runs_on_real_pneumoniamnist(real_data):
     result = train_dvc(dvc, images, pretrain_epochs=2, cluster_epochs=2, batch_size=16, recon="bce", progress=False)
     assert result.labels.shape == (48,) and np.isfinite(result.history["loss"]).all()
     assert result.history["pretrain_loss"][-1] < result.history["pretrain_loss"][0]
+
+
+def test_clustering_stage_loss_is_the_authors_by_default_and_the_prior_is_an_option(blobs):
+    x, _ = blobs(n_per_class=6)
+    hist = {}
+    for beta in (0.0, 1.0):
+        model = _dvc(seed=1)
+        pretrain_vae(model, x, epochs=2, batch_size=9, progress=False)
+        initial = init_dvc_centroids(model, x)
+        out = train_dvc_clustering(model, x, initial, epochs=2, batch_size=9, tol=0.0, beta=beta, progress=False)
+        hist[beta] = out.history
+    g = out.gamma
+    for beta, h in hist.items():
+        expected = np.asarray(h["reconstruction"]) + beta * np.asarray(h["kl"]) + g * np.asarray(h["clustering"])
+        np.testing.assert_allclose(h["loss"], expected, rtol=1e-5)
+    assert all(k > 0 for k in hist[0.0]["kl"])  # the prior is still logged when it is not trained
+    # train_dvc forwards cluster_beta (default 0) to the clustering stage, beta to the pretraining
+    model = _dvc(seed=1)
+    default = train_dvc(model, x, pretrain_epochs=2, cluster_epochs=2, batch_size=9, tol=0.0, progress=False)
+    np.testing.assert_allclose(hist[0.0]["loss"], default.history["loss"], rtol=1e-5)
+    model = _dvc(seed=1)
+    prior = train_dvc(model, x, pretrain_epochs=2, cluster_epochs=2, batch_size=9, tol=0.0, cluster_beta=1.0,
+                      progress=False)
+    np.testing.assert_allclose(hist[1.0]["loss"], prior.history["loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="beta"):
+        train_dvc_clustering(_dvc(), x, initial, epochs=1, beta=-1.0, progress=False)

@@ -148,3 +148,19 @@ def test_settings_and_argument_errors(tmp_path):
         build_clustering_network("dvc", (1, 15, 15), 2, strides=(2, 2))
     with pytest.raises(ValueError, match="one entry per image"):
         write_clusters_csv(tmp_path / "c.csv", ["a", "b"], np.array([0]), np.array([1.0]))
+
+
+def test_trainer_cae_prototypes_and_dvc_prior_options(tmp_path):
+    data = _two_groups()
+    net = build_clustering_network("contrastive_ae", data.image_shape, 2, latent_dim=4, channels=(4, 8), strides=(2, 2))
+    summary = ImageClusteringTrainer(
+        net, data, 2, epochs=15, output_dir=tmp_path / "eval", model_dir=tmp_path / "models", batch_size=8, lr=3e-3,
+        progress=False, cluster_method="prototypes", prototype_temperature=0.5,
+    ).run()  # fmt: skip
+    assert summary["cluster_method"] == "prototypes" and summary["metrics"]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="cluster_method must be one of"):
+        ImageClusteringTrainer(net, data, 2, 1, tmp_path, tmp_path, cluster_method="gmm")
+    with pytest.raises(ValueError, match="prototype_temperature"):
+        ImageClusteringTrainer(net, data, 2, 1, tmp_path, tmp_path, prototype_temperature=0.0)
+    with pytest.raises(ValueError, match="cluster_beta"):
+        ImageClusteringTrainer(net, data, 2, 1, tmp_path, tmp_path, cluster_beta=-1.0)

@@ -1,0 +1,47 @@
+"""Toy-size checks of benchmarks/image_clustering.py's methods (the real numbers are in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import image_clustering as ic  # noqa: E402
+
+
+def _args(**over) -> argparse.Namespace:
+    base = {"batch_size": 8, "lr": 3e-3, "epochs": 2, "dvc_cluster_epochs": 2, "dvc_recon": "bce", "latent_dim": 4,
+            "channels": [4, 8], "strides": [2, 2], "temperature": 0.5, "prototype_temperature": 1.0,
+            "cae_augment": "default"}  # fmt: skip
+    return argparse.Namespace(**{**base, **over})
+
+
+def _images(n=16, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 0.1, (n, 1, size, size)).astype(np.float32)
+    x[: n // 2, :, :8, :8] = 0.9
+    x[n // 2 :, :, 8:, 8:] = 0.9
+    return x
+
+
+def test_cae_and_cae_prototypes_share_one_training_and_dvc_variants_differ(monkeypatch):
+    x, args = _images(), _args()
+    calls = []
+    real = ic.train_cae
+    monkeypatch.setattr(ic, "train_cae", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ic._CAE_CACHE.clear()
+    kmeans_labels = ic.run_method("cae", x, 2, 0, args)
+    prototype_labels = ic.run_method("cae_prototypes", x, 2, 0, args)
+    assert len(calls) == 1  # the second method reuses the trained network
+    assert kmeans_labels.shape == prototype_labels.shape == (16,)
+    ic.run_method("cae", x, 2, 1, args)  # another seed trains again
+    assert len(calls) == 2
+    authors = ic.run_method("dvc", x, 2, 0, args)
+    prior = ic.run_method("dvc_prior", x, 2, 0, args)
+    assert authors.shape == prior.shape == (16,)
+    assert set(ic.METHODS) >= {"cae_prototypes", "dvc_prior"}
