@@ -177,7 +177,10 @@ def pretrain_ld(data: dict, args, cache: Path) -> tuple[Path, dict]:
     if out.is_file() and info_path.is_file():
         return out, json.loads(info_path.read_text())
     torch.manual_seed(args.pretrain_seed)
-    net = LocalDiscriminationNet(2, 3, embed_dim=32, num_clusters=args.clusters, features=args.features)
+    net = LocalDiscriminationNet(
+        2, 3, embed_dim=32, num_clusters=args.clusters, features=args.features,
+        assignment_activation=args.assignment_activation,
+    )  # fmt: skip
     loss_fn = LocalDiscriminationLoss(grid_size=args.grid)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     views = LocalDiscriminationViewsd(
@@ -192,7 +195,10 @@ def pretrain_ld(data: dict, args, cache: Path) -> tuple[Path, dict]:
     pool = torch.cat([data["drive_train"]["image"], data["chase"]["image"]])
     gen = torch.Generator().manual_seed(args.pretrain_seed)
 
+    warmup_steps = round(args.ld_warmup * args.ld_steps)  # the bundle's warm-up: patch + mixup only
+
     def step(i: int):
+        loss_fn.set_clustering_active(i >= warmup_steps)
         (crops,) = random_crops(pool, args.ld_batch, args.crop, gen)
         batch = list_data_collate([views({"image": c.numpy()}) for c in crops])
         inputs, targets = prepare(batch)
@@ -202,7 +208,8 @@ def pretrain_ld(data: dict, args, cache: Path) -> tuple[Path, dict]:
     wall, final = _checkpointed_loop("ld", cache / "ld_ckpt.pt", {"net": net}, opt, args.ld_steps, step)
     atomic_torch_save(net.backbone_state_dict(), out)
     atomic_torch_save(net.state_dict(), cache / "ld_net.pt")
-    info = {"wall_s": wall, "final_loss": final, "steps": args.ld_steps, "images": int(pool.shape[0])}
+    info = {"wall_s": wall, "final_loss": final, "steps": args.ld_steps, "warmup_steps": warmup_steps,
+            "images": int(pool.shape[0])}
     atomic_write_json(info, info_path)
     return out, info
 
@@ -410,7 +417,7 @@ def finetune(data: dict, args, seed: int, init: str, weights: Path | None) -> di
 def _settings_hash(args) -> str:
     keys = ("image_size", "crop", "ft_crop", "features", "clusters", "grid", "ld_steps", "ld_batch", "ae_steps",
             "cg_steps", "cg_batch", "bank_per_image", "cg_levels", "ft_steps", "ft_batch", "labeled", "lr",
-            "pretrain_seed")
+            "pretrain_seed", "ld_warmup", "assignment_activation")
     blob = json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
@@ -442,6 +449,9 @@ def main(argv=None) -> int:
     p.add_argument("--grid", type=int, default=8, help="patch grid of patch discrimination")
     p.add_argument("--ld-steps", type=int, default=200)
     p.add_argument("--ld-batch", type=int, default=8)
+    p.add_argument("--ld-warmup", type=float, default=0.25,
+                   help="fraction of --ld-steps trained on patch discrimination + mixup only (the bundle's warm-up)")
+    p.add_argument("--assignment-activation", default="softmax", choices=["softmax", "sigmoid"])
     p.add_argument("--ae-steps", type=int, default=100)
     p.add_argument("--cg-steps", type=int, default=150)
     p.add_argument("--cg-batch", type=int, default=16)
@@ -464,6 +474,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "local_discrimination_retina.json")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: results/ld_retina_<settings hash>")
     args = p.parse_args(argv)
+    if not 0 <= args.ld_warmup < 1:
+        p.error(f"--ld-warmup must be a fraction in [0, 1), got {args.ld_warmup}")
     if args.quick:
         args.image_size, args.crop, args.ft_crop = 128, 32, 64
         args.ld_steps, args.ae_steps, args.cg_steps, args.ft_steps = 10, 5, 10, 10

@@ -63,6 +63,7 @@ class ShapePriorHandler:
         seed: seed of the mask draws.
 
     Attributes:
+        paused: skip the steps while True (set by :class:`~monai_cluster.handlers.LocalDiscriminationWarmupHandler`).
         last_loss: the discriminator loss of the latest step (also ``engine.state.shape_prior_d_loss``).
 
     Raises:
@@ -107,6 +108,7 @@ class ShapePriorHandler:
         self.enabled = enabled
         self.generator = torch.Generator().manual_seed(check_positive_int(seed, "seed", minimum=0))
         self.last_loss: float | None = None
+        self.paused = False
 
     def attach(self, engine: Engine) -> None:
         """Step the discriminator after every iteration (nothing when ``enabled`` is False)."""
@@ -114,6 +116,8 @@ class ShapePriorHandler:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
+        if self.paused:  # the warm-up of LocalDiscriminationWarmupHandler: no generator term to answer
+            return
         assignment = self.output_transform(engine.state.output)
         count = self.num_masks or assignment.shape[0]
         index = torch.randint(0, self.prior_masks.shape[0], (count,), generator=self.generator)

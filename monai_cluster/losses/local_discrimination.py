@@ -73,6 +73,11 @@ class LocalDiscriminationLoss(nn.Module):
     unweighted values of the active terms as floats (``"patch"``, ``"mixup"``, ``"region"``, ``"entropy"``,
     ``"shape_prior"``) and ``"total"``.
 
+    Warm-up: :meth:`set_clustering_active` ``(False)`` leaves out the terms that read the clustering head (region
+    discrimination, entropy, shape prior) until it is switched back on, so the embedding is first trained by patch
+    discrimination and mixup alone, as in the first stage of Chen et al.'s released training
+    (:class:`~monai_cluster.handlers.LocalDiscriminationWarmupHandler` switches it per epoch).
+
     Args:
         patch_weight: weight of patch discrimination (1 in the paper).
         mixup_weight: weight of mixup consistency (1).
@@ -138,7 +143,29 @@ class LocalDiscriminationLoss(nn.Module):
         self.grid_size = _check_grid_size(grid_size)
         self.granularity = check_choice(granularity, "granularity", GRANULARITIES)
         self.num_views = check_positive_int(num_views, "num_views", minimum=2)
+        self.clustering_active = True
         self.last_components: dict[str, float] = {}
+
+    def set_clustering_active(self, active: bool) -> None:
+        """Switch the clustering-head terms (region, entropy, shape prior) on or off (off: the warm-up stage).
+
+        Raises:
+            TypeError: when ``active`` is not a bool.
+            ValueError: when switching off would leave no active term (patch and mixup weights both 0).
+        """
+        if not isinstance(active, bool):
+            raise TypeError(f"active must be a bool, got {type(active).__name__} {active!r}.")
+        if not active and not (self.weights["patch"] > 0 or self.weights["mixup"] > 0):
+            raise ValueError(
+                "a warm-up without the clustering terms needs patch_weight or mixup_weight > 0; both are 0 here."
+            )
+        self.clustering_active = active
+
+    def _weight(self, name: str) -> float:
+        """The weight of a term as it applies now (0 for a clustering term during the warm-up)."""
+        if not self.clustering_active and name in ("region", "entropy", "shape_prior"):
+            return 0.0
+        return self.weights[name]
 
     def _pred(self, preds: Mapping, key: str) -> torch.Tensor:
         if key not in preds:
@@ -175,8 +202,8 @@ class LocalDiscriminationLoss(nn.Module):
                 f"{type(targets).__name__}."
             )
         targets = targets or {}
-        need_embedding = any(self.weights[k] > 0 for k in ("patch", "mixup", "region"))
-        need_assignment = any(self.weights[k] > 0 for k in ("region", "entropy", "shape_prior"))
+        need_embedding = any(self._weight(k) > 0 for k in ("patch", "mixup", "region"))
+        need_assignment = any(self._weight(k) > 0 for k in ("region", "entropy", "shape_prior"))
         embedding = self._pred(preds, "embedding") if need_embedding else None
         assignment = self._pred(preds, "assignment") if need_assignment else None
         rows = (embedding if embedding is not None else assignment).shape[0]
@@ -196,7 +223,7 @@ class LocalDiscriminationLoss(nn.Module):
         batch = rows // parts
         view_rows = self.num_views * batch
         components: dict[str, torch.Tensor] = {}
-        if self.weights["patch"] > 0:
+        if self._weight("patch") > 0:
             records = self._records(targets, batch)
             views = [
                 e if r is None else undo_flip_rot90(e, r) for e, r in zip(embedding[:view_rows].split(batch), records)
@@ -206,7 +233,7 @@ class LocalDiscriminationLoss(nn.Module):
                 for i, j in itertools.combinations(range(self.num_views), 2)
             ]
             components["patch"] = torch.stack(pairs).mean()
-        if self.weights["mixup"] > 0:
+        if self._weight("mixup") > 0:
             if targets.get("mix_partner") is None:
                 raise ValueError("targets['mix_partner'] is missing; mixup_images returns it beside mix_weight.")
             components["mixup"] = mixup_consistency_loss(
@@ -217,13 +244,13 @@ class LocalDiscriminationLoss(nn.Module):
                 self.patch_temperature,
                 self.grid_size,
             )
-        if self.weights["region"] > 0:
+        if self._weight("region") > 0:
             components["region"] = region_discrimination_loss(
                 embedding[:view_rows], assignment[:view_rows], self.region_temperature, self.granularity
             )
-        if self.weights["entropy"] > 0:
+        if self._weight("entropy") > 0:
             components["entropy"] = assignment_entropy_loss(assignment[:view_rows])
-        if self.weights["shape_prior"] > 0:
+        if self._weight("shape_prior") > 0:
             components["shape_prior"] = self.shape_prior(assignment[:view_rows])
         total = sum(self.weights[name] * value for name, value in components.items())
         self.last_components = {name: float(value.detach()) for name, value in components.items()}

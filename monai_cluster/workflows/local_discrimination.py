@@ -53,6 +53,7 @@ PRETRAIN_OPTION_SPECS = {
     "bundle_root": "path",
     "dataset_dir": "path?",
     "epochs": "int>=1",
+    "warmup_epochs": "int>=0",
     "val_interval": "int>=1",
     "batch_size": "int>=2",
     "learning_rate": "float>0",
@@ -69,7 +70,8 @@ PRETRAIN_OPTION_SPECS = {
 def validate_pretrain_options(**options: Any) -> dict[str, Any]:
     """Check the bundle's options (overrides included) against :data:`PRETRAIN_OPTION_SPECS`.
 
-    Also checks that ``dataset_dir``, when given, is an existing folder.
+    Also checks that ``dataset_dir``, when given, is an existing folder, and that ``warmup_epochs`` (when given with
+    ``epochs``) leaves at least one epoch with the clustering terms.
 
     Raises:
         TypeError/ValueError: naming the first bad option, e.g. ``option 'epochs' (--epochs) must be an integer
@@ -83,6 +85,11 @@ def validate_pretrain_options(**options: Any) -> dict[str, Any]:
     dataset_dir = checked.get("dataset_dir")
     if dataset_dir is not None and not Path(dataset_dir).is_dir():
         raise ValueError(f"option 'dataset_dir' (--dataset_dir) must be an existing folder, got {dataset_dir!r}.")
+    if "warmup_epochs" in checked and "epochs" in checked and checked["warmup_epochs"] >= checked["epochs"]:
+        raise ValueError(
+            f"option 'warmup_epochs' (--warmup_epochs) must be below 'epochs' ({checked['epochs']}) so that the "
+            f"clustering terms train at all, got {checked['warmup_epochs']}."
+        )
     return checked
 
 

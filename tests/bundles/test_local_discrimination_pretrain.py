@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import BasicUNet
 
@@ -95,10 +96,33 @@ def test_shape_prior_switch_trains_the_discriminator(tmp_path):
     assert trainer.state.shape_prior_d_loss > 0
 
 
+def test_warmup_epochs_train_patch_and_mixup_first(tmp_path):
+    seen = []
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+        bundle_root=str(tmp_path), **{**TOY, "epochs": 2, "warmup_epochs": 1, "num_val": 0},
+    )  # fmt: skip
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    loss = workflow.parser.get_parsed_content("loss")
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen.append((e.state.epoch, tuple(sorted(loss.last_components))))
+    )
+    workflow.run()
+    workflow.finalize()
+    assert {terms for epoch, terms in seen if epoch == 1} == {("mixup", "patch", "total")}
+    assert {terms for epoch, terms in seen if epoch == 2} == {("entropy", "mixup", "patch", "region", "total")}
+    default = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+        bundle_root=str(tmp_path / "d"), **{**TOY, "epochs": 20},
+    )  # fmt: skip
+    assert default.parser.get_parsed_content("warmup_epochs") == 5  # a quarter of the epochs by default
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [({"epochs": "abc"}, "'epochs'"), ({"dataset_dir": "/no/such/folder"}, "'dataset_dir'"),
-     ({"shape_prior": "maybe"}, "'shape_prior'")],
+     ({"shape_prior": "maybe"}, "'shape_prior'"), ({"epochs": 2, "warmup_epochs": 2}, "'warmup_epochs'")],
 )
 def test_bad_overrides_fail_before_training_naming_the_option(tmp_path, override, message):
     with pytest.raises(Exception) as info:

@@ -230,3 +230,27 @@ def test_errors_name_the_input():
         loss_fn(preds, {**targets, "flip_rot": [None, bad]})
     with pytest.raises(ValueError, match="mix_weight must lie"):
         loss_fn(preds, {**targets, "mix_weight": torch.tensor([2.0, 0.5])})
+
+
+def test_warmup_leaves_out_the_clustering_terms_and_keeps_the_rest_exact():
+    b, spatial = 2, (4, 4)
+    preds = _outputs(3 * b, spatial)
+    targets = {"flip_rot": [None, _records(b, 2)], "mix_weight": torch.tensor([0.3, 0.6]),
+               "mix_partner": torch.tensor([1, 0])}  # fmt: skip
+    loss_fn = LocalDiscriminationLoss(grid_size=2)
+    full = loss_fn(preds, targets)
+    parts = dict(loss_fn.last_components)
+    loss_fn.set_clustering_active(False)
+    warm = loss_fn(preds, targets)
+    assert set(loss_fn.last_components) == {"patch", "mixup", "total"}
+    torch.testing.assert_close(warm, torch.tensor(parts["patch"] + parts["mixup"]), rtol=1e-5, atol=1e-6)
+    # no assignment needed while warming up
+    warm_only = loss_fn({"embedding": preds["embedding"]}, targets)
+    torch.testing.assert_close(warm_only, warm)
+    loss_fn.set_clustering_active(True)
+    torch.testing.assert_close(loss_fn(preds, targets), full)
+    with pytest.raises(TypeError, match="active must be a bool"):
+        loss_fn.set_clustering_active(1)
+    clustering_only = LocalDiscriminationLoss(patch_weight=0, mixup_weight=0)
+    with pytest.raises(ValueError, match="patch_weight or mixup_weight"):
+        clustering_only.set_clustering_active(False)
