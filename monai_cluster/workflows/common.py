@@ -402,6 +402,31 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+def _base_learning_rates(optimizer_state: Mapping[str, Any]) -> list[float]:
+    """The configured learning rate of each parameter group: ``initial_lr`` (set by a scheduler) or ``lr``."""
+    return [float(g.get("initial_lr", g["lr"])) for g in optimizer_state.get("param_groups", [])]
+
+
+def _check_resumed_learning_rates(path: Path, payload: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
+    """Refuse a resume whose optimisers ask for another learning rate than the checkpoint was trained with.
+
+    Loading the optimiser's state would silently bring back the old rate (and its schedule), so a changed
+    ``--learning_rate`` would do nothing; a clear error is the honest answer.
+    """
+    for name, obj in objects.items():
+        if not isinstance(obj, torch.optim.Optimizer) or name not in payload.get("state", {}):
+            continue
+        configured, saved = _base_learning_rates(obj.state_dict()), _base_learning_rates(payload["state"][name])
+        if len(configured) == len(saved) and any(
+            abs(a - b) > 1e-12 * max(abs(a), abs(b), 1.0) for a, b in zip(configured, saved)
+        ):
+            raise ValueError(
+                f"resume: checkpoint {path} was trained with learning rate {saved} for {name!r}, but this run asks "
+                f"for {configured}. A resumed optimiser keeps the checkpoint's rate and schedule, so resume with the "
+                "same learning rate, or start a new run (another bundle_root or --resume false) to use a new one."
+            )
+
+
 class TrainingCheckpointer:
     """Ignite handler: save the full training state every ``save_interval`` epochs, and resume from the last one.
 
@@ -410,7 +435,9 @@ class TrainingCheckpointer:
     the newest ``n_saved``. With ``resume=True``, on ``STARTED`` the newest complete checkpoint is loaded into
     ``objects``, the engine's epoch and iteration are set from it (ignite then continues to ``max_epochs``; an
     already finished run does no further epoch), and ``on_resume(extra)`` is called (e.g. to restore the
-    pseudo-class table). Without a checkpoint, ``resume=True`` starts from scratch with a log line.
+    pseudo-class table). Without a checkpoint, ``resume=True`` starts from scratch with a log line. A resume whose
+    optimisers are configured with another learning rate than the checkpoint's is refused with a ``ValueError``
+    (the loaded optimiser state would silently keep the old rate).
 
     Attach it after :class:`~monai_cluster.handlers.NonFiniteLossHandler` or before; that handler stops a
     non-finite epoch before it completes, so the last good checkpoint stays.
@@ -468,6 +495,7 @@ class TrainingCheckpointer:
         if path is None:
             logger.info("resume: no checkpoint in %s; starting from epoch 0", self.checkpoint_dir)
             return
+        _check_resumed_learning_rates(path, load_checkpoint(path), self.objects)
         payload = load_checkpoint(path, self.objects)
         engine.state.epoch = payload["epoch"]
         engine.state.iteration = payload["iteration"]

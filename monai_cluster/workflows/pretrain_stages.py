@@ -45,11 +45,43 @@ def build_autoencoder(
     spatial_dims: int,
     in_channels: int,
     channels: Sequence[int] = (16, 32, 64, 128),
-    strides: Sequence[int] = (2, 2, 2, 2),
+    strides: Sequence[int] | None = None,
     num_res_units: int = 1,
     feature_pool: str = "avgmax",
+    image_size: int | Sequence[int] | None = None,
 ) -> FeatureAutoEncoder:
-    """The stage-1 autoencoder (MONAI ``AutoEncoder`` with pooled ``forward_features``)."""
+    """The stage-1 autoencoder (MONAI ``AutoEncoder`` with pooled ``forward_features``).
+
+    Args:
+        channels: channels per encoder block (any length >= 1).
+        strides: stride per block; ``None`` gives 2 for every block (one halving per entry of ``channels``).
+        image_size: the images' spatial size, when known: it must be divisible by the product of the strides, so
+            that the reconstruction has the input's size (checked here, before any training).
+
+    Raises:
+        ValueError: for ``strides`` of another length than ``channels`` (naming both), or an ``image_size`` that
+            the strides cannot halve down evenly.
+    """
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) < 1:
+        raise ValueError(f"autoencoder channels must be a non-empty list of channel counts, got {channels!r}.")
+    if strides is None:
+        strides = (2,) * len(channels)
+    elif isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or len(strides) != len(channels):
+        raise ValueError(
+            f"autoencoder strides {strides!r} must have one entry per autoencoder channel ({len(channels)}: "
+            f"{list(channels)}), or be null to halve once per block."
+        )
+    if image_size is not None:
+        sizes = [image_size] * spatial_dims if isinstance(image_size, int) else list(image_size)
+        factor = 1
+        for s in strides:
+            factor *= int(s)
+        if any(int(n) % factor for n in sizes):
+            raise ValueError(
+                f"image_size {sizes} must be divisible by the product of the autoencoder strides {list(strides)} "
+                f"(= {factor}, one factor per autoencoder channel {list(channels)}); use fewer channels, smaller "
+                "strides or another image_size."
+            )
     return FeatureAutoEncoder(
         spatial_dims, in_channels, channels, strides, num_res_units=num_res_units, feature_pool=feature_pool
     )

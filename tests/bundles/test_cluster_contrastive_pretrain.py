@@ -291,3 +291,26 @@ def test_staged_schedule_trains_the_encoder_then_only_the_decoder_and_resumes(tm
     assert all(set(e) == {"epoch", "global", "total"} for e in summary["losses"])
     assert all(set(e) == {"epoch", "local", "total"} for e in summary["local_losses"])
     assert list((tmp_path / "runs" / "pretrain_local").glob("events.out.tfevents.*"))
+
+
+def test_autoencoder_channels_of_any_length_and_clear_errors(tmp_path):
+    three = _workflow(tmp_path / "a", autoencoder_channels=[4, 8, 8])
+    net = three.parser.get_parsed_content("autoencoder#network_def")
+    assert net.size_divisor == 8 and len(net.encode) == 3  # one stride-2 block per channel entry
+    out = net(torch.rand(1, 3, 32, 32))
+    assert out.shape == (1, 3, 32, 32)
+    five = _workflow(tmp_path / "b", autoencoder_channels=[4, 4, 8, 8, 8], autoencoder_strides=[2, 2, 2, 2, 1])
+    assert five.parser.get_parsed_content("autoencoder#network_def").size_divisor == 16
+    for name, overrides, message in (
+        ("c", {"autoencoder_channels": [4, 4, 8, 8, 8, 8]},
+         "image_size [32, 32] must be divisible by the product of the autoencoder strides [2, 2, 2, 2, 2, 2] (= 64"),
+        ("d", {"autoencoder_channels": [4, 8, 8], "autoencoder_strides": [2, 2]},
+         "autoencoder strides [2, 2] must have one entry per autoencoder channel (3: [4, 8, 8])"),
+    ):  # fmt: skip
+        with pytest.raises(Exception) as info:
+            _workflow(tmp_path / name, **overrides).parser.get_parsed_content("autoencoder#network_def")
+        chain, err = [], info.value
+        while err is not None:
+            chain.append(str(err))
+            err = err.__cause__ or err.__context__
+        assert any(message in text for text in chain), chain

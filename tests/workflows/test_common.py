@@ -266,3 +266,31 @@ def test_list_unlabeled_on_ph2_leaves_the_masks_out(real_data):
     folders = {it["key"].split("/")[0] for it in items}
     assert folders == {"images", "unlabeled"}
     assert len(items) == len(list((root / "images").iterdir())) + len(list((root / "unlabeled").iterdir()))
+
+
+def test_resume_with_another_learning_rate_is_refused_naming_both(tmp_path):
+    data = [torch.randn(4, 3) for _ in range(2)]
+    net, opt, sched = _objects()
+    engine = _train_engine(net, opt)
+    TrainingCheckpointer(tmp_path, {"network": net, "optimizer": opt, "lr_scheduler": sched}).attach(engine)
+    engine.run(data, max_epochs=1)
+    net2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.05)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    engine2 = _train_engine(net2, opt2)
+    TrainingCheckpointer(tmp_path, {"network": net2, "optimizer": opt2, "lr_scheduler": sched2}, resume=True).attach(
+        engine2
+    )
+    before = net2.weight.detach().clone()
+    asks = r"trained with learning rate \[0.1\] for 'optimizer', but this run asks for \[0.05\]"
+    with pytest.raises(ValueError, match=asks):
+        engine2.run(data, max_epochs=2)
+    assert torch.equal(net2.weight, before)  # refused before anything was loaded
+    # the same rate resumes (a scheduler having decayed the current rate does not count as a change)
+    net3, opt3, sched3 = _objects()
+    engine3 = _train_engine(net3, opt3)
+    TrainingCheckpointer(tmp_path, {"network": net3, "optimizer": opt3, "lr_scheduler": sched3}, resume=True).attach(
+        engine3
+    )
+    engine3.run(data, max_epochs=2)
+    assert engine3.state.epoch == 2
