@@ -40,6 +40,7 @@ __all__ = [
     "BestClusterDice",
     "LossComponentsLogger",
     "PRETRAIN_OPTION_SPECS",
+    "check_distributed_options",
     "export_backbone",
     "load_prior_masks",
     "prepare_pretrain_data",
@@ -91,6 +92,30 @@ def validate_pretrain_options(**options: Any) -> dict[str, Any]:
             f"clustering terms train at all, got {checked['warmup_epochs']}."
         )
     return checked
+
+
+def check_distributed_options(shape_prior: bool, num_train: int, batch_size: int) -> None:
+    """Refuse what the multi-GPU overlay cannot train correctly, before anything is built.
+
+    The shape prior's discriminator has its own optimiser outside ``DistributedDataParallel``, so its weights would
+    drift apart between ranks; and every rank needs at least one full batch of its share of the images.
+
+    Raises:
+        ValueError: for ``shape_prior=True``, or fewer than ``world_size * batch_size`` training images.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if shape_prior:
+        raise ValueError(
+            "option 'shape_prior' (--shape_prior) is not supported by multi_gpu_train.json: the discriminator "
+            "would train apart on every rank; pretrain with the shape prior on one GPU (configs/train.json)."
+        )
+    if num_train < world * batch_size:
+        raise ValueError(
+            f"multi-GPU pretraining needs at least world_size * batch_size = {world} * {batch_size} training images "
+            f"(one batch per rank), got {num_train}; lower --batch_size or use fewer processes."
+        )
 
 
 def _real_listing(dataset_dir: str, kind: str, bundle_root: str, check: bool, channels, spatial_dims) -> list[dict]:

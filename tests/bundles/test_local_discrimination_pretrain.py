@@ -137,3 +137,37 @@ def test_3d_overlay(tmp_path):
     target = BasicUNet(3, 1, 2, features=[2, 2, 4, 4, 8, 2])
     assert load_pretrained(target, tmp_path / "models" / "model.pt")["matched"] == len(target.state_dict()) - 2
     assert len(list((tmp_path / "eval" / "cluster_maps").glob("*.png"))) == 2
+
+
+def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", configs, "--logging_file", str(CONFIGS / "logging.conf")]
+    settings = {k: v for k, v in TOY.items() if k != "device"}  # the overlay picks each rank's device
+    settings.update(synthetic_n=6, epochs=2, warmup_epochs=1)
+    for key, value in settings.items():
+        cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    cmd += ["--bundle_root", str(tmp_path), "--backend", "gloo"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert out.count("Engine run finished") >= 2  # both ranks trained (plus rank 0's validation runs)
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    net = BasicUNet(2, 3, 2, features=FEATURES)
+    assert set(state) | {"final_conv.weight", "final_conv.bias"} == set(net.state_dict())
+    assert [p.name for p in list_checkpoints(tmp_path / "models")] == ["checkpoint_epoch0002.pt"]
+    assert len(list((tmp_path / "eval" / "cluster_maps").glob("*.png"))) == 2
+    # the shape prior is refused under the overlay, naming the option
+    refused = subprocess.run(
+        cmd + ["--shape_prior", "true"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode != 0 and "option 'shape_prior' (--shape_prior) is not supported" in (
+        refused.stdout + refused.stderr
+    )
