@@ -1,5 +1,6 @@
 """Engines: batch preparation for MONAI's ``SupervisedTrainer`` and the image-clustering training procedures."""
 
+from ._epoch_checkpoint import EpochCheckpoint
 from .cae_trainer import (
     CAEClusteringResult,
     CAETrainingResult,
@@ -16,6 +17,7 @@ __all__ = [
     "CAEClusteringResult",
     "CAETrainingResult",
     "DVCTrainingResult",
+    "EpochCheckpoint",
     "LocalDiscriminationPrepareBatch",
     "MultiViewPrepareBatch",
     "RandomViewAugment",

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from monai_cluster.clustering.features import extract_features
+from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
 from monai_cluster.utils.validation import check_positive_float, check_positive_int
 
 __all__ = [
@@ -185,15 +186,37 @@ def fit_epochs(
     tag: str,
     prefix: str = "",
     drop_last: bool = False,
+    checkpoint: EpochCheckpoint | None = None,
+    model: nn.Module | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+    settings: Mapping[str, object] | None = None,
 ) -> None:
     """``epochs`` seeded passes of :func:`train_epoch` over shuffled batches of ``dataset``, each epoch's means of
-    ``keys`` appended to ``history`` (as ``prefix + key``), logged under ``tag`` and shown on a tqdm bar ``name``."""
+    ``keys`` appended to ``history`` (as ``prefix + key``), logged under ``tag`` and shown on a tqdm bar ``name``.
+
+    With ``checkpoint`` (an :class:`~monai_cluster.engines.EpochCheckpoint`), the state of ``model``, ``optimizer``,
+    ``history``, the RNGs and the extra ``generators`` is saved after every epoch as stage ``tag``, and a resumed
+    stage continues after its last saved epoch with the same draws (``settings`` must match the checkpoint's)."""
+    if checkpoint is not None and model is None:
+        raise ValueError("fit_epochs with a checkpoint needs the model whose state it saves.")
+    generators = dict(generators or {})
+    settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, **(settings or {})}
+    settings.pop("epochs")  # more epochs on resume is allowed: the stage continues to the new count
     with seeded(seed, device) as generator:
-        bar = tqdm(range(epochs), desc=name, disable=not progress)
+        start = 0
+        if checkpoint is not None:
+            state = checkpoint.load(tag, model, optimizer, {"loader": generator, **generators}, settings, epochs)
+            if state is not None:
+                start = state["epoch"]
+                for key, values in state["history"].items():
+                    history[key] = list(values)
+        bar = tqdm(range(start, epochs), desc=name, disable=not progress, initial=start, total=epochs)
         for epoch in bar:
             batches = make_loader(dataset, batch_size, generator, drop_last=drop_last)
             means = train_epoch(batches, step, optimizer, keys, f"in {name} epoch {epoch}")
             record_epoch(history, means, prefix, writer, tag, epoch, bar)
+            if checkpoint is not None:
+                checkpoint.save(tag, epoch + 1, model, optimizer, history, {"loader": generator, **generators}, settings)
 
 
 def whole_dataset(

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from monai_cluster.clustering.kmeans import kmeans
+from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
 from monai_cluster.engines._clustering_data import (
     IndexedImages,
     check_run,
@@ -203,6 +204,7 @@ def train_cae(
     progress: bool = True,
     image_key: str = "image",
     prototype_temperature: float = 1.0,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> CAETrainingResult:
     """Train a :class:`ContrastiveAutoEncoder` with :class:`ContrastiveAutoEncoderLoss` (Adam), then optionally
     cluster its latent space with :func:`cluster_cae`.
@@ -211,7 +213,9 @@ def train_cae(
     :class:`RandomViewAugment` seeded with ``seed``) is applied twice to each batch. Batches of one sample are
     dropped (NT-Xent needs two samples), so ``data`` must hold at least two images. With ``num_clusters``, the
     latent space is clustered by ``cluster_method`` (``"kmeans"`` or ``"prototypes"``, the latter with soft
-    assignments at ``prototype_temperature``; see :func:`cluster_cae`).
+    assignments at ``prototype_temperature``; see :func:`cluster_cae`). With ``checkpoint``
+    (:class:`~monai_cluster.engines.EpochCheckpoint`) training is saved after every epoch, the view generator's
+    state included, and a rerun resumes exactly where it stopped.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2)
@@ -236,7 +240,10 @@ def train_cae(
 
     fit_epochs(
         dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
-        "CAE training", "cae", drop_last=len(dataset) % batch_size == 1,
+        "CAE training", "cae", drop_last=len(dataset) % batch_size == 1, checkpoint=checkpoint, model=model,
+        generators={"augment": augment.generator} if isinstance(getattr(augment, "generator", None), torch.Generator)
+        else None,
+        settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon},
     )  # fmt: skip
     clustering = None
     if num_clusters is not None:
@@ -260,6 +267,7 @@ def train_autoencoder(
     writer: object = None,
     progress: bool = True,
     image_key: str = "image",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> CAETrainingResult:
     """Train a :class:`ContrastiveAutoEncoder` on reconstruction alone (Adam), then optionally k-means its latent
     space with :func:`cluster_cae`: the plain-autoencoder baseline of the contrastive autoencoder, with the same
@@ -288,7 +296,7 @@ def train_autoencoder(
 
     fit_epochs(
         dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
-        "autoencoder training", "autoencoder",
+        "autoencoder training", "autoencoder", checkpoint=checkpoint, model=model, settings={"lr": lr, "recon": recon},
     )  # fmt: skip
     clustering = None
     if num_clusters is not None:

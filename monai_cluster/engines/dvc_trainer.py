@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from monai_cluster.clustering.dec import assignment_change_fraction, target_distribution
 from monai_cluster.clustering.kmeans import kmeans
+from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
 from monai_cluster.engines._clustering_data import (
     IndexedImages,
     check_run,
@@ -94,8 +95,12 @@ def pretrain_vae(
     writer: object = None,
     progress: bool = True,
     image_key: str = "image",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> dict[str, list[float]]:
     """DVC step 1: train the VAE of a :class:`DeepVariationalClustering` on the negative ELBO (Adam).
+
+    With ``checkpoint`` (:class:`~monai_cluster.engines.EpochCheckpoint`) the stage is saved after every epoch and a
+    rerun resumes exactly where it stopped.
 
     Returns:
         per-epoch ``pretrain_loss``, ``pretrain_reconstruction``, ``pretrain_kl`` (means over samples).
@@ -114,7 +119,8 @@ def pretrain_vae(
 
     fit_epochs(
         dataset, step, optimizer, history, ("loss", "reconstruction", "kl"), epochs, batch_size, seed, device, writer,
-        progress, "DVC pretraining", "dvc/pretrain", prefix="pretrain_",
+        progress, "DVC pretraining", "dvc/pretrain", prefix="pretrain_", checkpoint=checkpoint, model=model,
+        settings={"lr": lr, "beta": beta, "recon": recon},
     )  # fmt: skip
     return history
 
@@ -162,6 +168,7 @@ def train_dvc_clustering(
     writer: object = None,
     progress: bool = True,
     image_key: str = "image",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> DVCTrainingResult:
     """DVC step 3: reconstruction + ``gamma`` * KL(P || Q) (+ ``beta`` * KL prior), P refreshed every
     ``update_interval`` epochs over the whole dataset, stopping when fewer than ``tol`` of the labels change.
@@ -176,6 +183,8 @@ def train_dvc_clustering(
             Soleymani et al.'s released code (per-voxel mean reconstruction + 0.1 * kl_div's elementwise mean
             over K clusters) in these units.
         tol: fraction in ``[0, 1]``; 0 never stops early.
+        checkpoint: an :class:`~monai_cluster.engines.EpochCheckpoint`: the stage (with the target P and the last
+            labels) is saved after every epoch, and a rerun resumes exactly where it stopped.
         The others as in :func:`pretrain_vae`.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
@@ -207,8 +216,17 @@ def train_dvc_clustering(
         parts["loss"] = parts["loss"] + gamma * parts["clustering"]
         return parts, x.shape[0]
 
+    settings = {"batch_size": batch_size, "seed": seed, "lr": lr, "beta": beta, "gamma": gamma, "recon": recon,
+                "update_interval": update_interval, "tol": tol}  # fmt: skip
     with seeded(seed, device) as generator:
-        bar = tqdm(range(epochs), desc="DVC clustering", disable=not progress)
+        start, p_all = 0, None
+        if checkpoint is not None:
+            state = checkpoint.load("dvc/cluster", model, optimizer, {"loader": generator}, settings, epochs)
+            if state is not None:
+                start, history = state["epoch"], {k: list(v) for k, v in state["history"].items()}
+                p_all, previous = state["extra"]["p_all"], state["extra"]["previous"].numpy()
+                epochs_run = start
+        bar = tqdm(range(start, epochs), desc="DVC clustering", disable=not progress, initial=start, total=epochs)
         for epoch in bar:
             if epoch % update_interval == 0:
                 q_all = whole_dataset(model, dataset, _dvc_q, batch_size, device)
@@ -229,6 +247,11 @@ def train_dvc_clustering(
             means = train_epoch(batches, partial(step, p_all), optimizer, keys, f"in DVC clustering epoch {epoch}")
             record_epoch(history, means, "", writer, "dvc/cluster", epoch, bar)
             epochs_run = epoch + 1
+            if checkpoint is not None:
+                checkpoint.save(
+                    "dvc/cluster", epochs_run, model, optimizer, history, {"loader": generator}, settings,
+                    extra={"p_all": p_all, "previous": torch.from_numpy(np.asarray(previous, dtype=np.int64))},
+                )  # fmt: skip
     if stop_reason == "max_epochs":
         labels = whole_dataset(model, dataset, _dvc_q, batch_size, device).argmax(1).numpy()
     return DVCTrainingResult(
@@ -260,6 +283,7 @@ def train_dvc(
     progress: bool = True,
     image_key: str = "image",
     cluster_beta: float = 0.0,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> DVCTrainingResult:
     """The whole DVC procedure: :func:`pretrain_vae`, :func:`init_dvc_centroids`, :func:`train_dvc_clustering`.
 
@@ -270,12 +294,15 @@ def train_dvc(
     """
     common = {"batch_size": batch_size, "device": device, "seed": seed, "image_key": image_key}
     pre = pretrain_vae(
-        model, data, pretrain_epochs, lr=lr, beta=beta, recon=recon, writer=writer, progress=progress, **common
-    )
+        model, data, pretrain_epochs, lr=lr, beta=beta, recon=recon, writer=writer, progress=progress,
+        checkpoint=checkpoint, **common,
+    )  # fmt: skip
+    if checkpoint is not None and checkpoint.resumed_epochs.get("dvc/pretrain", 0) < pretrain_epochs:
+        checkpoint.discard("dvc/cluster")  # the VAE trained on in this call: a saved clustering stage is stale
     initial = init_dvc_centroids(model, data, **common)
     result = train_dvc_clustering(
         model, data, initial, cluster_epochs, lr=lr, beta=cluster_beta, gamma=gamma, recon=recon,
-        update_interval=update_interval, tol=tol, writer=writer, progress=progress, **common,
+        update_interval=update_interval, tol=tol, writer=writer, progress=progress, checkpoint=checkpoint, **common,
     )  # fmt: skip
     result.history.update(pre)
     return result

@@ -35,6 +35,7 @@ from monai_cluster.clustering.dec import student_t_assignment
 from monai_cluster.clustering.features import extract_features
 from monai_cluster.clustering.metrics import clustering_scores
 from monai_cluster.clustering.sampling import sample_around_centroids
+from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
 from monai_cluster.engines.cae_trainer import train_cae
 from monai_cluster.engines.dvc_trainer import train_dvc
 from monai_cluster.networks.nets.contrastive_autoencoder import ContrastiveAutoEncoder
@@ -183,6 +184,9 @@ class ImageClusteringTrainer:
         gamma, update_interval, tol: DVC's clustering settings (``gamma=None`` scales with the image size).
         cluster_beta: weight of the KL prior in DVC's clustering stage (0: the authors' loss, reconstruction +
             gamma * KL(P || Q)).
+        resume: continue every training stage from its last epoch in ``model_dir/checkpoints`` (written after
+            every epoch either way), with the same random draws as an uninterrupted run; other settings than the
+            checkpoint's are refused with a message.
         progress: tqdm progress bars.
         montage_per_cluster: images per cluster in the confident-images montage and decoded samples.
     """
@@ -211,6 +215,7 @@ class ImageClusteringTrainer:
         device: str | torch.device = "cpu",
         progress: bool = True,
         montage_per_cluster: int = 6,
+        resume: bool = False,
     ) -> None:
         if not isinstance(network, (ContrastiveAutoEncoder, DeepVariationalClustering)):
             raise TypeError(
@@ -242,6 +247,7 @@ class ImageClusteringTrainer:
         self.cluster_method = cluster_method
         self.prototype_temperature = validate_option("prototype_temperature", prototype_temperature, "float>0")
         self.cluster_beta = validate_option("cluster_beta", cluster_beta, "float>=0")
+        self.resume = validate_option("resume", resume, "bool")
         self.seed, self.device = validate_option("seed", seed, "int>=0"), resolve_device(device)
         self.progress = validate_option("progress", progress, "bool")
         self.montage_per_cluster = validate_option("montage_per_cluster", montage_per_cluster, "int>=1")
@@ -251,6 +257,7 @@ class ImageClusteringTrainer:
         x, common = self.data.images, {
             "batch_size": self.batch_size, "lr": self.lr, "device": self.device, "seed": self.seed,
             "writer": writer, "progress": self.progress,
+            "checkpoint": EpochCheckpoint(self.model_dir / "checkpoints", resume=self.resume),
         }  # fmt: skip
         if self.method == "dvc":
             result = train_dvc(

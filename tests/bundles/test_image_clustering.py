@@ -89,3 +89,24 @@ def test_bad_overrides_fail_before_anything_is_written(tmp_path, override, messa
     assert isinstance(_root_cause(info.value), (ValueError, TypeError))
     assert re.search(message, str(_root_cause(info.value)))
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("method", ["contrastive_ae", "dvc"])
+def test_resume_continues_to_the_weights_of_an_uninterrupted_run(tmp_path, method):
+    import torch
+
+    def run(root, **overrides):
+        workflow = _workflow(root, synthetic_n=8, synthetic_size=32, spatial_size=16, method=method, **overrides)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+        return torch.load(root / "models" / "model.pt", weights_only=True)
+
+    whole = run(tmp_path / "whole", epochs=3)
+    run(tmp_path / "cut", epochs=2)  # as if killed after epoch 2 (every epoch is checkpointed)
+    assert (tmp_path / "cut" / "models" / "checkpoints").is_dir()
+    resumed = run(tmp_path / "cut", epochs=3, resume=True)
+    assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    with pytest.raises(Exception) as info:
+        run(tmp_path / "cut", epochs=3, resume=True, learning_rate=0.01)
+    assert "other settings (lr: checkpoint 0.001, now 0.01)" in str(_root_cause(info.value))
