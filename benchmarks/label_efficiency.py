@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _label_efficiency_data import labeled_subset, load_dataset  # noqa: E402
+from _label_efficiency_plots import plot_paired  # noqa: E402
 from _label_efficiency_finetune import (  # noqa: E402
     AUGMENTATIONS,
     EvalSet,
@@ -154,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the pretraining stages (to run them apart)")
     p.add_argument("--report-only", action="store_true", help="train nothing: summarise the (merged) finished runs")
+    p.add_argument("--plot", type=Path, help="also write a PNG of every seed's Dice per initialisation (paired)")
     p.add_argument("--merge", type=Path, nargs="*", default=[],
                    help="result JSONs of the same configuration (e.g. one process per seed) whose runs are taken over")
     p.add_argument("--out", type=Path)
@@ -468,6 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.report_only:
         save()
         _print_report(result, unit)
+        if args.plot:
+            print(f"plot: {plot_paired(result['runs'], args.plot)}")
         return result
     t0 = time.time()
     data = load_dataset(args, args.work_dir)

@@ -242,3 +242,18 @@ def test_dermoscopy_run_is_paired_and_resumable(tmp_path):
     # a second call reuses checkpoints and finished runs: the same numbers, nothing retrained
     again = le.main(argv)
     assert [r["dice"] for r in again["runs"]] == [r["dice"] for r in runs]
+
+
+def test_plot_paired_writes_one_panel_per_setting(tmp_path):
+    from _label_efficiency_plots import plot_paired
+
+    runs = [{"num_labeled": n, "seed": s, "variant": v, "dice": 0.5 + 0.01 * s + (0.05 if v != "random" else 0)}
+            for n in (1, 2) for s in range(3) for v in ("random", "cluster_guided@3000")]  # fmt: skip
+    path = plot_paired(runs, tmp_path / "paired.png")
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.size[0] > 2 * image.size[1] * 0.9  # two panels side by side
+    with pytest.raises(ValueError, match="runs is empty"):
+        plot_paired([], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

@@ -1,0 +1,60 @@
+"""Pictures of the label-efficiency results: per-seed Dice of every initialisation, paired by seed.
+
+A seed fixes the labeled patients, so the spread between seeds (which images are labeled) is far larger than the
+differences between initialisations; a plot that joins each seed's values across methods shows the paired
+differences that the tables summarise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from monai_cluster.utils.io import atomic_write
+
+__all__ = ["plot_paired"]
+
+
+def plot_paired(runs: list[dict], path: str | Path, reference: str = "random") -> Path:
+    """PNG with one panel per labeled setting: Dice of each variant (x) per seed, a grey line per seed.
+
+    Args:
+        runs: the ``runs`` of a label-efficiency result (``num_labeled``, ``seed``, ``variant``, ``dice``).
+        path: the PNG to write (atomically).
+        reference: the variant drawn first (its mean is the dashed line).
+
+    Raises:
+        ValueError: when ``runs`` is empty.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise ValueError("runs is empty: nothing to plot.")
+    settings = sorted({r["num_labeled"] for r in runs})
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 4.2), squeeze=False)
+    for ax, n in zip(axes[0], settings):
+        at_n = [r for r in runs if r["num_labeled"] == n]
+        variants = sorted({r["variant"] for r in at_n}, key=lambda v: (v != reference, v))
+        table = {(r["variant"], r["seed"]): r["dice"] for r in at_n}
+        for seed in sorted({r["seed"] for r in at_n}):
+            xs = [i for i, v in enumerate(variants) if (v, seed) in table]
+            ax.plot(xs, [table[(variants[i], seed)] for i in xs], color="0.6", lw=0.8, marker="o", ms=3)
+        means = [np.mean([table[k] for k in table if k[0] == v]) for v in variants]
+        ax.plot(range(len(variants)), means, "D", color="C3", ms=8, label="mean over seeds", zorder=3)
+        if reference in variants:
+            ax.axhline(means[variants.index(reference)], color="C3", ls="--", lw=0.8)
+        ax.set_xticks(range(len(variants)), [v.replace("@", "\n@") for v in variants], fontsize=8)
+        ax.set_title(f"{n} labeled: test Dice per seed (lines join a seed)", fontsize=9)
+        ax.set_ylabel("mean Dice (RV, Myo, LV)" if ax is axes[0][0] else "")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+    return path
