@@ -3,6 +3,8 @@
 Bundle configs call these so that the logic can be imported and tested outside ``python -m monai.bundle``:
 
 - ``common``: dataset resolution, option validation, device/seed, atomic full-state checkpoints and resume;
+- ``backbone_options``: the ``backbone`` option (and its per-backbone options) of the bundles that build a
+  segmentation network;
 - ``pretrain``, ``pretrain_data``, ``pretrain_stages``: ``bundles/cluster_contrastive_pretrain``;
   ``pretrain_slices``: its ``train_slices.json`` overlay (2D slices of 3D volumes, slice partitions);
 - ``segmentation_*``: ``bundles/dermoscopy_segmentation`` and ``bundles/heart_ct_segmentation``, and
@@ -29,6 +31,7 @@ from .common import (
     validate_option,
     validate_options,
 )
+from .backbone_options import BACKBONE_OPTION_DEFAULTS, BACKBONE_OPTION_SPECS, check_backbone_bundle_options
 from .pretrain import (
     PRETRAIN_OPTION_SPECS,
     SCHEDULES,
@@ -73,6 +76,9 @@ from .segmentation_outputs import SegmentationMetricsWriter, SegmentationOutputW
 from .pretrain_stages import build_autoencoder, cluster_pseudo_classes, load_autoencoder, train_autoencoder
 
 __all__ = [
+    "BACKBONE_OPTION_DEFAULTS",
+    "BACKBONE_OPTION_SPECS",
+    "check_backbone_bundle_options",
     "BestClusterDice",
     "ImageClusteringTrainer",
     "SegmentationMetricsWriter",

@@ -8,7 +8,8 @@
   also carry the pseudo-class table in use, restored on resume.
 - :class:`PretrainProgress`: tqdm bar and TensorBoard scalars of the total, global and local losses.
 - :func:`run_pretrain`: run the trainer and export ``models/model.pt``, the wrapped segmentation network's own
-  ``state_dict`` (contract 3), so a fine-tune bundle loads it into a plain MONAI ``BasicUNet``.
+  ``state_dict`` (contract 3), so a fine-tune bundle loads it into a plain MONAI ``BasicUNet`` (or the
+  ``SegResNet`` / ``SwinUNETR`` of ``backbone``; ``pretrain_summary.json`` records which).
 
 References:
     - [0] Zhang et al., cluster-guided contrastive learning, BIBM 2022, https://arxiv.org/abs/2211.08557
@@ -32,9 +33,11 @@ from tqdm.auto import tqdm
 
 from monai_cluster.clustering import PseudoClassTable, write_pseudo_class_table
 from monai_cluster.handlers import PseudoClassUpdateHandler
+from monai_cluster.networks.backbones import backbone_of, check_backbone_options
 from monai_cluster.transforms import PseudoClassd
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
 
+from .backbone_options import BACKBONE_OPTION_DEFAULTS, BACKBONE_OPTION_SPECS
 from .common import TrainingCheckpointer, is_main_process, validate_options
 from .pretrain_data import check_image_size
 
@@ -59,7 +62,7 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
     "image_size": "ints>=16",
     "learning_rate": "float>0",
     "autoencoder_learning_rate": "float>0",
-    "features": "ints>=1",
+    **BACKBONE_OPTION_SPECS,
     "use_pseudo_classes": "bool",
     "pseudo_class_level": "int",
     "num_clusters": "ints>=2",
@@ -83,22 +86,30 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
 def check_pretrain_options(**options: Any) -> dict[str, Any]:
     """Check the pretraining bundle's options (:data:`PRETRAIN_OPTION_SPECS`) and their combinations.
 
+    The backbone options (``backbone``, ``features``, ``init_filters``, ``feature_size``, ``depths``, see
+    :mod:`~monai_cluster.workflows.backbone_options`) default to :data:`BACKBONE_OPTION_DEFAULTS` when not given.
+
     Raises:
         TypeError/ValueError: naming the option, e.g. ``option 'epochs' (--epochs) must be an integer >= 1, got
-            str 'abc'``; also when both loss weights are 0, ``features`` is not six sizes, or
+            str 'abc'``; also when both loss weights are 0, ``backbone`` is not registered, ``features`` is not
+            six sizes (``basic_unet``), ``image_size`` is not a multiple of the backbone's size divisor (32 for
+            ``swin_unetr``), or
             ``pseudo_class_level`` is not a level of ``num_clusters``, ``crop_scale`` is not ``[low, high]`` in
             ``(0, 1]``, ``schedule`` is not ``joint``/``staged`` (or ``staged`` without a global loss), or
             ``image_size`` is not a multiple of 16 with one size or one per spatial axis (returned as one size
             per axis).
     """
-    checked = validate_options(options, PRETRAIN_OPTION_SPECS)
+    checked = validate_options({**BACKBONE_OPTION_DEFAULTS, **options}, PRETRAIN_OPTION_SPECS)
     if checked["spatial_dims"] not in (2, 3):
         raise ValueError(f"option 'spatial_dims' must be 2 or 3, got {checked['spatial_dims']}.")
     checked["image_size"] = check_image_size(checked["image_size"], checked["spatial_dims"])
     if checked["global_weight"] == 0 and checked["local_weight"] == 0:
         raise ValueError("options 'global_weight' and 'local_weight' are both 0; at least one loss must be active.")
-    if len(checked["features"]) != 6:
-        raise ValueError(f"option 'features' must be six BasicUNet feature sizes, got {checked['features']}.")
+    check_backbone_options(
+        checked["backbone"], checked["spatial_dims"], checked["features"], checked["init_filters"],
+        checked["feature_size"], checked["depths"], size=checked["image_size"], size_option="image_size",
+        strict_size=True,
+    )  # fmt: skip
     low_high = checked["crop_scale"]
     if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
         raise ValueError(f"option 'crop_scale' must be [low, high] with 0 < low <= high <= 1, got {low_high}.")
@@ -354,7 +365,9 @@ def run_pretrain(
         network: the :class:`~monai_cluster.networks.ContrastivePretrainNet` (or its DDP wrapper); its
             ``backbone_state_dict()`` is saved.
         output_path: ``models/model.pt``.
-        summary_path: optional JSON with epochs, iterations, seconds and per-epoch losses (per stage).
+        summary_path: optional JSON with the backbone (its registry name, e.g. ``"basic_unet"``, which the
+            fine-tune bundles check a ``pretrained_path`` against), epochs, iterations, seconds and per-epoch
+            losses (per stage).
         progress: the :class:`PretrainProgress` attached to ``trainer``, for the summary's loss history.
         local_trainer: stage 2 of the staged schedule, or None for the joint schedule.
         local_progress: the :class:`PretrainProgress` attached to ``local_trainer``.
@@ -405,6 +418,7 @@ def run_pretrain(
         )
         if summary_path is not None:
             summary = {
+                "backbone": backbone_of(module.backbone) or type(module.backbone).__name__,
                 "schedule": "joint" if local_trainer is None else "staged",
                 "epochs": trainer.state.epoch,
                 "iterations": trainer.state.iteration,

@@ -5,30 +5,99 @@ with ``use_pretrained`` it loads the pretraining bundle's ``models/model.pt`` (t
 keys, see :meth:`monai_cluster.networks.ContrastivePretrainNet.backbone_state_dict`) through
 :func:`monai_cluster.networks.load_pretrained`, so a missing file or a checkpoint of another network is an
 error that names the path and the way out, never a silent random start, and it logs how many tensors were
-matched. The task head (``final_conv``) keeps its fresh initialisation.
+matched. The task head (BasicUNet's ``final_conv``, SegResNet's ``conv_final``, SwinUNETR's ``out``: see
+:mod:`monai_cluster.networks.backbones`) keeps its fresh initialisation. A checkpoint of another backbone than
+``network_def`` (told by its tensor names, or by the ``backbone`` the pretraining run recorded in
+``pretrain_summary.json`` next to it) is refused with a message naming both backbones.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from monai_cluster.networks import load_pretrained
+from monai_cluster.networks.backbones import BACKBONES, backbone_of, detect_backbone
 
 from .common import validate_option
 
-__all__ = ["encoder_tensor_names", "initialize_network", "load_finetuned"]
+__all__ = ["checkpoint_backbone", "encoder_tensor_names", "initialize_network", "load_finetuned"]
+
+SUMMARY_NAME = "pretrain_summary.json"
+"""The pretraining bundle's summary next to ``models/model.pt``; its ``"backbone"`` names the pretrained network."""
 
 logger = logging.getLogger(__name__)
 
 
-def encoder_tensor_names(network: nn.Module, prefixes: Sequence[str] = ("conv_0", "down_")) -> list[str]:
-    """Names of the ``state_dict`` tensors of a BasicUNet's encoder (``conv_0`` and ``down_1..4``)."""
+def encoder_tensor_names(network: nn.Module, prefixes: Sequence[str] | None = None) -> list[str]:
+    """Names of the ``state_dict`` tensors of a network's encoder.
+
+    Args:
+        network: the segmentation network.
+        prefixes: key prefixes of the encoder; ``None`` uses the registered backbone's
+            (:attr:`~monai_cluster.networks.backbones.BackboneSpec.encoder_prefixes`: BasicUNet ``conv_0`` and
+            ``down_1..4``), BasicUNet's for an unregistered network.
+    """
+    if prefixes is None:
+        prefixes = BACKBONES[backbone_of(network) or "basic_unet"].encoder_prefixes
     return [name for name in network.state_dict() if name.startswith(tuple(prefixes))]
+
+
+def checkpoint_backbone(path: str | os.PathLike) -> tuple[str | None, str]:
+    """Which registered backbone a pretrained checkpoint holds, and how that is known.
+
+    Its tensor names decide (:func:`~monai_cluster.networks.backbones.detect_backbone`); when they fit no
+    registered backbone, the ``"backbone"`` recorded in ``pretrain_summary.json`` beside it (written by the
+    pretraining bundle for this file) is used.
+
+    Args:
+        path: a state dict file, possibly holding it under ``"model"`` or ``"state_dict"``.
+
+    Returns:
+        ``(name or None, source)`` with ``source`` ``"its tensor names"``, ``"<summary path>"`` or ``""``; an
+        unreadable file gives ``(None, "")`` (loading it then fails with its own message).
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - load_pretrained reports an unreadable file with its own message
+        return None, ""
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    detected = detect_backbone(state) if isinstance(state, dict) else None
+    if detected is not None:
+        return detected, "its tensor names"
+    summary = path.with_name(SUMMARY_NAME)
+    try:
+        recorded = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None, ""
+    if not isinstance(recorded, dict) or Path(str(recorded.get("model", ""))).name != path.name:
+        return None, ""
+    name = recorded.get("backbone")
+    return (name, str(summary)) if name in BACKBONES else (None, "")
+
+
+def _refuse_other_backbone(network: nn.Module, path: str) -> None:
+    """Raise when ``path`` was pretrained with another registered backbone than ``network`` is."""
+    own = backbone_of(network)
+    pretrained, source = checkpoint_backbone(path)
+    if own is None or pretrained is None or pretrained == own:
+        return
+    raise ValueError(
+        f"pretrained_path {path} was pretrained with backbone {pretrained!r} (from {source}), but this bundle "
+        f"builds {own!r} ({type(network).__name__}); set --backbone {pretrained} (with the pretraining's "
+        f"backbone options), pretrain with --backbone {own}, or pass --use_pretrained false to train from scratch."
+    )
 
 
 def initialize_network(
@@ -36,19 +105,22 @@ def initialize_network(
     device: str | torch.device = "cpu",
     use_pretrained: bool = False,
     pretrained_path: str | os.PathLike | None = None,
-    exclude: Sequence[str] = ("final_conv",),
+    exclude: Sequence[str] | None = None,
     min_matched: float = 0.5,
 ) -> nn.Module:
     """Load pretrained weights into ``network`` (when asked) and move it to ``device``.
 
     Args:
-        network: the fine-tune network (``network_def``, e.g. a MONAI ``BasicUNet``).
+        network: the fine-tune network (``network_def``, e.g. a MONAI ``BasicUNet``, ``SegResNet`` or
+            ``SwinUNETR`` from :func:`~monai_cluster.networks.backbones.build_backbone`).
         device: where the network goes.
         use_pretrained: load ``pretrained_path``; ``False`` starts from random weights (logged as such).
             Strings such as ``"false"`` from the command line are accepted.
         pretrained_path: a state dict saved by the pretraining bundle (``models/model.pt``) or a MONAI
             ``CheckpointSaver`` file holding one under ``"model"``.
-        exclude: submodules left at their fresh initialisation (the task head).
+        exclude: submodules left at their fresh initialisation; ``None``: the registered backbone's task head
+            (:attr:`~monai_cluster.networks.backbones.BackboneSpec.head`, BasicUNet ``final_conv``), or
+            ``final_conv`` for an unregistered network.
         min_matched: smallest accepted fraction of matched tensors.
 
     Returns:
@@ -56,13 +128,16 @@ def initialize_network(
         :func:`~monai_cluster.networks.load_pretrained` report (matched, total, missing, ...).
 
     Raises:
-        ValueError: when ``use_pretrained`` and the file is missing, unreadable, not a state dict, or does
-            not fit ``network`` (too few matched tensors or another shape); the message names
-            ``pretrained_path`` and says how to train from scratch instead.
+        ValueError: when ``use_pretrained`` and the file is missing, unreadable, not a state dict, holds another
+            backbone than ``network`` (naming both), or does not fit ``network`` (too few matched tensors or
+            another shape); the message names ``pretrained_path`` and says how to train from scratch instead.
     """
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be a torch.nn.Module (network_def), got {type(network).__name__}.")
     use_pretrained = validate_option("use_pretrained", use_pretrained, "bool")
+    if exclude is None:
+        registered = backbone_of(network)
+        exclude = BACKBONES[registered].head if registered is not None else ("final_conv",)
     if use_pretrained:
         if pretrained_path is None or str(pretrained_path) == "":
             raise ValueError(
@@ -76,12 +151,14 @@ def initialize_network(
                 "(bundles/cluster_contrastive_pretrain, which writes models/model.pt), pass --pretrained_path, "
                 "or --use_pretrained false to train from scratch."
             )
+        _refuse_other_backbone(network, path)
         try:
             report = load_pretrained(network, path, exclude=exclude, min_matched=min_matched)
         except ValueError as err:
             raise ValueError(
                 f"pretrained_path {path} does not fit network_def ({type(network).__name__}): {err} "
-                "Check that the pretraining used the same network (spatial_dims, in_channels, features), "
+                "Check that the pretraining used the same network (backbone, spatial_dims, in_channels and the "
+                "backbone's options: features, init_filters, feature_size, depths), "
                 "or pass --use_pretrained false to train from scratch."
             ) from err
         network.pretrained_report = report

@@ -314,3 +314,21 @@ def test_autoencoder_channels_of_any_length_and_clear_errors(tmp_path):
             chain.append(str(err))
             err = err.__cause__ or err.__context__
         assert any(message in text for text in chain), chain
+
+
+def test_staged_schedule_on_segresnet_trains_its_decoder_blocks_only(tmp_path):
+    """--backbone segresnet: stage 2 moves up_samples/up_layers up to decoder_layer, never the encoder or the head."""
+    settings = {"backbone": "segresnet", "init_filters": 8, "schedule": "staged", "epochs": 1, "local_epochs": 1,
+                "decoder_layer": "up_layers.1", "use_pseudo_classes": False}  # fmt: skip
+    _run(tmp_path, "run_pretrain", **settings)
+    models = tmp_path / "models"
+    stage1 = load_checkpoint(list_checkpoints(models / "checkpoints")[-1])["state"]["network"]
+    final = _state(models / "model.pt")
+    assert json.loads((models / "pretrain_summary.json").read_text())["backbone"] == "segresnet"
+    encoder = [k for k in final if k.startswith(("convInit.", "down_layers."))]
+    trained = [k for k in final if k.startswith(("up_samples.0.", "up_layers.0.", "up_samples.1.", "up_layers.1."))]
+    untouched = [k for k in final if k.startswith(("up_samples.2.", "up_layers.2.", "conv_final."))]
+    assert encoder and trained and untouched and len(encoder) + len(trained) + len(untouched) == len(final)
+    assert all(torch.equal(final[k], stage1[f"backbone.{k}"]) for k in encoder)  # frozen in stage 2
+    assert any(not torch.equal(final[k], stage1[f"backbone.{k}"]) for k in trained)  # stage 2 trained these
+    assert all(torch.equal(final[k], stage1[f"backbone.{k}"]) for k in untouched)

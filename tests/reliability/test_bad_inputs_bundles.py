@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
-from monai.networks.nets import BasicUNet, UNet
+from monai.networks.nets import BasicUNet, SegResNet, UNet
 
 from monai_cluster.data import write_nifti, write_png
 from monai_cluster.utils import atomic_torch_save
@@ -143,6 +143,10 @@ def _weights_of_grey_network(work: Path) -> dict:
     return _weights(work, BasicUNet(2, 1, 2, features=FEATURES).state_dict())
 
 
+def _weights_of_another_backbone(work: Path) -> dict:
+    return _weights(work, SegResNet(2, init_filters=8, in_channels=3, out_channels=2).state_dict())
+
+
 def _training_checkpoint_instead_of_model(work: Path) -> dict:
     state = {"format": "monai_cluster training checkpoint v1", "epoch": 3, "state": {"network": {}}, "extra": {}}
     return _weights(work, state, "checkpoint_epoch0003.pt")
@@ -212,6 +216,27 @@ CASES = [
         ValueError,
         r"option 'pseudo_class_level' must index one of the 2 levels of num_clusters \[2, 3\]",
         {"pseudo_class_level": 5},
+    ),
+    BundleCase(
+        "pretrain-unknown-backbone",
+        "cluster_contrastive_pretrain",
+        ValueError,
+        r"option 'backbone' \(--backbone\) must be one of \['basic_unet', 'segresnet', 'swin_unetr'\], got str 'vit'",
+        {"backbone": "vit"},
+    ),
+    BundleCase(
+        "pretrain-swin-image-size-not-a-multiple-of-32",
+        "cluster_contrastive_pretrain",
+        ValueError,
+        r"image_size \[48, 48\] must be a multiple of 32 on every axis for backbone 'swin_unetr'",
+        {"backbone": "swin_unetr", "image_size": [48, 48]},
+    ),
+    BundleCase(
+        "pretrain-segresnet-init-filters-not-a-multiple-of-8",
+        "cluster_contrastive_pretrain",
+        ValueError,
+        r"init_filters=12 must be a multiple of 8 for backbone 'segresnet'",
+        {"backbone": "segresnet", "init_filters": 12},
     ),
     # ---------------------------------------------------------------- pretraining bundle: data
     BundleCase(
@@ -293,6 +318,21 @@ CASES = [
         r"option 'image_size' \(--image_size\) must be an integer >= 16, got str 'big'",
         {"image_size": "big"},
     ),
+    BundleCase(
+        "finetune-unknown-backbone",
+        "dermoscopy_segmentation",
+        ValueError,
+        r"option 'backbone' \(--backbone\) must be one of \['basic_unet', 'segresnet', 'swin_unetr'\], got str 'unet'",
+        {"backbone": "unet"},
+    ),
+    BundleCase(
+        "heart-ct-swin-roi-not-a-multiple-of-32",
+        "heart_ct_segmentation",
+        ValueError,
+        r"roi_size \[48, 48, 48\] must be a multiple of 32 on every axis for backbone 'swin_unetr'.*"
+        r"e\.g\. roi_size \[64, 64, 64\]",
+        {"backbone": "swin_unetr"},
+    ),
     # ---------------------------------------------------------------- fine-tune bundle: data
     BundleCase(
         "finetune-mask-of-another-size",
@@ -336,6 +376,14 @@ CASES = [
         ValueError,
         r"\S+model.pt have another shape than in BasicUNet.*checkpoint \(4, 1, 3, 3\) vs network \(4, 3, 3, 3\)",
         prepare=_weights_of_grey_network,
+    ),
+    BundleCase(
+        "finetune-pretrained-weights-of-another-backbone",
+        "dermoscopy_segmentation",
+        ValueError,
+        r"pretrained_path \S+model.pt was pretrained with backbone 'segresnet' \(from its tensor names\), but this "
+        r"bundle builds 'basic_unet' \(BasicUNet\); set --backbone segresnet",
+        prepare=_weights_of_another_backbone,
     ),
     BundleCase(
         "finetune-pretrained-path-is-a-training-checkpoint",

@@ -27,6 +27,7 @@ from monai.networks.nets import BasicUNet, UNet
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
+from monai_cluster.networks.backbones import BACKBONES, backbone_of, size_divisor_of
 from monai_cluster.networks.blocks.heads import DenseProjectionHead, ProjectionHead
 from monai_cluster.utils.validation import check_positive_int, check_spatial_dims, check_spatial_tensor
 
@@ -58,9 +59,25 @@ def _check_layer_name(backbone: nn.Module, name: object, arg: str) -> str:
     return name
 
 
+def _default_layer(backbone: nn.Module, name: str | None, arg: str) -> str:
+    """``name``, or (for ``None``) the registered default of the backbone's class (BasicUNet: down_4 / upcat_1)."""
+    if name is not None:
+        return name
+    registered = backbone_of(backbone)
+    if registered is None:
+        raise ValueError(
+            f"{arg} must be given for a {type(backbone).__name__} backbone: the name of its submodule (see "
+            f"backbone.named_modules()); defaults are known only for the registered backbones "
+            f"{sorted(BACKBONES)} (monai_cluster.networks.backbones)."
+        )
+    spec = BACKBONES[registered]
+    return spec.encoder_layer if arg == "encoder_layer" else spec.decoder_layer
+
+
 def _default_size_divisor(backbone: nn.Module, spatial_dims: int) -> tuple[int, ...]:
-    if isinstance(backbone, BasicUNet):
-        return (16,) * spatial_dims
+    registered = size_divisor_of(backbone)
+    if registered is not None:
+        return (registered,) * spatial_dims
     if isinstance(backbone, UNet):
         divisor = [1] * spatial_dims
         for stride in backbone.strides:
@@ -69,7 +86,8 @@ def _default_size_divisor(backbone: nn.Module, spatial_dims: int) -> tuple[int, 
         return tuple(divisor)
     raise ValueError(
         f"size_divisor must be given for a {type(backbone).__name__} backbone: the factor by which its encoder "
-        "downsamples each spatial axis (it is inferred only for BasicUNet and UNet)."
+        "downsamples each spatial axis (it is inferred only for MONAI UNet and the registered backbones "
+        f"{sorted(BACKBONES)})."
     )
 
 
@@ -97,13 +115,17 @@ class ContrastivePretrainNet(nn.Module):
         global_dim: size of the global projection.
         global_hidden: hidden width of the global MLP; ``None`` uses ``F_enc``.
         dense_dim: channels of the dense projection.
-        encoder_layer: name (as in ``backbone.named_modules()``) of the submodule whose output is the bottleneck.
-        decoder_layer: name of the submodule whose output feeds the dense head.
+        encoder_layer: name (as in ``backbone.named_modules()``) of the submodule whose output is the bottleneck;
+            ``None``: the registered default of the backbone's class (:mod:`monai_cluster.networks.backbones`:
+            BasicUNet ``"down_4"``, SegResNet ``"down_layers.3"``, SwinUNETR ``"encoder10"``), required otherwise.
+        decoder_layer: name of the submodule whose output feeds the dense head; ``None``: the registered default
+            (BasicUNet ``"upcat_1"``, SegResNet ``"up_layers.2"``, SwinUNETR ``"decoder1"``), required otherwise.
         dense_hidden: hidden width of the dense head; ``None`` is a single 1x1 convolution.
         encoder_only: build no dense head and run only up to ``encoder_layer``; ``forward`` then returns
             ``{"global", "pooled"}`` (for a global-only loss; the decoder is not computed).
         size_divisor: every spatial size of ``x`` must be divisible by it (int or one per axis). Inferred for
-            BasicUNet (16: four 2x poolings) and MONAI UNet (the product of its strides); required otherwise.
+            BasicUNet (16: four 2x poolings), SegResNet (``2 ** (len(down_layers) - 1)``), SwinUNETR
+            (``patch_size ** 5``) and MONAI UNet (the product of its strides); required otherwise.
 
     Raises:
         TypeError/ValueError: for a backbone that is not an ``nn.Module``, a first convolution whose
@@ -121,8 +143,8 @@ class ContrastivePretrainNet(nn.Module):
         global_dim: int = 128,
         global_hidden: int | None = None,
         dense_dim: int = 64,
-        encoder_layer: str = "down_4",
-        decoder_layer: str = "upcat_1",
+        encoder_layer: str | None = None,
+        decoder_layer: str | None = None,
         dense_hidden: int | None = None,
         encoder_only: bool = False,
         size_divisor: int | Sequence[int] | None = None,
@@ -156,8 +178,13 @@ class ContrastivePretrainNet(nn.Module):
                     f"{self.in_channels}."
                 )
         self.backbone = backbone
+        encoder_layer = _default_layer(backbone, encoder_layer, "encoder_layer")
         self.encoder_layer = _check_layer_name(backbone, encoder_layer, "encoder_layer")
-        self.decoder_layer = None if encoder_only else _check_layer_name(backbone, decoder_layer, "decoder_layer")
+        if encoder_only:
+            self.decoder_layer = None
+        else:
+            decoder_layer = _default_layer(backbone, decoder_layer, "decoder_layer")
+            self.decoder_layer = _check_layer_name(backbone, decoder_layer, "decoder_layer")
         if size_divisor is None:
             self.size_divisor = _default_size_divisor(backbone, self.spatial_dims)
         else:
