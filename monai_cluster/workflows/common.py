@@ -30,6 +30,7 @@ from ignite.engine import Engine, Events
 
 from monai_cluster.data import check_dataset, list_images, prepare_dataset
 from monai_cluster.utils.io import atomic_torch_save, remove_stale_temp_files
+from monai_cluster.workflows.random_state import capture_random_states, restore_random_states
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -320,6 +321,7 @@ def save_checkpoint(
     epoch: int,
     iteration: int,
     extra: Mapping[str, Any] | None = None,
+    rng: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the full training state to ``path`` atomically.
 
@@ -333,6 +335,7 @@ def save_checkpoint(
         epoch: the number of completed epochs.
         iteration: the number of completed iterations.
         extra: anything else to restore (e.g. the pseudo-class table in use and its path).
+        rng: the random states of :func:`~monai_cluster.workflows.random_state.capture_random_states`, or ``None``.
     """
     if not isinstance(objects, Mapping) or not objects:
         raise TypeError("objects must be a non-empty dict of objects with state_dict(), e.g. {'network': net}.")
@@ -345,6 +348,7 @@ def save_checkpoint(
         "iteration": int(iteration),
         "state": {name: _state_dict(obj) for name, obj in objects.items()},
         "extra": dict(extra or {}),
+        "rng": None if rng is None else dict(rng),
     }
     atomic_torch_save(payload, path)
     return Path(path)
@@ -450,6 +454,10 @@ class TrainingCheckpointer:
         n_saved: how many checkpoints to keep (>= 1).
         extra_fn: returns the ``extra`` dict to save, or ``None``.
         on_resume: called with the loaded ``extra`` after a resume, or ``None``.
+        random_objects: transform chains, datasets and batch preparers whose random states (with the global
+            Python, numpy and torch ones) are saved and restored, so the resumed run makes the draws of an
+            uninterrupted one (:mod:`~monai_cluster.workflows.random_state`). Attach the checkpointer after every
+            epoch-end handler that draws random numbers. ``None`` saves no random state.
 
     Attributes:
         resumed_from: the checkpoint loaded at start, or ``None``.
@@ -465,6 +473,7 @@ class TrainingCheckpointer:
         n_saved: int = 2,
         extra_fn: Callable[[], Mapping[str, Any]] | None = None,
         on_resume: Callable[[dict], None] | None = None,
+        random_objects: Sequence[Any] | None = None,
     ) -> None:
         if not isinstance(objects, Mapping) or not objects:
             raise TypeError("objects must be a non-empty dict of objects with state_dict(), e.g. {'network': net}.")
@@ -478,14 +487,27 @@ class TrainingCheckpointer:
                 raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}.")
         self.extra_fn = extra_fn
         self.on_resume = on_resume
+        self.random_objects = None if random_objects is None else list(random_objects)
         self.resumed_from: Path | None = None
         self.last_saved: Path | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Register the resume on ``STARTED`` and the save on ``EPOCH_COMPLETED``."""
+        """Register the resume on ``STARTED`` and the save on ``EPOCH_COMPLETED``.
+
+        With ``random_objects``, the save is registered when the run starts, so it comes after every epoch-end
+        handler attached with the trainer (validation, re-clustering): the random states it records are those
+        the next epoch starts from.
+        """
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        if self.random_objects is None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        else:
+            engine.add_event_handler(Events.STARTED, self._attach_save_last)
+
+    def _attach_save_last(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.save, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def load(self, engine: Engine) -> None:
         """Restore the newest complete checkpoint into the objects and the engine state."""
@@ -503,6 +525,8 @@ class TrainingCheckpointer:
         logger.info("resumed from %s (epoch %d, iteration %d)", path, payload["epoch"], payload["iteration"])
         if self.on_resume is not None:
             self.on_resume(payload["extra"])
+        if self.random_objects is not None and payload.get("rng") is not None:
+            restore_random_states(payload["rng"], self.random_objects)
 
     def save(self, engine: Engine) -> None:
         """Write the checkpoint of the epoch that just completed (rank 0) and prune old ones."""
@@ -512,8 +536,9 @@ class TrainingCheckpointer:
             return
         if is_main_process():
             extra = self.extra_fn() if self.extra_fn is not None else None
+            rng = None if self.random_objects is None else capture_random_states(self.random_objects)
             path = checkpoint_path(self.checkpoint_dir, epoch)
-            self.last_saved = save_checkpoint(path, self.objects, epoch, engine.state.iteration, extra)
+            self.last_saved = save_checkpoint(path, self.objects, epoch, engine.state.iteration, extra, rng)
             for old in list_checkpoints(self.checkpoint_dir)[: -self.n_saved]:
                 old.unlink(missing_ok=True)
             logger.info("checkpoint saved: %s", path)

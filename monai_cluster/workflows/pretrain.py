@@ -189,13 +189,16 @@ def make_pretrain_checkpointer(
     recluster_handler: PseudoClassUpdateHandler | None = None,
     table_path: str | os.PathLike | None = None,
     n_saved: int = 2,
+    random_objects: Sequence[Any] | None = None,
 ) -> TrainingCheckpointer:
     """Checkpoint network, optimizer, scheduler, epoch, iteration and the pseudo-class table every epoch.
 
     The checkpoint's ``extra`` is ``{"pseudo_class_table": table_to_extra(...) or None, "pseudo_class_table_path":
     str or None}``. On resume, the saved table is put back into ``pseudo_class_transform`` and the re-clustering
     handler and rewritten to ``table_path``, so a run that re-clustered after its last checkpoint continues with
-    the pseudo-classes of that checkpoint.
+    the pseudo-classes of that checkpoint. ``random_objects`` (the training dataset with its random transforms,
+    the batch preparer) have their random states saved and restored with the global ones, so a resumed run makes
+    the draws of an uninterrupted run.
     """
     objects: dict[str, Any] = {"network": network, "optimizer": optimizer}
     if lr_scheduler is not None:
@@ -221,8 +224,9 @@ def make_pretrain_checkpointer(
         logger.info("resume: pseudo-classes restored from the checkpoint (%d rows)", len(table))
 
     return TrainingCheckpointer(
-        checkpoint_dir, objects, resume=resume, n_saved=n_saved, extra_fn=extra, on_resume=restore
-    )
+        checkpoint_dir, objects, resume=resume, n_saved=n_saved, extra_fn=extra, on_resume=restore,
+        random_objects=random_objects,
+    )  # fmt: skip
 
 
 class PretrainProgress:

@@ -332,3 +332,28 @@ def test_staged_schedule_on_segresnet_trains_its_decoder_blocks_only(tmp_path):
     assert all(torch.equal(final[k], stage1[f"backbone.{k}"]) for k in encoder)  # frozen in stage 2
     assert any(not torch.equal(final[k], stage1[f"backbone.{k}"]) for k in trained)  # stage 2 trained these
     assert all(torch.equal(final[k], stage1[f"backbone.{k}"]) for k in untouched)
+
+
+def test_resume_after_a_kill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    """The checkpoint holds every random state (global RNGs, the views' transforms), so resuming is exact."""
+    settings = {"epochs": 3, "recluster_interval": 1}
+    for root in ("whole", "cut"):
+        _run(tmp_path / root, "run_autoencoder")
+        _run(tmp_path / root, "run_cluster")
+    _run(tmp_path / "whole", "run_pretrain", **settings)
+    first = _workflow(tmp_path / "cut", "run_pretrain", **settings)
+    first.initialize()
+    trainer = first.parser.get_parsed_content("train#trainer")
+
+    def crash(engine):
+        raise KeyboardInterrupt("simulated kill in the middle of epoch 2")
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), crash)  # 2 iterations per epoch
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    saved = load_checkpoint(tmp_path / "cut" / "models" / "checkpoints" / "checkpoint_epoch0001.pt")
+    assert saved["rng"] is not None and len(saved["rng"]["sources"]) > 0  # the views' transforms were found
+    _run(tmp_path / "cut", "run_pretrain", resume=True, **settings)
+    whole, resumed = (_state(tmp_path / r / "models" / "model.pt") for r in ("whole", "cut"))
+    assert set(whole) == set(resumed)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole), "resumed weights differ from the uninterrupted run"

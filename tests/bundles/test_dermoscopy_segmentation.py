@@ -163,3 +163,27 @@ def test_multi_gpu_overlay_runs_with_two_cpu_processes(tmp_path):
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # rank 0 saved the unwrapped network
     assert "val_mean_dice" in result.stdout + result.stderr
+
+
+def test_resume_after_a_kill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    """Checkpoints hold the random states (global RNGs, the augmentation transforms), saved after validation."""
+    settings = {"epochs": 3, "val_interval": 1, "use_pretrained": False, "batch_size": 4}
+    whole = _workflow(tmp_path / "whole", **settings)
+    whole.run()
+    whole.finalize()
+    cut = _workflow(tmp_path / "cut", **settings)
+    trainer = cut.parser.get_parsed_content("train#trainer")
+
+    def crash(engine):
+        raise KeyboardInterrupt("simulated kill in the middle of epoch 2")
+
+    per_epoch = len(cut.parser.get_parsed_content("train#dataloader"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=per_epoch + 1), crash)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    resumed = _workflow(tmp_path / "cut", resume=True, **settings)
+    resumed.run()
+    resumed.finalize()
+    a = whole.parser.get_parsed_content("network").state_dict()
+    b = resumed.parser.get_parsed_content("network").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
