@@ -9,7 +9,9 @@ References:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,52 @@ from monai_cluster.utils.validation import check_positive_int
 __all__ = ["extract_features", "default_feature_fn"]
 
 _MAX_LISTED = 10
+
+
+class _MemmapSink:
+    """Rows written into a memory-mapped ``.npy`` beside ``path``, moved onto ``path`` only when complete."""
+
+    def __init__(self, path: str | os.PathLike, num_rows: int) -> None:
+        self.path = Path(path)
+        if self.path.suffix != ".npy":
+            raise ValueError(f"out_path must name a .npy file, got {str(path)!r}.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial.npy")
+        self.num_rows, self.row, self.array = num_rows, 0, None
+
+    def add(self, feats: np.ndarray, first_key: str) -> None:
+        if self.array is None:
+            self.array = np.lib.format.open_memmap(
+                self.tmp, mode="w+", dtype=np.float32, shape=(self.num_rows, feats.shape[1])
+            )
+        elif feats.shape[1] != self.array.shape[1]:
+            raise ValueError(
+                f"features changed width from {self.array.shape[1]} to {feats.shape[1]} at key {first_key!r}."
+            )
+        end = self.row + feats.shape[0]
+        if end > self.num_rows:
+            raise ValueError(f"the data yielded more than the {self.num_rows} samples its length announced.")
+        self.array[self.row : end] = feats
+        self.row = end
+
+    def finish(self) -> np.ndarray:
+        if self.array is None or self.row != self.num_rows:
+            raise ValueError(f"the data yielded {self.row} samples, but its length announced {self.num_rows}.")
+        self.array.flush()
+        self.array = None
+        os.replace(self.tmp, self.path)
+        return np.load(self.path, mmap_mode="c")  # copy-on-write: writable in memory, the file stays as written
+
+    def abort(self) -> None:
+        self.array = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def _num_samples(data: Any, loader: Any) -> int:
+    for source in (getattr(loader, "dataset", None), data):
+        if source is not None and hasattr(source, "__len__") and not isinstance(source, TorchDataLoader):
+            return len(source)
+    raise TypeError("out_path needs data of known length (a Dataset or a list), to size the file before writing.")
 
 
 def default_feature_fn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +140,7 @@ def extract_features(
     feature_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
     transform: Callable | None = None,
+    out_path: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Run ``model`` over ``data`` in eval mode without gradients and collect one feature vector per image.
 
@@ -109,9 +158,14 @@ def extract_features(
         feature_fn: ``feature_fn(model, x) -> (B, F)``; default :func:`default_feature_fn`.
         progress: show a tqdm progress bar.
         transform: per-sample transform when ``data`` is a list of dicts.
+        out_path: a ``.npy`` file to stream the features into instead of holding them in memory (10,000,000 x
+            128 float32 features are 5 GB): rows are written batch by batch into a memory-mapped temporary file
+            next to it, which is moved onto ``out_path`` only once complete (a failed run leaves nothing), and
+            the returned features are that file mapped copy-on-write. Needs data of known length.
 
     Returns:
-        ``(features, keys)``: float32 ``(N, F)`` and the ``N`` keys in iteration order.
+        ``(features, keys)``: float32 ``(N, F)`` (a memory map with ``out_path``) and the ``N`` keys in iteration
+        order.
 
     Raises:
         ValueError: on empty data, a batch without ``image_key`` or ``key_field``, features of changing
@@ -131,6 +185,7 @@ def extract_features(
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     modes = [(module, module.training) for module in model.modules()]
+    sink = None if out_path is None else _MemmapSink(out_path, _num_samples(data, loader))
     chunks: list[np.ndarray] = []
     keys: list[str] = []
     bad_keys: list[str] = []
@@ -160,17 +215,26 @@ def extract_features(
                     )
                 finite = np.isfinite(feats).all(axis=1)
                 bad_keys.extend(k for k, ok in zip(batch_keys, finite) if not ok)
-                chunks.append(feats)
+                if sink is None:
+                    chunks.append(feats)
+                else:
+                    sink.add(feats, batch_keys[0])
                 keys.extend(batch_keys)
+        if not keys:
+            raise ValueError("data must hold at least one sample, got no batch.")
+        if bad_keys:
+            raise ValueError(
+                f"features of {len(bad_keys)} image(s) hold NaN or Inf: {bad_keys[:_MAX_LISTED]}"
+                + (" ..." if len(bad_keys) > _MAX_LISTED else "")
+                + "; check those images and the model."
+            )
+        if sink is not None:
+            return sink.finish(), keys
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     finally:
         for module, mode in modes:
             module.training = mode
-    if not chunks:
-        raise ValueError("data must hold at least one sample, got no batch.")
-    if bad_keys:
-        raise ValueError(
-            f"features of {len(bad_keys)} image(s) hold NaN or Inf: {bad_keys[:_MAX_LISTED]}"
-            + (" ..." if len(bad_keys) > _MAX_LISTED else "")
-            + "; check those images and the model."
-        )
     return np.concatenate(chunks, axis=0), keys

@@ -113,10 +113,18 @@ def kmeans_assign(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return _assign(x, c)
 
 
+_ASSIGN_CHUNK_ROWS = 1 << 20
+
+
 def _assign(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Nearest centroid of every row, in chunks of about a million rows: the distance results stay small and a
+    memory-mapped ``x`` (features streamed to disk) is read once, chunk by chunk."""
     import faiss
 
     index = faiss.IndexFlatL2(c.shape[1])
     index.add(c)
-    _, labels = index.search(x, 1)
-    return labels[:, 0].astype(np.int64)
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    for start in range(0, x.shape[0], _ASSIGN_CHUNK_ROWS):
+        block = np.ascontiguousarray(x[start : start + _ASSIGN_CHUNK_ROWS], dtype=np.float32)
+        labels[start : start + block.shape[0]] = index.search(block, 1)[1][:, 0]
+    return labels

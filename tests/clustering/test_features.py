@@ -152,3 +152,37 @@ def test_errors():
 
     with pytest.raises(ValueError, match=r"2 image\(s\) hold NaN or Inf: \['img_1.png', 'img_3.png'\]"):
         extract_features(model, data, batch_size=2, feature_fn=nan_for_odd, progress=False)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_streaming_to_a_memory_mapped_file_equals_in_memory(tmp_path, spatial_dims):
+    from monai_cluster.clustering import hierarchical_pseudo_classes
+
+    model = TinyEncoder(spatial_dims)
+    data = _samples(spatial_dims, n=40)
+    in_memory, keys = extract_features(model, data, batch_size=3, progress=False)
+    out = tmp_path / "feats" / "features.npy"
+    mapped, mapped_keys = extract_features(model, data, batch_size=3, progress=False, out_path=out)
+    assert isinstance(mapped, np.memmap) and mapped_keys == keys
+    np.testing.assert_array_equal(mapped, in_memory)
+    np.testing.assert_array_equal(np.load(out), in_memory)  # a complete .npy on disk, no temporary left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["features.npy"]
+    # the pseudo-classes of the mapped features equal those of the in-memory ones, on either method
+    for method in ("exact", "scalable"):
+        a = hierarchical_pseudo_classes(in_memory, (2, 4), method=method, num_centroids=8)
+        b = hierarchical_pseudo_classes(mapped, (2, 4), method=method, num_centroids=8)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_streaming_failures_leave_no_file(tmp_path):
+    data = _samples(2, n=5)
+    data[3]["image"] = torch.full_like(data[3]["image"], float("nan"))
+    out = tmp_path / "features.npy"
+    with pytest.raises(ValueError, match="hold NaN or Inf"):
+        extract_features(TinyEncoder(2), data, batch_size=2, progress=False, out_path=out)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="must name a .npy file"):
+        extract_features(TinyEncoder(2), _samples(2), progress=False, out_path=tmp_path / "features.bin")
+    loader = DataLoader(Dataset(_samples(2)), batch_size=2)
+    feats, _ = extract_features(TinyEncoder(2), loader, progress=False, out_path=out)  # a loader of a sized dataset
+    assert feats.shape == (7, 4)

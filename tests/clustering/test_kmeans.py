@@ -78,3 +78,18 @@ def test_accepts_torch_tensors(two_scale_blobs):
     x, _, fine = two_scale_blobs(n=90)
     labels, _ = kmeans(torch.from_numpy(x), 9, seed=0, nredo=2)
     assert adjusted_rand_score(fine, labels) > 0.99
+
+
+def test_assignment_in_chunks_equals_one_pass(monkeypatch):
+    import sys
+
+    km = sys.modules["monai_cluster.clustering.kmeans"]  # the module (the package exports the function kmeans)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 8)).astype(np.float32)
+    c = rng.normal(size=(5, 8)).astype(np.float32)
+    whole = km.kmeans_assign(x, c)
+    monkeypatch.setattr(km, "_ASSIGN_CHUNK_ROWS", 64)
+    np.testing.assert_array_equal(km.kmeans_assign(x, c), whole)
+    brute = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(whole, brute)
