@@ -3,7 +3,9 @@
 Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
 with ``image_key``; :class:`IndexedImages` turns any of them into items ``{"index", "key", "image"[, "image_1"]}``.
 The run helpers validate the shared arguments, seed torch without leaking into the caller's RNG, run one
-optimisation epoch (stopping on a non-finite loss) and log per-epoch means to tqdm and TensorBoard.
+optimisation epoch (stopping on a non-finite loss) and log per-epoch means to tqdm and TensorBoard. Under
+``torch.distributed`` they train data-parallel: each rank gets its share of every epoch's permutation and the
+gradients are averaged over the ranks before each step, so the ranks' models stay identical.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from monai_cluster.clustering.features import extract_features
@@ -35,6 +38,7 @@ __all__ = [
     "to_image",
     "train_epoch",
     "whole_dataset",
+    "world_size",
 ]
 
 
@@ -124,14 +128,43 @@ def seeded(seed: int, device: torch.device) -> Iterator[torch.Generator]:
         yield torch.Generator().manual_seed(seed)
 
 
+def world_size() -> int:
+    """Processes of the ``torch.distributed`` group (1 outside one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def make_loader(
     dataset: Dataset, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
 ) -> DataLoader:
     """Shuffled batches drawn with ``generator``; in order when it is None (never touching the global RNG,
-    from which a DataLoader without a generator draws its base seed)."""
+    from which a DataLoader without a generator draws its base seed).
+
+    Under ``torch.distributed`` (more than one process) a shuffled loader gives each rank its share of one
+    permutation (a ``DistributedSampler`` seeded from ``generator``, whose state is the same on every rank), padded
+    so every rank runs the same number of batches. The in-order loader (``generator=None``) always covers the
+    whole dataset, so every rank computes the same whole-dataset quantities.
+
+    ``drop_last=True`` drops the last batch only when it would hold a single sample (of this rank's share), which
+    a contrastive loss cannot use; other incomplete batches are kept.
+    """
     shuffle = generator is not None
+    if shuffle and world_size() > 1:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=False)
+        drop = drop_last and len(sampler) % batch_size == 1
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop)
     generator = generator if shuffle else torch.Generator()
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+    drop = drop_last and len(dataset) % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop)
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Mean of every parameter's gradient over the ranks (the same model on each: data-parallel training)."""
+    world = world_size()
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    for grad in grads:
+        dist.all_reduce(grad)
+        grad.div_(world)
 
 
 def log_scalars(writer: object, prefix: str, values: Mapping[str, float], step: int) -> None:
@@ -153,6 +186,8 @@ def train_epoch(
             raise FloatingPointError(f"non-finite loss ({parts['loss'].item()}) {where}; lower lr or check the data.")
         optimizer.zero_grad()
         parts["loss"].backward()
+        if world_size() > 1:
+            _average_gradients(optimizer)
         optimizer.step()
         for key in keys:
             sums[key] += parts[key].item() * n

@@ -66,7 +66,10 @@ class EpochCheckpoint:
         settings: Mapping[str, Any],
         extra: Mapping[str, Any] | None = None,
     ) -> Path:
-        """Write the state after ``epoch`` completed epochs of ``stage`` atomically; return the file."""
+        """Write the state after ``epoch`` completed epochs of ``stage`` atomically (rank 0 only under
+        ``torch.distributed``: the ranks' models are identical); return the file."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return self.path(stage)
         payload = {
             "format": _FORMAT,
             "stage": stage,

@@ -240,7 +240,7 @@ def train_cae(
 
     fit_epochs(
         dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
-        "CAE training", "cae", drop_last=len(dataset) % batch_size == 1, checkpoint=checkpoint, model=model,
+        "CAE training", "cae", drop_last=True, checkpoint=checkpoint, model=model,
         generators={"augment": augment.generator} if isinstance(getattr(augment, "generator", None), torch.Generator)
         else None,
         settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon},

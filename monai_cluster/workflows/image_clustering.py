@@ -45,7 +45,7 @@ from monai_cluster.utils.validation import check_choice
 from monai_cluster.visualize.latent import plot_latent_space
 from monai_cluster.visualize.overlay import save_montage
 
-from monai_cluster.workflows.common import resolve_device, validate_option, validate_options
+from monai_cluster.workflows.common import is_main_process, resolve_device, validate_option, validate_options
 
 from ._image_clustering_data import ClusteringData, load_clustering_data, load_image_items
 
@@ -286,7 +286,8 @@ class ImageClusteringTrainer:
         """Train, cluster, save the weights and write every output; return the summary (also ``summary.json``)."""
         start = time.perf_counter()
         writer = None
-        if self.log_dir is not None:
+        main = is_main_process()
+        if self.log_dir is not None and main:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(log_dir=str(self.log_dir))
@@ -295,6 +296,8 @@ class ImageClusteringTrainer:
         finally:
             if writer is not None:
                 writer.close()
+        if not main:  # data-parallel: rank 0 holds the same model and writes every output
+            return {"method": self.method, "rank": torch.distributed.get_rank(), **info}
         q = student_t_assignment(torch.from_numpy(latents).double(), torch.from_numpy(centroids).double()).numpy()
         confidence = q[np.arange(len(labels)), labels]
         atomic_torch_save(self.network.state_dict(), self.model_dir / "model.pt")

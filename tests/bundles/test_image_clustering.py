@@ -110,3 +110,29 @@ def test_resume_continues_to_the_weights_of_an_uninterrupted_run(tmp_path, metho
     with pytest.raises(Exception) as info:
         run(tmp_path / "cut", epochs=3, resume=True, learning_rate=0.01)
     assert "other settings (lr: checkpoint 0.001, now 0.01)" in str(_root_cause(info.value))
+
+
+@pytest.mark.parametrize("method", ["contrastive_ae", "dvc"])
+def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path, method):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+           "run", "--config_file", configs, "--logging_file", str(CONFIGS / "logging.conf"),
+           "--bundle_root", str(tmp_path), "--backend", "gloo", "--method", method, "--synthetic_n", "10",
+           "--synthetic_size", "32", "--spatial_size", "16", "--epochs", "2", "--cluster_epochs", "2",
+           "--batch_size", "4", "--channels", "[4, 8]", "--latent_dim", "4", "--progress", "false",
+           "--montage_per_cluster", "2"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(BUNDLE.parents[1]))
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=BUNDLE.parents[1])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    with open(tmp_path / "eval" / "clusters.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 10  # rank 0 clustered every image
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert (tmp_path / "models" / "checkpoints").is_dir()
