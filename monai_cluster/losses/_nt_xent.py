@@ -131,11 +131,34 @@ def single_positive_nt_xent(
     rows = torch.arange(excluded.shape[0], device=excluded.device)
     excluded[rows, positive] = False
     fill = torch.finfo(logits.dtype).min / 4
-    masked = logits.masked_fill_(excluded, fill) if inplace else logits.masked_fill(excluded, fill)
+    if inplace and logits.requires_grad:
+        masked = _FillExcluded.apply(logits, excluded, fill)
+    else:
+        masked = logits.masked_fill_(excluded, fill) if inplace else logits.masked_fill(excluded, fill)
     lead = masked.shape[:-2]
     flat = masked.reshape(-1, masked.shape[-1])
     target = positive.repeat(flat.shape[0] // positive.shape[0])
     return F.cross_entropy(flat, target, reduction="none").reshape(*lead, -1)
+
+
+class _FillExcluded(torch.autograd.Function):
+    """``logits.masked_fill_(excluded, fill)`` whose backward passes the gradient through unmasked.
+
+    Used only in front of a softmax cross-entropy: there the gradient at a filled column is its softmax
+    probability, ``exp(fill - row max)``, which is exactly 0 in every float dtype (``fill`` is a quarter of the
+    dtype's lowest value and the row max is a finite similarity over the temperature), so masking it again
+    would be a wasted ``(R, M)`` pass. That pass, and the boolean mask kept for it, were what set the masked
+    loss apart from a plain NT-Xent (``benchmarks/contrastive_loss.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, excluded: torch.Tensor, fill: float) -> torch.Tensor:
+        ctx.mark_dirty(logits)
+        return logits.masked_fill_(excluded, fill)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
 
 
 def reduce_losses(per_item: torch.Tensor, reduction: str) -> torch.Tensor:
