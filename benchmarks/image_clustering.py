@@ -118,7 +118,10 @@ def run_method(method: str, x: np.ndarray, k: int, seed: int, args: argparse.Nam
     key = (id(x), seed)
     if key not in _CAE_CACHE:
         augment = FlipRot90Augment(seed) if args.cae_augment == "flip_rot90" else None
-        train_cae(model, x, epochs=args.epochs, temperature=args.temperature, augment=augment, **common)
+        train_cae(
+            model, x, epochs=args.epochs, temperature=args.temperature, augment=augment,
+            recon_weight=args.cae_recon_weight, **common,
+        )  # fmt: skip
         _CAE_CACHE.clear()
         _CAE_CACHE[key] = (x, model)
     cluster = "prototypes" if method == "cae_prototypes" else "kmeans"
@@ -155,16 +158,28 @@ def print_table(summary: dict) -> None:
             print(f"| {dataset} | {method} | {' | '.join(cells)} | {len(e['seeds'])} | {e['seconds']['mean']:.0f} |")
 
 
+def variant_name(method: str, args: dict) -> str:
+    """``method`` tagged with the settings of a run that differ from the defaults and concern it, e.g.
+    ``cae+flip_rot90``, ``cae+recon_weight=0.2`` or ``dvc+mse``, so variants get their own rows."""
+    tags = []
+    if method in ("cae", "cae_prototypes"):
+        if args.get("cae_augment", "default") != "default":
+            tags.append(args["cae_augment"])
+        if args.get("cae_recon_weight", 1.0) != 1.0:
+            tags.append(f"recon_weight={args['cae_recon_weight']:g}")
+    if method in ("dvc", "dvc_prior") and args.get("dvc_recon", "bce") != "bce":
+        tags.append(args["dvc_recon"])
+    return "+".join([method, *tags])
+
+
 def report(paths: list[Path]) -> dict:
-    """Print one table over the runs of several result files (e.g. extra seeds, or ``--cae-augment`` variants,
-    which are listed as ``cae+flip_rot90``); returns the merged summary."""
+    """Print one table over the runs of several result files (e.g. extra seeds, or variants such as
+    ``--cae-augment flip_rot90``, listed as ``cae+flip_rot90``); returns the merged summary."""
     runs = []
     for path in paths:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        variant = record["args"].get("cae_augment", "default")
         for run in record["runs"]:
-            method = f"{run['method']}+{variant}" if run["method"] == "cae" and variant != "default" else run["method"]
-            runs.append({**run, "method": method})
+            runs.append({**run, "method": variant_name(run["method"], record["args"])})
     summary = summarise(runs)
     print_table(summary)
     return summary
@@ -187,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--prototype-temperature", type=float, default=1.0, help="cae_prototypes soft assignments")
+    parser.add_argument("--cae-recon-weight", type=float, default=1.0,
+                        help="weight of the CAE's reconstruction term (Ferrante et al.'s code: 0.2)")
     parser.add_argument("--cae-augment", default="default", choices=["default", "flip_rot90"],
                         help="CAE views: intensity/noise/shift only, or also random flips and 90-degree rotations")
     parser.add_argument("--threads", type=int, default=1)

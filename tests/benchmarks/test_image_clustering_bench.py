@@ -17,7 +17,7 @@ import image_clustering as ic  # noqa: E402
 def _args(**over) -> argparse.Namespace:
     base = {"batch_size": 8, "lr": 3e-3, "epochs": 2, "dvc_cluster_epochs": 2, "dvc_recon": "bce", "latent_dim": 4,
             "channels": [4, 8], "strides": [2, 2], "temperature": 0.5, "prototype_temperature": 1.0,
-            "cae_augment": "default"}  # fmt: skip
+            "cae_augment": "default", "cae_recon_weight": 1.0}  # fmt: skip
     return argparse.Namespace(**{**base, **over})
 
 
@@ -45,3 +45,18 @@ def test_cae_and_cae_prototypes_share_one_training_and_dvc_variants_differ(monke
     prior = ic.run_method("dvc_prior", x, 2, 0, args)
     assert authors.shape == prior.shape == (16,)
     assert set(ic.METHODS) >= {"cae_prototypes", "dvc_prior"}
+
+
+def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monkeypatch, tmp_path):
+    defaults = vars(_args())
+    assert ic.variant_name("cae", defaults) == "cae"
+    assert ic.variant_name("cae", {**defaults, "cae_recon_weight": 0.2}) == "cae+recon_weight=0.2"
+    assert ic.variant_name("cae_prototypes", {**defaults, "cae_augment": "flip_rot90"}) == "cae_prototypes+flip_rot90"
+    assert ic.variant_name("dvc_prior", {**defaults, "dvc_recon": "mse"}) == "dvc_prior+mse"
+    assert ic.variant_name("dvc", {**defaults, "cae_recon_weight": 0.2}) == "dvc"  # a CAE setting: not a DVC variant
+    seen = []
+    real = ic.train_cae
+    monkeypatch.setattr(ic, "train_cae", lambda *a, **k: seen.append(k["recon_weight"]) or real(*a, **k))
+    ic._CAE_CACHE.clear()
+    ic.run_method("cae", _images(), 2, 0, _args(cae_recon_weight=0.2))
+    assert seen == [0.2]
