@@ -1,5 +1,6 @@
 """MONAI-style array and dictionary transforms: multi-view augmentation, recorded crops, pseudo-classes, partitions."""
 
+from .compose import NoMetaCompose
 from .flip_rotate import (
     LocalDiscriminationViewsd,
     LocalDiscriminationViewsD,
@@ -40,6 +41,7 @@ __all__ = [
     "LocalDiscriminationViewsD",
     "LocalDiscriminationViewsDict",
     "MultiView",
+    "NoMetaCompose",
     "MultiViewd",
     "MultiViewD",
     "MultiViewDict",

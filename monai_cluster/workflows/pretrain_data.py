@@ -40,7 +40,7 @@ from monai.transforms import (
 )
 
 from monai_cluster.clustering import read_pseudo_class_table
-from monai_cluster.transforms import MultiViewd, PseudoClassd, RandResizedCropd
+from monai_cluster.transforms import MultiViewd, NoMetaCompose, PseudoClassd, RandResizedCropd
 
 from .common import barrier, is_main_process, list_unlabeled, validate_option
 
@@ -295,11 +295,17 @@ def pretrain_augmentation(
     num_views: int = 2,
     image_key: str = "image",
     crop_scale: Sequence[float] = (0.35, 1.0),
+    track_meta: bool = False,
 ) -> Compose:
     """The random part of :func:`pretrain_transforms` alone: the views, then the pseudo-class lookup.
 
     A bundle caches the deterministic base chain once (``CacheDataset``) and applies this on top
     (``Dataset(data=cache, transform=...)``), so the two stages of the staged schedule share one cache.
+
+    With ``track_meta=False`` (the default) the chain is a :class:`~monai_cluster.transforms.NoMetaCompose`: the
+    views come out as plain tensors with the same values, and the metadata bookkeeping that
+    :class:`~monai_cluster.engines.MultiViewPrepareBatch` would drop anyway is skipped (a third of the data time of
+    the 2D bundle, ``benchmarks/pretrain_step.py``). ``True`` keeps MONAI's ``MetaTensor`` outputs.
     """
     chain = [pretrain_view_transform(spatial_dims, image_size, views, num_views, image_key, crop_scale)]
     if pseudo_class_transform is not None:
@@ -308,7 +314,9 @@ def pretrain_augmentation(
                 f"pseudo_class_transform must be a PseudoClassd or None, got {type(pseudo_class_transform).__name__}."
             )
         chain.append(pseudo_class_transform)
-    return Compose(chain)
+    if not isinstance(track_meta, bool):
+        raise TypeError(f"track_meta must be a bool, got {type(track_meta).__name__} {track_meta!r}.")
+    return Compose(chain) if track_meta else NoMetaCompose(chain)
 
 
 def make_pseudo_class_transform(
