@@ -15,7 +15,7 @@ from .hierarchy import (
     relabel_nested,
     ward_linkage,
 )
-from .kmeans import kmeans, kmeans_assign
+from .kmeans import faiss_gpu_count, kmeans, kmeans_assign
 from .metrics import cluster_accuracy, clustering_scores, contingency_matrix
 from .sampling import cluster_spread, reconstruct, sample_around_centroids
 from .table import (
@@ -42,6 +42,7 @@ __all__ = [
     "default_num_centroids",
     "extract_features",
     "hierarchical_pseudo_classes",
+    "faiss_gpu_count",
     "kmeans",
     "kmeans_assign",
     "read_pseudo_class_table",

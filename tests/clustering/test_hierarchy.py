@@ -121,18 +121,18 @@ def test_empty_kmeans_clusters_fall_back_then_fail(monkeypatch):
     real = hierarchy.faiss_kmeans
     seen = []
 
-    def random_seeding_collapses(x, m, *args, init="k-means++"):
+    def random_seeding_collapses(x, m, *args, init="k-means++", gpus=0):
         seen.append(init)
         if init == "random":  # every point in one cluster, as coinciding seeds on repeated points can do
             return np.zeros(len(x), dtype=np.int64), np.zeros((m, x.shape[1]), dtype=np.float32)
-        return real(x, m, *args, init=init)
+        return real(x, m, *args, init=init, gpus=gpus)
 
     monkeypatch.setattr(hierarchy, "faiss_kmeans", random_seeding_collapses)
     labels = hierarchical_pseudo_classes(x, (2, 8), method="scalable", num_centroids=20)
     assert seen == ["random", "k-means++"]
     _assert_nested_and_numbered(labels, (2, 8))
 
-    def always_collapses(x, m, *args, init="k-means++"):
+    def always_collapses(x, m, *args, init="k-means++", gpus=0):
         return np.zeros(len(x), dtype=np.int64), np.zeros((m, x.shape[1]), dtype=np.float32)
 
     monkeypatch.setattr(hierarchy, "faiss_kmeans", always_collapses)

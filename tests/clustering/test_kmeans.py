@@ -93,3 +93,45 @@ def test_assignment_in_chunks_equals_one_pass(monkeypatch):
     np.testing.assert_array_equal(km.kmeans_assign(x, c), whole)
     brute = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
     np.testing.assert_array_equal(whole, brute)
+
+
+def test_gpu_option_resolves_and_refuses_clearly(monkeypatch, two_scale_blobs):
+    import faiss
+
+    from monai_cluster.clustering import faiss_gpu_count, hierarchical_pseudo_classes
+
+    x = two_scale_blobs(n=90)[0]
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)  # as faiss-cpu, whatever this machine has
+    assert faiss_gpu_count(None) == 0 and faiss_gpu_count(False) == 0
+    with pytest.raises(ValueError, match="gpu=True, but faiss .* sees no GPU"):
+        faiss_gpu_count(True)
+    with pytest.raises(ValueError, match="sees no GPU"):
+        kmeans(x, 3, gpu=True)
+    with pytest.raises(TypeError, match="gpu must be True, False or None"):
+        kmeans(x, 3, gpu="cuda")
+    with pytest.raises(TypeError, match="gpu must be True, False or None"):
+        hierarchical_pseudo_classes(x, (2, 4), gpu=1)
+    np.testing.assert_array_equal(kmeans(x, 3, gpu=None)[0], kmeans(x, 3, gpu=False)[0])
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    assert faiss_gpu_count(None) == 2 and faiss_gpu_count(True) == 2 and faiss_gpu_count(False) == 0
+
+
+def test_gpus_reach_faiss(monkeypatch):
+    """With GPUs, k-means is built with gpu=<count> and the assignment index moved to them (faiss mocked)."""
+    import sys
+
+    import faiss
+
+    km = sys.modules["monai_cluster.clustering.kmeans"]
+    seen = {}
+    real_kmeans = faiss.Kmeans
+
+    def fake_kmeans(d, k, **kwargs):
+        seen["gpu"] = kwargs.pop("gpu", None)
+        return real_kmeans(d, k, **kwargs)
+
+    monkeypatch.setattr(faiss, "Kmeans", fake_kmeans)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index, ngpu: seen.setdefault("moved", ngpu) and index)
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    labels, _ = km.faiss_kmeans(x, 3, 0, 5, 1, 64, gpus=2)
+    assert seen == {"gpu": 2, "moved": 2} and labels.shape == (200,)
