@@ -56,12 +56,14 @@ def write_mixture(path: Path, n: int, dim: int, seed: int = 0, chunk: int = 250_
     return path
 
 
-def _peak_rss_gb() -> float:
-    with open("/proc/self/status") as handle:
+def _proc_gb(path: str, field: str) -> float:
+    """A ``kB`` field of a ``/proc`` file (``VmHWM`` of ``/proc/self/status``, ``MemAvailable`` of ``/proc/meminfo``)
+    in GB."""
+    with open(path) as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("VmHWM not found in /proc/self/status")
+    raise RuntimeError(f"{field} not found in {path}")
 
 
 def worker(path: Path, seed: int) -> dict:
@@ -74,7 +76,7 @@ def worker(path: Path, seed: int) -> dict:
     start = time.perf_counter()
     labels = hierarchical_pseudo_classes(x, LEVELS, method="scalable", seed=seed)
     seconds = time.perf_counter() - start
-    peak = _peak_rss_gb()
+    peak = _proc_gb("/proc/self/status", "VmHWM")
     truth = np.load(path.with_suffix(".labels.npy")).astype(np.int64)
     return {
         "n": int(x.shape[0]),
@@ -88,14 +90,6 @@ def worker(path: Path, seed: int) -> dict:
     }
 
 
-def _mem_available_gb() -> float:
-    with open("/proc/meminfo") as handle:
-        for line in handle:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    return float("nan")
-
-
 def run(n: int, dim: int, work_dir: Path, seeds: list[int], timeout: int) -> dict:
     """Write the file (once), then one fresh clustering process per seed; returns the rows and the goal check."""
     path = work_dir / f"mixture_{n}x{dim}.npy"
@@ -104,7 +98,7 @@ def run(n: int, dim: int, work_dir: Path, seeds: list[int], timeout: int) -> dic
     print(f"features on disk: {path} ({path.stat().st_size / 1e9:.2f} GB, {time.perf_counter() - start:.0f} s)")
     rows = []
     for seed in seeds:
-        free = _mem_available_gb()
+        free = _proc_gb("/proc/meminfo", "MemAvailable")
         cmd = [sys.executable, __file__, str(path), str(seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
