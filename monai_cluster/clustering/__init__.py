@@ -7,6 +7,7 @@ into nested pseudo-classes: :func:`extract_features` -> :func:`hierarchical_pseu
 """
 
 from .dec import assignment_change_fraction, student_t_assignment, target_distribution
+from .distributed import extract_features_sharded, shard_bounds
 from .features import default_feature_fn, extract_features
 from .hierarchy import (
     EXACT_MAX_SAMPLES,
@@ -41,6 +42,7 @@ __all__ = [
     "default_feature_fn",
     "default_num_centroids",
     "extract_features",
+    "extract_features_sharded",
     "hierarchical_pseudo_classes",
     "faiss_gpu_count",
     "kmeans",
@@ -48,6 +50,7 @@ __all__ = [
     "read_pseudo_class_table",
     "reconstruct",
     "relabel_nested",
+    "shard_bounds",
     "sample_around_centroids",
     "student_t_assignment",
     "target_distribution",

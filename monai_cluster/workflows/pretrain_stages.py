@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from monai_cluster.clustering import (
     PseudoClassTable,
     compute_pseudo_class_table,
-    extract_features,
+    extract_features_sharded,
     read_pseudo_class_table,
     write_pseudo_class_table,
 )
@@ -247,7 +247,9 @@ def cluster_pseudo_classes(
         summary_path: optional JSON with the cluster sizes per level.
 
     Returns:
-        the table (rank 0 computes it; other ranks read the file after a barrier).
+        the table. Under ``torch.distributed`` every rank extracts the features of its shard of ``items``
+        (:func:`~monai_cluster.clustering.extract_features_sharded`), rank 0 clusters them and writes the table,
+        the other ranks read it after a barrier: every rank returns the table one process would have made.
     """
     levels = _check_clusters(num_clusters, len(items))
     batch_size = validate_option("batch_size", batch_size, "int>=1")
@@ -263,16 +265,17 @@ def cluster_pseudo_classes(
                 logger.info("resume: pseudo-class table %s exists; stage 2 skipped", table_path)
                 barrier()
                 return table
-    if not is_main_process():
-        barrier()
-        return read_pseudo_class_table(table_path, expected_keys=keys)
     if autoencoder_path is not None:
         load_autoencoder(network, autoencoder_path)
     device = resolve_device(device)
     network.to(device)
-    features, feature_keys = extract_features(
+    # under torchrun every rank extracts its shard of the images; rank 0 gathers them in listing order
+    features, feature_keys = extract_features_sharded(
         network, list(items), batch_size=batch_size, device=device, transform=transform, progress=False
     )
+    if not is_main_process():
+        barrier()
+        return read_pseudo_class_table(table_path, expected_keys=keys)
     if not np.all(np.isfinite(features)):
         raise ValueError("autoencoder features hold NaN or Inf; retrain the autoencoder (stage 1).")
     name = f"{type(network).__name__} ({Path(autoencoder_path).name if autoencoder_path else 'in memory'})"
