@@ -48,6 +48,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import mean_ci  # noqa: E402
+
 from monai_cluster.clustering import clustering_scores, kmeans
 from monai_cluster.data import load_medmnist_npz
 from monai_cluster.engines import RandomViewAugment, cluster_cae, train_autoencoder, train_cae, train_dvc
@@ -172,7 +175,36 @@ def variant_name(method: str, args: dict) -> str:
     return "+".join([method, *tags])
 
 
-def report(paths: list[Path]) -> dict:
+def paired(runs: list[dict], pairs: list[str], metric: str = "nmi") -> list[dict]:
+    """Paired differences ``a - b`` of ``metric`` over the (dataset, seed) both methods ran, for pairs ``"a:b"``
+    (method names as in the report, e.g. ``"dvc+mse:dvc"``): mean, sd, t 95% interval, seeds where a is ahead."""
+    by = {(r["dataset"], r["method"], r["seed"]): r[metric] for r in runs}
+    rows = []
+    for pair in pairs:
+        a, sep, b = pair.partition(":")
+        if not sep or not a or not b:
+            raise ValueError(f"a pair must read 'method_a:method_b', got {pair!r}.")
+        for dataset in sorted({r["dataset"] for r in runs}):
+            seeds = sorted(s for (d, m, s) in by if d == dataset and m == a and (d, b, s) in by)
+            if not seeds:
+                continue
+            diffs = [by[(dataset, a, s)] - by[(dataset, b, s)] for s in seeds]
+            rows.append({"dataset": dataset, "a": a, "b": b, "metric": metric, **mean_ci(diffs),
+                         "a_ahead": int(sum(d > 0 for d in diffs))})  # fmt: skip
+    return rows
+
+
+def print_paired(rows: list[dict]) -> None:
+    """Markdown table of :func:`paired` rows on stdout."""
+    print("| dataset | a | b | paired a - b (mean ± sd) | 95% CI | seeds a ahead |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        ci = f"{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}" if "ci95" in r else "-"
+        print(f"| {r['dataset']} | {r['a']} | {r['b']} | {r['mean']:+.3f} ± {r['sd']:.3f} | {ci} | "
+              f"{r['a_ahead']} of {r['n']} |")
+
+
+def report(paths: list[Path], pairs: list[str] | None = None) -> dict:
     """Print one table over the runs of several result files (e.g. extra seeds, or variants such as
     ``--cae-augment flip_rot90``, listed as ``cae+flip_rot90``); returns the merged summary."""
     runs = []
@@ -182,6 +214,10 @@ def report(paths: list[Path]) -> dict:
             runs.append({**run, "method": variant_name(run["method"], record["args"])})
     summary = summarise(runs)
     print_table(summary)
+    if pairs:
+        print(f"\nPaired NMI differences over seeds (t-based 95% interval of the mean)")
+        summary["paired"] = paired(runs, pairs)
+        print_paired(summary["paired"])
     return summary
 
 
@@ -209,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", type=Path, nargs="+", help="only print one table over these result files")
+    parser.add_argument("--paired", nargs="+", default=None, metavar="A:B",
+                        help="with --report: paired NMI differences A - B per seed, e.g. dvc+mse:dvc cae:ae_kmeans")
     args = parser.parse_args(argv)
     if args.report:
-        report(args.report)
+        report(args.report, args.paired)
         return 0
     torch.set_num_threads(args.threads)
     root = get_data_root()

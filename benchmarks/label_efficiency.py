@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _label_efficiency_data import labeled_subset, load_dataset  # noqa: E402
 from _label_efficiency_plots import plot_paired  # noqa: E402
+from _stats import mean_ci  # noqa: E402
 from _label_efficiency_finetune import (  # noqa: E402
     AUGMENTATIONS,
     EvalSet,
@@ -218,17 +219,7 @@ def _variants(args) -> list[tuple[str, str, int | None]]:
 # ----------------------------------------------------------------------------------------------- summaries
 def _stats(values: list) -> dict:
     """``{"n", "mean", "sd"}`` of the finite values, with a t-based 95% interval of the mean when ``n > 1``."""
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = len(arr)
-    if n == 0:
-        return {"n": 0}
-    out = {"n": n, "mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if n > 1 else float("nan")}
-    if n > 1:
-        from scipy.stats import t
-
-        half = float(t.ppf(0.975, n - 1) * out["sd"] / math.sqrt(n))
-        out["ci95"] = [out["mean"] - half, out["mean"] + half]
-    return out
+    return mean_ci(values)
 
 
 def _per_class(runs: list[dict], key: str = "dice_per_class") -> dict:

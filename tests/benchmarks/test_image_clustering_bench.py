@@ -60,3 +60,17 @@ def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monk
     ic._CAE_CACHE.clear()
     ic.run_method("cae", _images(), 2, 0, _args(cae_recon_weight=0.2))
     assert seen == [0.2]
+
+
+def test_paired_differences_per_seed():
+    runs = [{"dataset": "chest", "method": m, "seed": s, "nmi": v}
+            for m, vals in (("a", [0.5, 0.6, 0.7]), ("b", [0.4, 0.6, 0.5])) for s, v in enumerate(vals)]
+    runs.append({"dataset": "chest", "method": "a", "seed": 9, "nmi": 1.0})  # b lacks seed 9: not paired
+    (row,) = ic.paired(runs, ["a:b"])
+    assert row["n"] == 3 and row["a_ahead"] == 2
+    assert np.isclose(row["mean"], 0.1) and row["ci95"][0] < 0.1 < row["ci95"][1]
+    assert ic.paired(runs, ["a:zzz"]) == []
+    import pytest
+
+    with pytest.raises(ValueError, match="method_a:method_b"):
+        ic.paired(runs, ["a-b"])
