@@ -10,8 +10,8 @@ The bare side is what a person would write by hand for the same step: a copy of 
 object, Adam with the same settings, and ONE prepared batch (two views, pseudo-classes, geometry) already in
 memory, so it pays nothing for data: ``zero_grad, forward, loss, backward, step``.
 
-Both run interleaved in one process (one bundle epoch of ``K`` steps, then ``K`` bare steps, repeated), so load
-on the machine hits both alike. Reported per variant and dimension: the bundle's mean step all-in (epoch wall
+Both run interleaved in one process (one bundle epoch of ``K`` steps, then ``K`` bare steps, repeated, and the
+variants of a dimension round by round), so load on the machine and drift hit all of them alike. Reported per variant and dimension: the bundle's mean step all-in (epoch wall
 time over its steps: data, prepare, compute, iteration and epoch handlers), its parts (data fetch, the
 iteration itself, epoch handlers), the bare step, and their ratio; and the cluster-guided step over the
 unguided one (``use_pseudo_classes: false``, same losses otherwise).
@@ -120,40 +120,53 @@ def bare_loop(trainer, device: torch.device):
     return step, tuple(inputs.shape)
 
 
-def measure(dims: int, variant: str, args: argparse.Namespace, root: Path) -> dict:
-    from monai_cluster.workflows.segmentation_bundle import bundle_workflow
+class Subject:
+    """One variant of one dimension, set up: the bundle's trainer with its clock, and the bare step."""
 
-    configs = ("train.json",) if dims == 2 else ("train.json", "train_3d.json")
-    overrides = {
-        **DEFAULTS[dims],
-        **VARIANTS[variant],
-        "device": args.device,
-        "autoencoder_epochs": 1,
-        "epochs": 1000,  # the cosine schedule's length: the learning rate stays near its start in both loops
-        "seed": 0,
-    }
-    if args.toy:
-        overrides.update(TOY, image_size=TOY_SIZE[dims])
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    bundle_root = root / f"{dims}d_{variant}"
-    workflow = bundle_workflow(BUNDLE, configs, bundle_root=bundle_root, **overrides)
-    setup = time.perf_counter()
-    if VARIANTS[variant].get("use_pseudo_classes", True):
-        workflow.parser.get_parsed_content("autoencoder#train")
-        workflow.parser.get_parsed_content("autoencoder#cluster")
-    trainer = workflow.parser.get_parsed_content("train#trainer")
-    setup = time.perf_counter() - setup
-    device = torch.device(args.device)
-    clock = StepClock(trainer)
-    bare, shape = bare_loop(trainer, device)
-    bundle_epochs, bare_steps = [], []
-    for round_ in range(args.rounds + 1):  # round 0 warms both up and is not counted
-        wall, steps = run_epoch(trainer, clock)
-        bare_times = [bare() for _ in range(steps)]
-        if round_ > 0:
-            bundle_epochs.append((wall, steps))
-            bare_steps += bare_times
+    def __init__(self, dims: int, variant: str, args: argparse.Namespace, root: Path) -> None:
+        from monai_cluster.workflows.segmentation_bundle import bundle_workflow
+
+        self.dims, self.variant = dims, variant
+        configs = ("train.json",) if dims == 2 else ("train.json", "train_3d.json")
+        self.overrides = {
+            **DEFAULTS[dims],
+            **VARIANTS[variant],
+            "device": args.device,
+            "autoencoder_epochs": 1,
+            "epochs": 1000,  # the cosine schedule's length: the learning rate stays near its start in both loops
+            "seed": 0,
+        }
+        if args.toy:
+            self.overrides.update(TOY, image_size=TOY_SIZE[dims])
+        if args.batch_size:
+            self.overrides["batch_size"] = args.batch_size
+        workflow = bundle_workflow(BUNDLE, configs, bundle_root=root / f"{dims}d_{variant}", **self.overrides)
+        setup = time.perf_counter()
+        if VARIANTS[variant].get("use_pseudo_classes", True):
+            workflow.parser.get_parsed_content("autoencoder#train")
+            workflow.parser.get_parsed_content("autoencoder#cluster")
+        self.trainer = workflow.parser.get_parsed_content("train#trainer")
+        self.setup = time.perf_counter() - setup
+        self.clock = StepClock(self.trainer)
+        self.bare, self.shape = bare_loop(self.trainer, torch.device(args.device))
+        self.bundle_epochs: list[tuple[float, int]] = []
+        self.bare_steps: list[float] = []
+
+    def round(self, counted: bool) -> None:
+        """One bundle epoch of ``K`` steps, then ``K`` bare steps."""
+        wall, steps = run_epoch(self.trainer, self.clock)
+        bare_times = [self.bare() for _ in range(steps)]
+        if counted:
+            self.bundle_epochs.append((wall, steps))
+            self.bare_steps += bare_times
+
+
+def measure(subject: Subject) -> dict:
+    """The summary of a subject's counted rounds."""
+    dims, variant, overrides, shape, setup = (
+        subject.dims, subject.variant, subject.overrides, subject.shape, subject.setup
+    )  # fmt: skip
+    bundle_epochs, bare_steps, clock = subject.bundle_epochs, subject.bare_steps, subject.clock
     counted = sum(steps for _, steps in bundle_epochs)
     fetch, iteration = clock.fetch[-counted:], clock.iteration[-counted:]
     bundle_step = sum(wall for wall, _ in bundle_epochs) / counted
@@ -219,8 +232,14 @@ def main(argv=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pretrain_step_") as tmp:
         for dims in args.dims:
-            for variant in args.variants:
-                rows.append(measure(dims, variant, args, Path(tmp)))
+            # the variants of one dimension are interleaved too (round by round), so that drift in the machine's
+            # speed and the order of the runs do not decide their ratio
+            subjects = [Subject(dims, variant, args, Path(tmp)) for variant in args.variants]
+            for round_ in range(args.rounds + 1):  # round 0 warms everything up and is not counted
+                for subject in subjects:
+                    subject.round(counted=round_ > 0)
+            rows += [measure(subject) for subject in subjects]
+            del subjects
     by = {(r["dims"], r["variant"]): r for r in rows}
     guidance = [
         {
