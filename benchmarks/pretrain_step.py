@@ -222,6 +222,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=None, help="override the bundle's batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--allocator", choices=["bundle", "glibc"], default="bundle",
+                        help="bundle: as the bundles run (keep_freed_memory on CPU); glibc: malloc's defaults")
     parser.add_argument("--toy", action="store_true", help="tiny sizes: checks the script, measures nothing")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -229,6 +231,10 @@ def main(argv=None) -> dict:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.allocator == "bundle":  # as the bundles' initialize runs it; also for the bare loop (same process)
+        from monai_cluster.utils import keep_freed_memory
+
+        keep_freed_memory(args.device)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pretrain_step_") as tmp:
         for dims in args.dims:
@@ -253,7 +259,7 @@ def main(argv=None) -> dict:
     report = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:])),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s), device {args.device}",
+        f"{torch.get_num_threads()} thread(s), device {args.device}, allocator {args.allocator}",
         "load_average_at_end": os.getloadavg(),
         "rows": rows,
         "guidance": guidance,

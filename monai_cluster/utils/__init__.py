@@ -1,5 +1,6 @@
 """Shared helpers: data location, atomic writes and input validation."""
 
+from .allocator import keep_freed_memory
 from .io import atomic_torch_save, atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from .paths import DATA_ENV_VAR, find_real_data, get_data_root
 from .validation import (
@@ -33,5 +34,6 @@ __all__ = [
     "check_tensor",
     "find_real_data",
     "get_data_root",
+    "keep_freed_memory",
     "remove_stale_temp_files",
 ]
