@@ -15,11 +15,13 @@ Methods, all on the same image tensor per dataset (scaled to [0, 1]), K = number
 - ``cae``: the contrastive autoencoder (NT-Xent between two augmented views + reconstruction,
   :func:`monai_cluster.engines.train_cae`), k-means on its latent codes (Ferrante et al.).
 - ``cae_prototypes``: the same trained contrastive autoencoder (one training serves both when both are asked for),
-  its latent codes clustered by Ferrante et al.'s prototype refinement (``cluster_method="prototypes"``, soft
-  assignments at ``--prototype-temperature``).
+  its latent codes clustered by Ferrante et al.'s prototypes (``cluster_method="prototypes"``, soft assignments at
+  ``--prototype-temperature``): with ``--cae-prototype-epochs N`` the prototypes trained in the authors' second
+  phase (decoder conditioned on the soft assignments, prototypes moved every batch), else k-means centres refined
+  over the whole dataset. ``--cae-head reference`` uses the authors' projection head.
 - ``dvc``: deep variational clustering (:func:`monai_cluster.engines.train_dvc`): VAE pretraining, k-means init,
   Student's-t clustering with reconstruction + gamma * KL(P || Q), the authors' loss (Soleymani et al.); labels are
-  the argmax of Q.
+  the argmax of Q. Reconstruction by ``--dvc-recon``: ``mse`` (default, as the bundle) or ``bce`` (the authors').
 - ``dvc_prior``: the same with the KL prior also trained in the clustering stage (``cluster_beta=1``, the
   package's default before 0.2 of the image-clustering bundle).
 
@@ -56,7 +58,7 @@ from monai_cluster.data import load_medmnist_npz
 from monai_cluster.engines import RandomViewAugment, cluster_cae, train_autoencoder, train_cae, train_dvc
 from monai_cluster.networks import ContrastiveAutoEncoder, DeepVariationalClustering
 from monai_cluster.utils import atomic_write_json, get_data_root
-from monai_cluster.workflows.image_clustering import load_clustering_data
+from monai_cluster.workflows.image_clustering import CAE_HEADS, build_clustering_network, load_clustering_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "image_clustering.json"
 METHODS = ("kmeans_raw", "ae_kmeans", "cae", "cae_prototypes", "dvc", "dvc_prior")
@@ -113,17 +115,23 @@ def run_method(method: str, x: np.ndarray, k: int, seed: int, args: argparse.Nam
             model, x, pretrain_epochs=args.epochs, cluster_epochs=args.dvc_cluster_epochs, recon=args.dvc_recon,
             cluster_beta=1.0 if method == "dvc_prior" else 0.0, **common,
         ).labels  # fmt: skip
-    model = ContrastiveAutoEncoder(
-        2, channels, spatial, latent_dim=args.latent_dim, channels=args.channels, strides=args.strides, proj_dim=64
-    )
     if method == "ae_kmeans":
+        model = ContrastiveAutoEncoder(
+            2, channels, spatial, latent_dim=args.latent_dim, channels=args.channels, strides=args.strides, proj_dim=64
+        )
         return train_autoencoder(model, x, epochs=args.epochs, num_clusters=k, **common).clustering.labels
     key = (id(x), seed)
     if key not in _CAE_CACHE:
+        model = build_clustering_network(
+            "contrastive_ae", (channels, *spatial), k, latent_dim=args.latent_dim, channels=args.channels,
+            strides=args.strides, prototype_epochs=args.cae_prototype_epochs,
+            prototype_temperature=args.prototype_temperature, **CAE_HEADS[args.cae_head],
+        )  # fmt: skip
         augment = FlipRot90Augment(seed) if args.cae_augment == "flip_rot90" else None
         train_cae(
             model, x, epochs=args.epochs, temperature=args.temperature, augment=augment,
-            recon_weight=args.cae_recon_weight, **common,
+            recon_weight=args.cae_recon_weight, prototype_epochs=args.cae_prototype_epochs,
+            prototype_assignment=args.cae_prototype_assignment, **common,
         )  # fmt: skip
         _CAE_CACHE.clear()
         _CAE_CACHE[key] = (x, model)
@@ -163,15 +171,22 @@ def print_table(summary: dict) -> None:
 
 def variant_name(method: str, args: dict) -> str:
     """``method`` tagged with the settings of a run that differ from the defaults and concern it, e.g.
-    ``cae+flip_rot90``, ``cae+recon_weight=0.2`` or ``dvc+mse``, so variants get their own rows."""
+    ``cae+flip_rot90``, ``cae+recon_weight=0.2`` or ``dvc+bce``, so variants get their own rows (records made
+    before 2026-12-05 used BCE as the benchmark's DVC default: their runs without ``dvc_recon`` read as BCE)."""
     tags = []
     if method in ("cae", "cae_prototypes"):
         if args.get("cae_augment", "default") != "default":
             tags.append(args["cae_augment"])
         if args.get("cae_recon_weight", 1.0) != 1.0:
             tags.append(f"recon_weight={args['cae_recon_weight']:g}")
-    if method in ("dvc", "dvc_prior") and args.get("dvc_recon", "bce") != "bce":
-        tags.append(args["dvc_recon"])
+        if args.get("cae_head", "simclr") != "simclr":
+            tags.append(f"head={args['cae_head']}")
+        if args.get("cae_prototype_epochs", 0):
+            tags.append(f"prototype_epochs={args['cae_prototype_epochs']}")
+            if args.get("cae_prototype_assignment", "soft") != "soft":
+                tags.append(f"{args['cae_prototype_assignment']}_update")
+    if method in ("dvc", "dvc_prior") and args.get("dvc_recon", "bce") != "mse":
+        tags.append(args.get("dvc_recon", "bce"))
     return "+".join([method, *tags])
 
 
@@ -230,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chest-n", type=int, default=1000, help="balanced PneumoniaMNIST subset size")
     parser.add_argument("--epochs", type=int, default=60, help="AE / CAE epochs and DVC pretraining epochs")
     parser.add_argument("--dvc-cluster-epochs", type=int, default=30)
-    parser.add_argument("--dvc-recon", default="bce", choices=["mse", "bce"])
+    parser.add_argument("--dvc-recon", default="mse", choices=["mse", "bce"],
+                        help="DVC reconstruction error (the library's and the bundle's default: mse)")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--strides", type=int, nargs="+", default=[2, 2])
@@ -240,6 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prototype-temperature", type=float, default=1.0, help="cae_prototypes soft assignments")
     parser.add_argument("--cae-recon-weight", type=float, default=1.0,
                         help="weight of the CAE's reconstruction term (Ferrante et al.'s code: 0.2)")
+    parser.add_argument("--cae-head", default="simclr", choices=sorted(CAE_HEADS),
+                        help="CAE projection head: simclr (2 layers, batch norm, 64 outputs) or reference "
+                             "(Ferrante et al.'s code: 3 layers, no norm, latent_dim outputs)")
+    parser.add_argument("--cae-prototype-epochs", type=int, default=0,
+                        help="epochs of the CAE's prototype phase (conditioned decoder, prototypes moved every "
+                             "batch); cae_prototypes then reads the trained prototypes")
+    parser.add_argument("--cae-prototype-assignment", default="soft", choices=["soft", "hard"],
+                        help="prototype phase: update each prototype by the soft assignments or the argmax (authors)")
     parser.add_argument("--cae-augment", default="default", choices=["default", "flip_rot90"],
                         help="CAE views: intensity/noise/shift only, or also random flips and 90-degree rotations")
     parser.add_argument("--threads", type=int, default=1)

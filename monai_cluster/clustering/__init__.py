@@ -18,6 +18,7 @@ from .hierarchy import (
 )
 from .kmeans import faiss_gpu_count, kmeans, kmeans_assign
 from .metrics import cluster_accuracy, clustering_scores, contingency_matrix
+from .prototypes import PROTOTYPE_ASSIGNMENTS, prototype_assignment, prototype_means
 from .sampling import cluster_spread, reconstruct, sample_around_centroids
 from .table import (
     TABLE_MAGIC,
@@ -30,6 +31,7 @@ from .ward import cut_linkage, weighted_ward_linkage
 
 __all__ = [
     "EXACT_MAX_SAMPLES",
+    "PROTOTYPE_ASSIGNMENTS",
     "PseudoClassTable",
     "TABLE_MAGIC",
     "assignment_change_fraction",
@@ -47,6 +49,8 @@ __all__ = [
     "faiss_gpu_count",
     "kmeans",
     "kmeans_assign",
+    "prototype_assignment",
+    "prototype_means",
     "read_pseudo_class_table",
     "reconstruct",
     "relabel_nested",

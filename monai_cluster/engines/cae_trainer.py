@@ -1,10 +1,13 @@
 """Contrastive autoencoder (Ferrante et al.): training, latent-space clustering, and a plain-autoencoder baseline.
 
-:func:`train_cae` minimises NT-Xent between two views' projections plus the reconstruction of both views;
-:func:`cluster_cae` clusters the latent codes by k-means, optionally refined into prototypes as in the authors'
-code: soft assignments ``softmax(z . b_k / T)`` weight each prototype's update, labels are their argmax, repeated
-until no label changes and the prototypes settle). :func:`train_autoencoder` trains the same network on reconstruction alone (the plain-autoencoder
-baseline whose latent space is then clustered the same way).
+:func:`train_cae` minimises NT-Xent between two views' projections plus the reconstruction of both views, then
+optionally runs the authors' second phase (``prototype_epochs``): prototypes set from k-means on the latent codes,
+the decoder conditioned on each code's soft similarity to them, reconstruction alone, and the prototypes moved to
+their assigned codes' mean after every batch. :func:`cluster_cae` clusters the latent codes by k-means, or by
+prototypes (the trained ones, or k-means centres refined over the whole dataset: soft assignments
+``softmax(z . b_k / T)`` weight each prototype's update, labels are their argmax, repeated until no label changes
+and the prototypes settle). :func:`train_autoencoder` trains the same network on reconstruction alone (the
+plain-autoencoder baseline whose latent space is then clustered the same way).
 
 Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
 with ``image_key`` (``"image_1"`` is used as the second view when present, as
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from monai_cluster.clustering.kmeans import kmeans
+from monai_cluster.clustering.prototypes import PROTOTYPE_ASSIGNMENTS, prototype_means
 from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
 from monai_cluster.engines._clustering_data import (
     IndexedImages,
@@ -35,8 +39,8 @@ from monai_cluster.engines._clustering_data import (
     resolve_device,
     whole_dataset,
 )
-from monai_cluster.losses.contrastive_autoencoder import ContrastiveAutoEncoderLoss
-from monai_cluster.utils.validation import check_choice, check_positive_float, check_positive_int
+from monai_cluster.losses.contrastive_autoencoder import ContrastiveAutoEncoderLoss, mean_reconstruction_error
+from monai_cluster.utils.validation import check_choice, check_positive_float, check_positive_int, check_probability
 
 __all__ = [
     "CAEClusteringResult",
@@ -62,8 +66,9 @@ class CAEClusteringResult:
 
 @dataclass
 class CAETrainingResult:
-    """Per-epoch ``history`` (``loss``, ``contrastive``, ``reconstruction``), ``epochs_run`` and, when asked for,
-    the ``clustering`` of the trained latent space."""
+    """Per-epoch ``history`` (``loss``, ``contrastive``, ``reconstruction``; with the prototype phase also
+    ``prototype_loss`` and ``prototype_reconstruction``), ``epochs_run`` (first phase) and, when asked for, the
+    ``clustering`` of the trained latent space."""
 
     history: dict[str, list[float]]
     epochs_run: int
@@ -109,7 +114,7 @@ def cluster_cae(
     num_clusters: int,
     method: str = "kmeans",
     temperature: float = 1.0,
-    max_iter: int = 50,
+    max_iter: int | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -119,8 +124,10 @@ def cluster_cae(
 ) -> CAEClusteringResult:
     """Cluster the latent codes of a trained :class:`ContrastiveAutoEncoder` over the whole dataset.
 
-    ``"kmeans"``: faiss k-means on the codes. ``"prototypes"``: start from the k-means centres and refine them as
-    Ferrante et al.'s prototypes. Each round computes the similarities ``s_ik = z_i . b_k / temperature`` and
+    ``"kmeans"``: faiss k-means on the codes. ``"prototypes"``: Ferrante et al.'s prototypes. They start from the
+    model's own prototypes when it has trained ones (a model built with ``num_prototypes=num_clusters`` after
+    :func:`train_cae`'s prototype phase), else from the k-means centres. Each round computes the similarities
+    ``s_ik = z_i . b_k / temperature`` and
 
     - ``assignment="soft"`` (default): moves every prototype to the mean of all codes weighted by the soft
       assignments ``p_ik = softmax_k(s_ik)``, so the temperature sets how far a prototype is pulled by codes
@@ -130,30 +137,44 @@ def cluster_cae(
       temperature then changes nothing, since the argmax of a softmax does not depend on it.
 
     Labels are ``argmax_k s_ik``. Rounds stop when no label changes and no prototype moved by more than ``tol``
-    (relative to the largest prototype norm), or after ``max_iter`` rounds.
+    (relative to the largest prototype norm), or after ``max_iter`` rounds; ``max_iter=0`` takes the argmax of
+    the starting prototypes as they are, the authors' reading of their trained prototypes and the default
+    (``None``) for trained ones; ``None`` means 50 rounds from k-means centres.
 
     Raises:
-        ValueError: for an unknown ``method`` / ``assignment`` or a non-positive ``temperature`` / ``max_iter``.
+        ValueError: for an unknown ``method`` / ``assignment``, a non-positive ``temperature`` or a negative
+            ``max_iter``.
     """
     method = check_choice(method, "method", ("kmeans", "prototypes"))
-    assignment = check_choice(assignment, "assignment", ("soft", "hard"))
+    assignment = check_choice(assignment, "assignment", PROTOTYPE_ASSIGNMENTS)
     temperature = check_positive_float(temperature, "temperature")
     tol = check_positive_float(tol, "tol", allow_zero=True)
-    max_iter = check_positive_int(max_iter, "max_iter")
+    from_model = method == "prototypes" and trained_prototypes(model, num_clusters)
+    max_iter = (0 if from_model else 50) if max_iter is None else check_positive_int(max_iter, "max_iter", minimum=0)
     device = resolve_device(model, device)
     dataset = IndexedImages(data, image_key, with_second_view=False)
     model.to(device)
     latents = whole_dataset(
         model, dataset, lambda m, x: m.encode(x), check_positive_int(batch_size, "batch_size"), device
     )
-    labels, centroids = kmeans(latents.numpy(), num_clusters, seed=check_seed(seed))
     iterations = 0
+    if from_model:
+        start = model.prototypes.detach().cpu().double()
+    else:
+        labels, centroids = kmeans(latents.numpy(), num_clusters, seed=check_seed(seed))
+        start = torch.from_numpy(centroids).double()
     if method == "prototypes":
         labels, prototypes, iterations = _refine_prototypes(
-            latents.double(), torch.from_numpy(centroids).double(), temperature, assignment, max_iter, tol
+            latents.double(), start, temperature, assignment, max_iter, tol
         )
         labels, centroids = labels.numpy(), prototypes.float().numpy()
     return CAEClusteringResult(labels.astype(np.int64), centroids, latents.numpy(), method, iterations)
+
+
+def trained_prototypes(model: nn.Module, num_clusters: int | None = None) -> bool:
+    """Whether ``model`` carries prototypes set by training (and ``num_clusters`` of them, when given)."""
+    k = getattr(model, "num_prototypes", None)
+    return k is not None and bool(model.prototypes_set) and (num_clusters is None or k == num_clusters)
 
 
 def _refine_prototypes(
@@ -164,18 +185,7 @@ def _refine_prototypes(
     iterations = 0
     while iterations < max_iter:
         iterations += 1
-        if assignment == "soft":
-            weights = torch.softmax(z @ prototypes.t() / temperature, dim=1)  # (N, K)
-            mass = weights.sum(0)
-            new_prototypes = torch.where(
-                (mass > 0)[:, None], (weights.t() @ z) / mass.clamp_min(1e-300)[:, None], prototypes
-            )
-        else:
-            one_hot = torch.nn.functional.one_hot(labels, prototypes.shape[0]).to(z)
-            count = one_hot.sum(0)
-            new_prototypes = torch.where(
-                (count > 0)[:, None], (one_hot.t() @ z) / count.clamp_min(1)[:, None], prototypes
-            )
+        new_prototypes = prototype_means(z, prototypes, temperature, assignment)
         moved = float((new_prototypes - prototypes).norm(dim=1).max())
         scale = float(new_prototypes.norm(dim=1).max().clamp_min(1e-12))
         prototypes = new_prototypes
@@ -205,22 +215,55 @@ def train_cae(
     image_key: str = "image",
     prototype_temperature: float = 1.0,
     checkpoint: EpochCheckpoint | None = None,
+    prototype_epochs: int = 0,
+    prototype_assignment: str = "soft",
+    prototype_momentum: float = 0.0,
 ) -> CAETrainingResult:
-    """Train a :class:`ContrastiveAutoEncoder` with :class:`ContrastiveAutoEncoderLoss` (Adam), then optionally
-    cluster its latent space with :func:`cluster_cae`.
+    """Train a :class:`ContrastiveAutoEncoder` with :class:`ContrastiveAutoEncoderLoss` (Adam), optionally run the
+    prototype phase, then optionally cluster its latent space with :func:`cluster_cae`.
+
+    **Phase 1** (``epochs``): NT-Xent between two views' projections + ``recon_weight`` * reconstruction. A model
+    built with ``num_prototypes`` decodes with uniform assignments here (its prototypes are cleared first).
+
+    **Phase 2** (``prototype_epochs > 0``, Ferrante et al.'s second phase; needs ``num_prototypes``): the
+    prototypes are set to the k-means centres of every image's latent code, then each batch trains on the
+    reconstruction of both views alone (mean error), with the decoder conditioned on the codes' soft assignments
+    ``softmax(z . B^T / T)`` (``T`` the model's ``prototype_temperature``), and after it the prototypes move to
+    the mean of view 1's codes, weighted by ``prototype_assignment`` (``"soft"``: the soft assignments;
+    ``"hard"``: the argmax, the authors' update) and kept by ``prototype_momentum`` (0: replaced, as the authors
+    do). Its own Adam optimiser starts afresh.
 
     Views: dataset items with ``"image_1"`` give their own second view; otherwise ``augment`` (default
     :class:`RandomViewAugment` seeded with ``seed``) is applied twice to each batch. Batches of one sample are
     dropped (NT-Xent needs two samples), so ``data`` must hold at least two images. With ``num_clusters``, the
-    latent space is clustered by ``cluster_method`` (``"kmeans"`` or ``"prototypes"``, the latter with soft
-    assignments at ``prototype_temperature``; see :func:`cluster_cae`). With ``checkpoint``
-    (:class:`~monai_cluster.engines.EpochCheckpoint`) training is saved after every epoch, the view generator's
+    latent space is clustered by ``cluster_method``: ``"kmeans"``, or ``"prototypes"`` (after phase 2 the argmax
+    of the trained prototypes, which then must number ``num_clusters``; without it k-means centres refined with
+    soft assignments at ``prototype_temperature``; see :func:`cluster_cae`). With ``checkpoint``
+    (:class:`~monai_cluster.engines.EpochCheckpoint`) each phase is saved after every epoch, the view generator's
     state included, and a rerun resumes exactly where it stopped.
+
+    Raises:
+        ValueError/TypeError: for bad settings (each names the argument), ``prototype_epochs`` without
+            ``num_prototypes``, or prototype clustering after phase 2 with another number of clusters.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2)
     cluster_method = check_choice(cluster_method, "cluster_method", ("kmeans", "prototypes"))
     prototype_temperature = check_positive_float(prototype_temperature, "prototype_temperature")
+    prototype_epochs = check_positive_int(prototype_epochs, "prototype_epochs", minimum=0)
+    prototype_assignment = check_choice(prototype_assignment, "prototype_assignment", PROTOTYPE_ASSIGNMENTS)
+    prototype_momentum = check_probability(prototype_momentum, "prototype_momentum")
+    conditioned = getattr(model, "num_prototypes", None)
+    if prototype_epochs and conditioned is None:
+        raise ValueError(
+            f"prototype_epochs={prototype_epochs} needs a ContrastiveAutoEncoder built with num_prototypes (the "
+            "prototype-conditioned decoder); build it with num_prototypes=<clusters> or set prototype_epochs=0."
+        )
+    if prototype_epochs and num_clusters is not None and cluster_method == "prototypes" and conditioned != num_clusters:
+        raise ValueError(
+            f"cluster_method='prototypes' after the prototype phase reads the model's {conditioned} prototypes, "
+            f"but num_clusters={num_clusters}; build the model with num_prototypes={num_clusters}."
+        )
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable on a batch tensor, got {type(augment).__name__}.")
     augment = augment if augment is not None else RandomViewAugment(seed=seed)
@@ -230,28 +273,89 @@ def train_cae(
         raise ValueError(f"data must hold at least two images for the contrastive loss, got {len(dataset)}.")
     history: dict[str, list[float]] = {"loss": [], "contrastive": [], "reconstruction": []}
     model.to(device).train()
+    if conditioned is not None:
+        model.clear_prototypes()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generators = (
+        {"augment": augment.generator} if isinstance(getattr(augment, "generator", None), torch.Generator) else None
+    )
 
-    def step(batch: tuple) -> tuple[dict[str, torch.Tensor], int]:
+    def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         x = batch["image"]
         x1, x2 = (x, batch["image_1"]) if dataset.second_view else (augment(x), augment(x))
-        x1, x2 = x1.to(device), x2.to(device)
+        return x1.to(device), x2.to(device)
+
+    def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
+        x1, x2 = views(batch)
         return criterion.components(model(x1), model(x2), x1, x2), x1.shape[0]
 
     fit_epochs(
         dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
-        "CAE training", "cae", drop_last=True, checkpoint=checkpoint, model=model,
-        generators={"augment": augment.generator} if isinstance(getattr(augment, "generator", None), torch.Generator)
-        else None,
+        "CAE training", "cae", drop_last=True, checkpoint=checkpoint, model=model, generators=generators,
         settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon},
     )  # fmt: skip
+    if prototype_epochs:
+        if checkpoint is not None and checkpoint.resumed_epochs.get("cae", 0) < epochs:
+            checkpoint.discard("cae/prototypes")  # phase 1 trained on in this call: a saved phase 2 is stale
+        _prototype_phase(
+            model, dataset, views, prototype_epochs, batch_size, lr, recon, prototype_assignment, prototype_momentum,
+            seed, device, writer, progress, history, checkpoint, generators,
+        )  # fmt: skip
     clustering = None
     if num_clusters is not None:
         clustering = cluster_cae(
             model, data, num_clusters, method=cluster_method, temperature=prototype_temperature, device=device,
             seed=seed, image_key=image_key,
-        )
+        )  # fmt: skip
     return CAETrainingResult(history=history, epochs_run=epochs, clustering=clustering)
+
+
+def _prototype_phase(
+    model: nn.Module,
+    dataset: IndexedImages,
+    views: Callable[[dict], tuple[torch.Tensor, torch.Tensor]],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    recon: str,
+    assignment: str,
+    momentum: float,
+    seed: int,
+    device: torch.device,
+    writer: object,
+    progress: bool,
+    history: dict[str, list[float]],
+    checkpoint: EpochCheckpoint | None,
+    generators: dict | None,
+) -> None:
+    """Phase 2 of :func:`train_cae`: k-means prototypes, then reconstruction with the conditioned decoder and a
+    prototype update after every batch (history keys ``prototype_loss``, ``prototype_reconstruction``)."""
+    latents = whole_dataset(model, dataset, lambda m, x: m.encode(x), batch_size, device)
+    model.set_prototypes(kmeans(latents.numpy(), model.num_prototypes, seed=seed)[1])
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history.update({"prototype_loss": [], "prototype_reconstruction": []})
+
+    def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
+        x1, x2 = views(batch)
+        out1, out2 = model(x1), model(x2)
+        error = torch.cat(
+            [
+                mean_reconstruction_error(out1["reconstruction"], x1, recon, "x1"),
+                mean_reconstruction_error(out2["reconstruction"], x2, recon, "x2"),
+            ]
+        ).mean()
+        # the assignments above keep the prototypes they were computed with for the backward pass
+        model.update_prototypes(out1["latent"], assignment=assignment, momentum=momentum)
+        return {"loss": error, "reconstruction": error}, x1.shape[0]
+
+    fit_epochs(
+        dataset, step, optimizer, history, ("loss", "reconstruction"), epochs, batch_size, seed + 1, device, writer,
+        progress, "CAE prototype phase", "cae/prototypes", prefix="prototype_", drop_last=True,
+        checkpoint=checkpoint, model=model, generators=generators,
+        settings={"lr": lr, "recon": recon, "assignment": assignment, "momentum": momentum,
+                  "prototype_temperature": model.prototype_temperature},
+    )  # fmt: skip
 
 
 def train_autoencoder(
@@ -290,8 +394,7 @@ def train_autoencoder(
 
     def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
         x = batch["image"].to(device)
-        diff = model.decode(model.encode(x)) - x
-        error = (diff.pow(2) if recon == "mse" else diff.abs()).flatten(1).mean(1).mean()
+        error = mean_reconstruction_error(model.decode(model.encode(x)), x, recon).mean()
         return {"loss": error, "reconstruction": error}, x.shape[0]
 
     fit_epochs(

@@ -1,7 +1,7 @@
 """Contrastive losses: cluster-guided NT-Xent, partition-aware global and dense local losses, their sum."""
 
 from .cluster_contrastive import ClusterGuidedContrastiveLoss, cluster_guided_nt_xent
-from .contrastive_autoencoder import ContrastiveAutoEncoderLoss
+from .contrastive_autoencoder import ContrastiveAutoEncoderLoss, mean_reconstruction_error
 from .dec import DECClusteringLoss, dec_kl_divergence
 from .elbo import ELBOLoss, gaussian_kl_divergence, reconstruction_error
 from .global_contrastive import (
@@ -51,6 +51,7 @@ __all__ = [
     "check_global_strategy",
     "global_contrastive_loss",
     "invariant_spreading_loss",
+    "mean_reconstruction_error",
     "local_contrastive_loss",
     "mixup_consistency_loss",
     "mixup_images",

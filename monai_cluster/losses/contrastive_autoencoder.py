@@ -26,7 +26,7 @@ from monai_cluster.losses._nt_xent import check_reduction, reduce_losses
 from monai_cluster.losses.cluster_contrastive import ClusterGuidedContrastiveLoss
 from monai_cluster.utils.validation import check_choice, check_positive_float, check_tensor
 
-__all__ = ["ContrastiveAutoEncoderLoss"]
+__all__ = ["ContrastiveAutoEncoderLoss", "mean_reconstruction_error"]
 
 RECONSTRUCTIONS = ("mse", "l1")
 
@@ -39,6 +39,29 @@ def _output(output: object, name: str, key: str) -> torch.Tensor:
             f"{name} must hold the key {key!r} (ContrastiveAutoEncoder output), got keys {sorted(output)}."
         )
     return output[key]
+
+
+def mean_reconstruction_error(
+    reconstruction: object, target: object, recon: str = "mse", name: str = "x"
+) -> torch.Tensor:
+    """Per-image reconstruction error ``(B,)``: the mean over channels and voxels of the squared (``"mse"``) or
+    absolute (``"l1"``) difference between ``reconstruction`` and ``target`` ``(B, C, *spatial)``.
+
+    Raises:
+        ValueError/TypeError: for non-floating tensors, different shapes, fewer than 3 dimensions or an unknown
+            ``recon`` (messages name ``name``).
+    """
+    recon = check_choice(recon, "recon", RECONSTRUCTIONS)
+    rec = check_tensor(reconstruction, f"{name} reconstruction", floating=True)
+    tgt = check_tensor(target, name, floating=True)
+    if rec.shape != tgt.shape or rec.ndim < 3:
+        raise ValueError(
+            f"{name} (B, C, *spatial) and its reconstruction must have the same shape, got {tuple(tgt.shape)} "
+            f"and {tuple(rec.shape)}."
+        )
+    diff = rec - tgt.to(rec.dtype)
+    error = diff.pow(2) if recon == "mse" else diff.abs()
+    return error.flatten(1).mean(1)
 
 
 class ContrastiveAutoEncoderLoss(nn.Module):
@@ -74,16 +97,7 @@ class ContrastiveAutoEncoderLoss(nn.Module):
         )
 
     def _view_error(self, reconstruction: object, target: object, name: str) -> torch.Tensor:
-        rec = check_tensor(reconstruction, f"{name} reconstruction", floating=True)
-        tgt = check_tensor(target, name, floating=True)
-        if rec.shape != tgt.shape or rec.ndim < 3:
-            raise ValueError(
-                f"{name} (B, C, *spatial) and its reconstruction must have the same shape, got {tuple(tgt.shape)} "
-                f"and {tuple(rec.shape)}."
-            )
-        diff = rec - tgt.to(rec.dtype)
-        error = diff.pow(2) if self.recon == "mse" else diff.abs()
-        return error.flatten(1).mean(1)
+        return mean_reconstruction_error(reconstruction, target, self.recon, name)
 
     def components(
         self, output_1: Mapping, output_2: Mapping, x1: torch.Tensor, x2: torch.Tensor

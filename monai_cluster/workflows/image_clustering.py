@@ -65,6 +65,13 @@ logger = logging.getLogger(__name__)
 
 CLUSTERING_METHODS = ("contrastive_ae", "dvc")
 
+CAE_HEADS = {
+    "simclr": {"proj_dim": 64, "proj_layers": 2, "proj_norm": True},
+    "reference": {"proj_dim": None, "proj_layers": 3, "proj_norm": False},
+}
+"""Projection heads of the contrastive autoencoder by name: SimCLR's (2 layers with batch norm, 64 outputs) and
+Ferrante et al.'s released one (3 layers, no norm, ``latent_dim`` outputs); both have ``2 * latent_dim`` hidden."""
+
 
 SETTINGS_SPECS = {
     "method": "choice:" + "|".join(CLUSTERING_METHODS),
@@ -75,9 +82,18 @@ SETTINGS_SPECS = {
 }
 """Specs (:func:`monai_cluster.workflows.validate_options`) of the bundle's main overrides."""
 
+CAE_SETTINGS_SPECS = {
+    "cluster_method": "choice:kmeans|prototypes",
+    "projection_head": "choice:" + "|".join(CAE_HEADS),
+    "prototype_epochs": "int>=0",
+    "prototype_assignment": "choice:soft|hard",
+    "recon_weight": "float>=0",
+}
+"""Specs of the contrastive autoencoder's overrides, checked with the main ones when given."""
+
 
 def check_clustering_settings(
-    method: object, num_clusters: object, epochs: object, bundle_root: object, dataset_dir: object = None
+    method: object, num_clusters: object, epochs: object, bundle_root: object, dataset_dir: object = None, **cae: object
 ) -> dict:
     """Validate the main overrides of the image-clustering bundle before anything is loaded or built.
 
@@ -87,6 +103,8 @@ def check_clustering_settings(
         epochs: integer ``>= 1``.
         bundle_root: where outputs go; must not be an existing file.
         dataset_dir: ``None``/``""`` (synthetic data), an existing folder or an existing ``.npz`` file.
+        cae: any of :data:`CAE_SETTINGS_SPECS` (``cluster_method``, ``projection_head``, ``prototype_epochs``,
+            ``prototype_assignment``, ``recon_weight``).
 
     Returns:
         the settings normalised.
@@ -94,10 +112,15 @@ def check_clustering_settings(
     Raises:
         ValueError/TypeError: naming the option (``--num_clusters``) and what was expected.
     """
+    unknown = sorted(set(cae) - set(CAE_SETTINGS_SPECS))
+    if unknown:
+        raise TypeError(
+            f"check_clustering_settings got unknown options {unknown}; known: {sorted(CAE_SETTINGS_SPECS)}."
+        )
     settings = validate_options(
         {"method": method, "num_clusters": num_clusters, "epochs": epochs, "bundle_root": bundle_root,
-         "dataset_dir": dataset_dir},
-        SETTINGS_SPECS,
+         "dataset_dir": dataset_dir, **cae},
+        {**SETTINGS_SPECS, **{k: CAE_SETTINGS_SPECS[k] for k in cae}},
     )  # fmt: skip
     if Path(settings["bundle_root"]).is_file():
         raise ValueError(f"option 'bundle_root' (--bundle_root) must be a folder, got the file {bundle_root!r}.")
@@ -118,13 +141,21 @@ def build_clustering_network(
     latent_dim: int = 10,
     channels: tuple[int, ...] = (16, 32),
     strides: tuple[int, ...] = (2, 2),
-    proj_dim: int = 64,
+    proj_dim: int | None = 64,
+    proj_layers: int = 2,
+    proj_norm: bool = True,
+    prototype_epochs: int = 0,
+    prototype_temperature: float = 1.0,
+    projection_head: str | None = None,
 ) -> nn.Module:
     """The network of ``method`` for channel-first images of ``image_shape`` ``(C, *spatial)``.
 
-    ``"contrastive_ae"``: :class:`ContrastiveAutoEncoder` (projection head of ``proj_dim``); ``"dvc"``:
-    :class:`DeepVariationalClustering` with ``num_clusters`` centroids. The spatial sizes must be divisible by
-    the product of ``strides`` (the error says so).
+    ``"contrastive_ae"``: :class:`ContrastiveAutoEncoder` with a projection head of ``proj_layers`` layers,
+    ``proj_dim`` outputs (``None``: ``latent_dim``) and batch norm when ``proj_norm`` (or the named
+    ``projection_head`` of :data:`CAE_HEADS`, which then sets all three); with ``prototype_epochs > 0`` its decoder
+    is conditioned on ``num_clusters`` prototypes at ``prototype_temperature`` (the authors' second phase).
+    ``"dvc"``: :class:`DeepVariationalClustering` with ``num_clusters`` centroids. The spatial sizes must be
+    divisible by the product of ``strides`` (the error says so).
     """
     method = check_choice(method, "method", CLUSTERING_METHODS)
     shape = tuple(int(s) for s in image_shape)
@@ -134,9 +165,14 @@ def build_clustering_network(
             spatial_dims, shape, latent_dim=latent_dim, num_clusters=num_clusters,
             channels=tuple(channels), strides=tuple(strides),
         )  # fmt: skip
+    if projection_head is not None:
+        head = CAE_HEADS[check_choice(projection_head, "projection_head", tuple(CAE_HEADS))]
+        proj_dim, proj_layers, proj_norm = head["proj_dim"], head["proj_layers"], head["proj_norm"]
+    prototype_epochs = validate_option("prototype_epochs", prototype_epochs, "int>=0")
     return ContrastiveAutoEncoder(
         spatial_dims, shape[0], shape[1:], latent_dim=latent_dim, channels=tuple(channels), strides=tuple(strides),
-        proj_dim=proj_dim,
+        proj_dim=latent_dim if proj_dim is None else proj_dim, proj_layers=proj_layers, proj_norm=proj_norm,
+        num_prototypes=num_clusters if prototype_epochs else None, prototype_temperature=prototype_temperature,
     )  # fmt: skip
 
 
@@ -178,8 +214,16 @@ class ImageClusteringTrainer:
         batch_size, lr, seed, device: training settings.
         temperature: NT-Xent temperature (CAE).
         cluster_method: how the CAE's latent space is clustered, ``"kmeans"`` or ``"prototypes"`` (Ferrante et al.'s
-            prototype refinement with soft assignments, see :func:`monai_cluster.engines.cluster_cae`).
-        prototype_temperature: temperature of the prototypes' soft assignments (``cluster_method="prototypes"``).
+            prototypes: the trained ones after the prototype phase, else k-means centres refined with soft
+            assignments; see :func:`monai_cluster.engines.cluster_cae`).
+        prototype_temperature: temperature of the prototypes' soft assignments (``cluster_method="prototypes"``;
+            with the prototype phase it is the network's own, set by :func:`build_clustering_network`).
+        recon_weight: weight of the CAE's reconstruction term (Ferrante et al.'s code: 0.2).
+        prototype_epochs: epochs of the CAE's prototype phase (decoder conditioned on the soft assignments to the
+            prototypes, prototypes moved every batch); needs a network built with ``num_prototypes=num_clusters``
+            (:func:`build_clustering_network` with the same ``prototype_epochs``). 0: none.
+        prototype_assignment: how the prototype phase moves each prototype: ``"soft"`` (mean weighted by the soft
+            assignments) or ``"hard"`` (mean of the codes whose argmax it is, the authors' update).
         recon: reconstruction error, ``"mse"`` (both) or ``"bce"`` (DVC) / ``"l1"`` (CAE).
         gamma, update_interval, tol: DVC's clustering settings (``gamma=None`` scales with the image size).
         cluster_beta: weight of the KL prior in DVC's clustering stage (0: the authors' loss, reconstruction +
@@ -216,6 +260,9 @@ class ImageClusteringTrainer:
         progress: bool = True,
         montage_per_cluster: int = 6,
         resume: bool = False,
+        recon_weight: float = 1.0,
+        prototype_epochs: int = 0,
+        prototype_assignment: str = "soft",
     ) -> None:
         if not isinstance(network, (ContrastiveAutoEncoder, DeepVariationalClustering)):
             raise TypeError(
@@ -247,6 +294,15 @@ class ImageClusteringTrainer:
         self.cluster_method = cluster_method
         self.prototype_temperature = validate_option("prototype_temperature", prototype_temperature, "float>0")
         self.cluster_beta = validate_option("cluster_beta", cluster_beta, "float>=0")
+        self.recon_weight = validate_option("recon_weight", recon_weight, "float>=0")
+        self.prototype_epochs = validate_option("prototype_epochs", prototype_epochs, "int>=0")
+        self.prototype_assignment = validate_option("prototype_assignment", prototype_assignment, "choice:soft|hard")
+        if self.method == "contrastive_ae" and self.prototype_epochs and network.num_prototypes != self.num_clusters:
+            raise ValueError(
+                f"prototype_epochs ({self.prototype_epochs}) needs the contrastive autoencoder built with "
+                f"num_prototypes=num_clusters ({self.num_clusters}), got {network.num_prototypes}: pass the same "
+                "prototype_epochs to build_clustering_network."
+            )
         self.resume = validate_option("resume", resume, "bool")
         self.seed, self.device = validate_option("seed", seed, "int>=0"), resolve_device(device)
         self.progress = validate_option("progress", progress, "bool")
@@ -277,9 +333,14 @@ class ImageClusteringTrainer:
         result = train_cae(
             self.network, x, epochs=self.epochs, temperature=self.temperature, recon=self.recon,
             num_clusters=self.num_clusters, cluster_method=self.cluster_method,
-            prototype_temperature=self.prototype_temperature, **common,
+            prototype_temperature=self.prototype_temperature, recon_weight=self.recon_weight,
+            prototype_epochs=self.prototype_epochs, prototype_assignment=self.prototype_assignment, **common,
         )  # fmt: skip
-        info = {"cluster_method": self.cluster_method, "final_loss": result.history["loss"][-1], "final_reconstruction": result.history["reconstruction"][-1]}
+        info = {"cluster_method": self.cluster_method, "final_loss": result.history["loss"][-1],
+                "final_reconstruction": result.history["reconstruction"][-1],
+                "prototype_epochs": self.prototype_epochs}  # fmt: skip
+        if self.prototype_epochs:
+            info["final_prototype_reconstruction"] = result.history["prototype_reconstruction"][-1]
         return result.clustering.labels, result.clustering.latents, result.clustering.centroids, info
 
     def run(self) -> dict:

@@ -15,9 +15,10 @@ import image_clustering as ic  # noqa: E402
 
 
 def _args(**over) -> argparse.Namespace:
-    base = {"batch_size": 8, "lr": 3e-3, "epochs": 2, "dvc_cluster_epochs": 2, "dvc_recon": "bce", "latent_dim": 4,
+    base = {"batch_size": 8, "lr": 3e-3, "epochs": 2, "dvc_cluster_epochs": 2, "dvc_recon": "mse", "latent_dim": 4,
             "channels": [4, 8], "strides": [2, 2], "temperature": 0.5, "prototype_temperature": 1.0,
-            "cae_augment": "default", "cae_recon_weight": 1.0}  # fmt: skip
+            "cae_augment": "default", "cae_recon_weight": 1.0, "cae_head": "simclr", "cae_prototype_epochs": 0,
+            "cae_prototype_assignment": "soft"}  # fmt: skip
     return argparse.Namespace(**{**base, **over})
 
 
@@ -52,7 +53,11 @@ def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monk
     assert ic.variant_name("cae", defaults) == "cae"
     assert ic.variant_name("cae", {**defaults, "cae_recon_weight": 0.2}) == "cae+recon_weight=0.2"
     assert ic.variant_name("cae_prototypes", {**defaults, "cae_augment": "flip_rot90"}) == "cae_prototypes+flip_rot90"
-    assert ic.variant_name("dvc_prior", {**defaults, "dvc_recon": "mse"}) == "dvc_prior+mse"
+    assert ic.variant_name("dvc_prior", {**defaults, "dvc_recon": "bce"}) == "dvc_prior+bce"
+    old_record = {k: v for k, v in defaults.items() if k != "dvc_recon"}  # before --dvc-recon: BCE was used
+    assert ic.variant_name("dvc", old_record) == "dvc+bce"
+    reference = {**defaults, "cae_head": "reference", "cae_prototype_epochs": 20, "cae_prototype_assignment": "hard"}
+    assert ic.variant_name("cae", reference) == "cae+head=reference+prototype_epochs=20+hard_update"
     assert ic.variant_name("dvc", {**defaults, "cae_recon_weight": 0.2}) == "dvc"  # a CAE setting: not a DVC variant
     seen = []
     real = ic.train_cae
@@ -60,6 +65,20 @@ def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monk
     ic._CAE_CACHE.clear()
     ic.run_method("cae", _images(), 2, 0, _args(cae_recon_weight=0.2))
     assert seen == [0.2]
+
+
+def test_reference_cae_trains_the_prototype_phase_and_clusters_by_its_prototypes(monkeypatch):
+    seen = {}
+    real = ic.train_cae
+    monkeypatch.setattr(ic, "train_cae", lambda model, *a, **k: seen.update(model=model, **k) or real(model, *a, **k))
+    ic._CAE_CACHE.clear()
+    args = _args(cae_head="reference", cae_prototype_epochs=2, cae_prototype_assignment="hard")
+    labels = ic.run_method("cae_prototypes", _images(), 2, 0, args)
+    model = seen["model"]
+    assert seen["prototype_epochs"] == 2 and seen["prototype_assignment"] == "hard"
+    assert model.num_prototypes == 2 and model.projection.out_features == 4 and not model.projection.norm
+    z = model.encode(__import__("torch").from_numpy(_images())).detach()
+    assert np.array_equal(labels, (z @ model.prototypes.t()).argmax(1).numpy())
 
 
 def test_paired_differences_per_seed():

@@ -61,6 +61,27 @@ def test_synthetic_2d_contrastive_ae(tmp_path):
     assert (tmp_path / "synthetic_data" / "diagnosis.csv").is_file()
 
 
+def test_contrastive_ae_reference_recipe_with_the_prototype_phase(tmp_path):
+    """Ferrante et al.'s recipe: their projection head, reconstruction weight 0.2, the prototype phase, and the
+    clusters read from the trained prototypes."""
+    import torch
+
+    workflow = _workflow(tmp_path, synthetic_n=9, synthetic_size=32, spatial_size=16, projection_head="reference",
+                         recon_weight=0.2, prototype_epochs=2, cluster_method="prototypes",
+                         prototype_assignment="hard")  # fmt: skip
+    workflow.initialize()
+    workflow.run()
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["prototype_epochs"] == 2 and summary["cluster_method"] == "prototypes"
+    assert summary["final_prototype_reconstruction"] > 0
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert state["prototypes"].shape == (3, 4) and bool(state["prototypes_set"])
+    assert state["from_latent.weight"].shape[1] == 4 + 3  # the decoder reads [z, assignment]
+    assert state["projection.layers.4.weight"].shape == (4, 8)  # 3 plain layers: latent -> 8 -> 8 -> latent
+    torch.testing.assert_close(torch.load(tmp_path / "models" / "centroids.pt", weights_only=True)["centroids"].float(),
+                               state["prototypes"])  # fmt: skip
+
+
 def test_synthetic_3d_dvc_overlay(tmp_path):
     workflow = _workflow(
         tmp_path, ("train_3d.json",), method="dvc", synthetic_n=3, synthetic_size=16, spatial_size=16, batch_size=3
@@ -80,6 +101,11 @@ def test_synthetic_3d_dvc_overlay(tmp_path):
         ({"num_clusters": 1}, r"option 'num_clusters' \(--num_clusters\) must be an integer >= 2"),
         ({"epochs": "abc"}, r"option 'epochs' \(--epochs\) must be an integer >= 1"),
         ({"dataset_dir": "/no/such/folder"}, r"option 'dataset_dir' \(--dataset_dir\) must be an existing folder"),
+        ({"projection_head": "byol"}, r"option 'projection_head' \(--projection_head\) must be one of"),
+        ({"prototype_epochs": -1}, r"option 'prototype_epochs' \(--prototype_epochs\) must be an integer >= 0"),
+        ({"prototype_assignment": "fuzzy"}, r"option 'prototype_assignment' \(--prototype_assignment\) must be"),
+        ({"recon_weight": -0.5}, r"option 'recon_weight' \(--recon_weight\) must be"),
+        ({"cluster_method": "gmm"}, r"option 'cluster_method' \(--cluster_method\) must be one of"),
     ],
 )
 def test_bad_overrides_fail_before_anything_is_written(tmp_path, override, message):

@@ -138,3 +138,48 @@ def test_train_cae_passes_the_prototype_settings_and_checks_them(blobs):
                     progress=False)
     assert out.clustering.method == "prototypes" and out.clustering.iterations >= 1
     assert out.clustering.labels.shape == (30,)
+
+
+def test_prototype_phase_trains_the_conditioned_decoder_and_moves_the_prototypes(blobs, recording_writer):
+    x, y = blobs()
+    torch.manual_seed(0)
+    model = ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=8, channels=(4, 8), strides=(2, 2), proj_dim=8,
+                                   proj_layers=3, proj_norm=False, num_prototypes=3)  # fmt: skip
+    seen = []
+    original_set = model.set_prototypes
+    model.set_prototypes = lambda p: seen.append(torch.as_tensor(p).clone()) or original_set(p)
+    decoder = [p.detach().clone() for p in model.from_latent.parameters()]
+    result = train_cae(model, x, epochs=8, batch_size=30, num_clusters=3, cluster_method="prototypes",
+                       prototype_epochs=6, writer=recording_writer, progress=False)  # fmt: skip
+    history = result.history
+    assert len(history["loss"]) == 8 and len(history["prototype_loss"]) == 6
+    assert history["prototype_loss"] == history["prototype_reconstruction"]
+    assert history["prototype_loss"][-1] < history["prototype_loss"][0]
+    # k-means start, then one update per batch (3 batches of 30 per epoch): 1 + 6 * 3 settings
+    assert len(seen) == 1 + 6 * 3
+    assert not torch.allclose(seen[0].float(), model.prototypes)
+    assert not all(torch.equal(a, b) for a, b in zip(decoder, model.from_latent.parameters()))
+    assert {"cae/prototypes/loss", "cae/prototypes/reconstruction"} <= {t for t, _, _ in recording_writer.scalars}
+    # the clusters are the argmax over the trained prototypes, not a refinement of new k-means centres
+    assert result.clustering.method == "prototypes" and result.clustering.iterations == 0
+    torch.testing.assert_close(torch.as_tensor(result.clustering.centroids), model.prototypes)
+    z = torch.as_tensor(result.clustering.latents)
+    assert np.array_equal(result.clustering.labels, (z @ model.prototypes.t()).argmax(1).numpy())
+    assert cluster_accuracy(y, result.clustering.labels) > 0.9
+
+
+def test_prototype_phase_errors(blobs):
+    x, _ = blobs(n_per_class=4)
+    plain = ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=4, channels=(4,), strides=(2,))
+    with pytest.raises(ValueError, match="prototype_epochs=2 needs a ContrastiveAutoEncoder built with num_prototypes"):
+        train_cae(plain, x, epochs=1, prototype_epochs=2, progress=False)
+    conditioned = ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=4, channels=(4,), strides=(2,), num_prototypes=4)
+    with pytest.raises(ValueError, match="reads the model's 4 prototypes, but num_clusters=3"):
+        train_cae(conditioned, x, epochs=1, prototype_epochs=1, num_clusters=3, cluster_method="prototypes",
+                  progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="prototype_assignment must be one of"):
+        train_cae(conditioned, x, epochs=1, prototype_epochs=1, prototype_assignment="fuzzy", progress=False)
+    with pytest.raises(ValueError, match="prototype_momentum"):
+        train_cae(conditioned, x, epochs=1, prototype_epochs=1, prototype_momentum=1.5, progress=False)
+    with pytest.raises(ValueError, match="max_iter"):
+        cluster_cae(conditioned, x, 4, method="prototypes", max_iter=-1)

@@ -43,6 +43,18 @@ def _same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def _kill_and_resume(train, make, x, tmp_path, kill_after, **settings):
+    """Train ``make()`` uninterrupted, then killed after ``kill_after`` saves and resumed into a differently
+    initialised ``make(seed=3)``; return ``(whole, full result, resumed, resumed result)``."""
+    whole = make()
+    full = train(whole, x, **settings)
+    with pytest.raises(_Killed):
+        train(make(), x, checkpoint=KillingCheckpoint(tmp_path, after=kill_after), **settings)
+    resumed = make(seed=3)
+    out = train(resumed, x, checkpoint=EpochCheckpoint(tmp_path), **settings)
+    return whole, full, resumed, out
+
+
 @pytest.mark.parametrize("kind", ["cae", "autoencoder"])
 def test_cae_and_autoencoder_resume_exactly_after_a_kill(tmp_path, blobs, kind):
     x, _ = blobs(n_per_class=6)
@@ -74,13 +86,7 @@ def test_dvc_resumes_exactly_in_either_stage(tmp_path, blobs, kill_after):
     x, _ = blobs(n_per_class=6)
     settings = {"pretrain_epochs": 2, "cluster_epochs": 3, "batch_size": 8, "tol": 0.0, "update_interval": 2,
                 "progress": False}  # fmt: skip
-    whole = _dvc()
-    full = train_dvc(whole, x, **settings)
-    killed = _dvc()
-    with pytest.raises(_Killed):
-        train_dvc(killed, x, checkpoint=KillingCheckpoint(tmp_path, after=kill_after), **settings)
-    resumed = _dvc(seed=3)
-    out = train_dvc(resumed, x, checkpoint=EpochCheckpoint(tmp_path), **settings)
+    whole, full, resumed, out = _kill_and_resume(train_dvc, _dvc, x, tmp_path, kill_after, **settings)
     assert _same(resumed, whole)
     assert (out.labels == full.labels).all() and out.history["loss"] == pytest.approx(full.history["loss"])
     assert out.history["refresh_epochs"] == full.history["refresh_epochs"]
@@ -94,3 +100,24 @@ def test_checkpoint_errors(tmp_path):
     model = _cae()
     with pytest.raises(ValueError, match="could not be read"):
         ckpt.load("cae", model, torch.optim.Adam(model.parameters()), {}, {})
+
+
+@pytest.mark.parametrize("kill_after", [2, 4])  # in the contrastive phase, or in the prototype phase
+def test_cae_prototype_phase_resumes_exactly(tmp_path, blobs, kill_after):
+    x, _ = blobs(n_per_class=6)
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return ContrastiveAutoEncoder(2, 1, (16, 16), latent_dim=4, channels=(4, 8), strides=(2, 2), proj_dim=8,
+                                      num_prototypes=3)  # fmt: skip
+
+    settings = {"epochs": 3, "prototype_epochs": 3, "batch_size": 8, "progress": False}
+    whole, full, resumed, out = _kill_and_resume(train_cae, model, x, tmp_path, kill_after, **settings)
+    assert _same(resumed, whole) and torch.equal(resumed.prototypes, whole.prototypes)
+    assert out.history["prototype_loss"] == pytest.approx(full.history["prototype_loss"])
+    # one more contrastive epoch makes the saved prototype phase stale: it is trained again from the new weights
+    longer = model()
+    train_cae(longer, x, checkpoint=EpochCheckpoint(tmp_path), **{**settings, "epochs": 4})
+    reference = model()
+    train_cae(reference, x, **{**settings, "epochs": 4})
+    assert _same(longer, reference)
