@@ -12,6 +12,9 @@ The benchmark measures what users run, so every piece of pretraining comes from 
 - losses: :class:`~monai_cluster.losses.ContrastivePretrainLoss` over ``ClusterGuidedContrastiveLoss`` /
   ``GlobalContrastiveLoss`` (slice partitions of :class:`~monai_cluster.transforms.SlicePartition`) and
   ``LocalContrastiveLoss`` (matched through the views' geometry in the joint schedule);
+- ``cluster_guided_gd``: the cluster guidance on Chaitanya's G_D global loss (``GlobalContrastiveLoss`` with the
+  pseudo-classes: same-class slices leave the negatives, same-partition slices of other volumes stay positives),
+  plus the local loss, joint schedule;
 - schedules: ``global_local`` / ``cluster_guided`` run the bundle's ``schedule: joint`` (both losses from step 0
   on geometric views), ``global_local_staged`` / ``cluster_guided_staged`` its ``schedule: staged`` (Chaitanya
   et al.: the global loss on the encoder, then ``--local-steps`` of the local loss on intensity-only views with the
@@ -85,6 +88,7 @@ METHODS = (
     "global_local_staged",
     "cluster_guided_staged",
     "local_discrimination",
+    "cluster_guided_gd",
 )
 PRETRAINED_METHODS = METHODS[1:]
 DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
@@ -98,9 +102,16 @@ def base_method(method: str) -> str:
     return method.removesuffix("_staged")
 
 
+GUIDED = ("cluster_guided", "cluster_guided_gd")
+"""Losses that read the pseudo-class table: SimCLR with same-class negatives removed, and the same masking on
+Chaitanya's G_D global loss (slices of one partition from other volumes are positives)."""
+PARTITIONED = ("global_local", "cluster_guided_gd")
+"""Losses that read slice partitions and volumes (Chaitanya's G_D)."""
+
+
 def needs_pseudo_classes(methods) -> bool:
     """Whether any of ``methods`` reads the pseudo-class table (the cluster-guided ones)."""
-    return any(base_method(m) == "cluster_guided" for m in methods)
+    return any(base_method(m) in GUIDED for m in methods)
 
 
 def add_pretrain_args(parser) -> None:
@@ -224,6 +235,8 @@ def _global_loss(method: str, args):
         return GlobalContrastiveLoss(args.temperature)
     if method == "cluster_guided":
         return ClusterGuidedContrastiveLoss(args.temperature, level=args.mask_level)
+    if method == "cluster_guided_gd":
+        return GlobalContrastiveLoss(args.temperature, level=args.mask_level)
     raise ValueError(f"method must be one of {PRETRAINED_METHODS}, got {method!r}.")
 
 
@@ -253,12 +266,12 @@ class _ViewBatches:
     def __init__(self, data, method: str | None, views: str, args, table: Path | None, seed: int) -> None:
         x = torch.from_numpy(data.pretrain)
         self.items = [{"image": x[i], "key": k} for i, k in enumerate(data.pretrain_keys)]
-        if data.pretrain_slice is not None and method == "global_local":
+        if data.pretrain_slice is not None and method in PARTITIONED:
             partition = SlicePartition(args.partitions)
             for i, item in enumerate(self.items):
                 item["partition"] = int(partition(int(data.pretrain_slice[i]), int(data.pretrain_num_slices[i])))
                 item["volume_id"] = int(data.pretrain_volume[i])
-        pc = make_pseudo_class_transform(table, True, self.items) if method == "cluster_guided" else None
+        pc = make_pseudo_class_transform(table, True, self.items) if method in GUIDED else None
         size = list(data.pretrain.shape[2:])
         self.augment = pretrain_augmentation(2, size, views=views, pseudo_class_transform=pc,
                                              crop_scale=tuple(args.crop_scale))
@@ -394,12 +407,12 @@ def pretrain(method: str, data, labels: np.ndarray | None, args, ckpt_dir: Path,
     n = len(data.pretrain)
     staged = method.endswith("_staged")
     losses = base_method(method)
-    if losses not in ("simclr", "global_local", "cluster_guided"):
+    if losses not in ("simclr", "global_local", *GUIDED):
         raise ValueError(f"method must be one of {PRETRAINED_METHODS}, got {method!r}.")
     torch.manual_seed(args.pretrain_seed)
     net = pretrain_net(data.pretrain.shape[1], data.num_classes, tuple(args.features), args.decoder_layer)
     net.to(run_device(args))
-    table = ckpt_dir / "pseudo_classes.csv" if losses == "cluster_guided" else None
+    table = ckpt_dir / "pseudo_classes.csv" if losses in GUIDED else None
     local = None if losses == "simclr" or staged else _local_loss(args)
     loss_fn = ContrastivePretrainLoss(_global_loss(losses, args), local, 1.0, args.local_weight)
     batches = _ViewBatches(data, losses, "geometric", args, table, args.pretrain_seed)

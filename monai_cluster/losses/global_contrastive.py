@@ -9,17 +9,24 @@ Chaitanya et al. split each volume into partitions of consecutive slices and com
   partition (from any volume) are removed from its negatives.
 - ``"G_D"``: slices of the same partition from other volumes are further positives.
 
+Cluster guidance (Zhang et al.) combines with any strategy: with ``pseudo_classes``, views of a sample that shares
+the anchor's pseudo-class leave its negatives too (they stay positives where the strategy makes them positives).
+
 References:
     - [0] Global and local contrastive learning, Chaitanya et al., NeurIPS 2020, https://arxiv.org/abs/2006.10511
     - [1] SimCLR, 2020, https://arxiv.org/abs/2002.05709
+    - [2] Cluster-guided contrastive learning, Zhang et al., BIBM 2022, https://arxiv.org/abs/2211.08557
 """
 
 from __future__ import annotations
+
+import numbers
 
 import torch
 from torch.nn.modules.loss import _Loss
 
 from monai_cluster.losses._distributed import gather_rows
+from monai_cluster.losses.cluster_contrastive import _select_levels
 from monai_cluster.losses._nt_xent import (
     check_gather_flag,
     check_reduction,
@@ -66,6 +73,14 @@ def _check_ids(ids: object, name: str, batch: int, device: torch.device) -> torc
     return t.to(device)
 
 
+def _check_int_level(level: object) -> int:
+    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
+        raise TypeError(
+            f"level must be an integer column index of pseudo_classes, got {type(level).__name__} {level!r}."
+        )
+    return int(level)
+
+
 def global_contrastive_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -75,6 +90,8 @@ def global_contrastive_loss(
     reduction: str = "mean",
     gather_distributed: bool = False,
     strategy: str = "G_D",
+    pseudo_classes: torch.Tensor | None = None,
+    level: int = 0,
 ) -> torch.Tensor:
     """Chaitanya et al.'s global loss (strategy ``"G_D"``, ``"G_D-"`` or ``"G_R"``), averaged per anchor.
 
@@ -88,7 +105,9 @@ def global_contrastive_loss(
       ``"G_D"``, excluded in ``"G_D-"``, negative in ``"G_R"``;
     - a view of another slice of the same partition and the same volume (``q(j) = q(i)``, ``m(j) = m(i)``,
       ``j != i``): excluded in ``"G_D"`` and ``"G_D-"``, negative in ``"G_R"``;
-    - the anchor itself (``k = a``): excluded.
+    - the anchor itself (``k = a``): excluded;
+    - with ``pseudo_classes``: a view of another sample with the anchor's pseudo-class (column ``level``) is
+      excluded where it would be a negative (Zhang et al.'s cluster guidance on top of the strategy).
 
     With ``P(a)`` the positives and ``N(a)`` the negatives of ``a``::
 
@@ -114,14 +133,17 @@ def global_contrastive_loss(
         gather_distributed: contrast local anchors against the views (and partitions, volumes) of every
             ``torch.distributed`` rank.
         strategy: ``"G_D"`` (default), ``"G_D-"`` or ``"G_R"``, see the table.
+        pseudo_classes: ``(B,)`` or ``(B, levels)`` integer pseudo-classes (columns coarse to fine), or None.
+        level: the column of ``pseudo_classes`` that removes negatives (negative indices count from the finest).
 
     Returns:
         a scalar, or ``(2B,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: for a bad ``strategy`` (the choices are listed), mismatched embeddings, ``partitions`` or
-            ``volume_ids`` of the wrong shape, or ``volume_ids`` without ``partitions``.
-        TypeError: for non-integer ``partitions``/``volume_ids``.
+        ValueError: for a bad ``strategy`` (the choices are listed), mismatched embeddings, ``partitions``,
+            ``volume_ids`` or ``pseudo_classes`` of the wrong shape, a ``level`` outside the columns, or
+            ``volume_ids`` without ``partitions``.
+        TypeError: for non-integer ``partitions``/``volume_ids``/``pseudo_classes`` or ``level``.
     """
     strategy = check_global_strategy(strategy)
     temperature = check_temperature(temperature)
@@ -133,6 +155,8 @@ def global_contrastive_loss(
         raise ValueError("volume_ids needs partitions: without partitions the loss is plain SimCLR.")
     part = _check_ids(partitions, "partitions", batch, device)
     vol = _check_ids(volume_ids, "volume_ids", batch, device)
+    level = _check_int_level(level)
+    pseudo = None if pseudo_classes is None else _select_levels(pseudo_classes, level, batch, device)[:, 0]
     if strategy == "G_R":
         part = vol = None
 
@@ -157,7 +181,11 @@ def global_contrastive_loss(
                 other_volume = vol.repeat(2)[:, None] != ids[:, 1].repeat(2)[None, :]
             positives = positives | (same_part & other_volume)
 
-    neg_lse = masked_logsumexp(logits, same_part)  # negatives: every view of another partition
+    not_negative = same_part
+    if pseudo is not None:
+        pseudo_all = gather_rows(pseudo) if gather_distributed else pseudo
+        not_negative = not_negative | (pseudo.repeat(2)[:, None] == pseudo_all.repeat(2)[None, :])
+    neg_lse = masked_logsumexp(logits, not_negative)  # negatives: views of other partitions (and pseudo-classes)
     terms = torch.where(positives, nt_xent_terms(neg_lse[:, None], logits), logits.new_zeros(()))
     per_view = terms.sum(dim=1) / positives.sum(dim=1)
     return reduce_losses(per_view, reduction)
@@ -172,6 +200,8 @@ class GlobalContrastiveLoss(_Loss):
         gather_distributed: contrast against the views of every ``torch.distributed`` rank.
         strategy: ``"G_D"`` (same-partition slices of other volumes are positives, default), ``"G_D-"``
             (they are removed from the negatives only) or ``"G_R"`` (SimCLR, partitions ignored).
+        level: the column of the ``pseudo_classes`` given to :meth:`forward` whose same-class samples leave the
+            negatives (cluster guidance; ``0`` = coarsest, ``-1`` = finest).
 
     Raises:
         ValueError: for a ``strategy`` that is not one of :data:`GLOBAL_STRATEGIES`, or a bad temperature or
@@ -194,11 +224,13 @@ class GlobalContrastiveLoss(_Loss):
         reduction: str = "mean",
         gather_distributed: bool = False,
         strategy: str = "G_D",
+        level: int = 0,
     ) -> None:
         super().__init__(reduction=check_reduction(reduction))
         self.temperature = check_temperature(temperature)
         self.gather_distributed = check_gather_flag(gather_distributed)
         self.strategy = check_global_strategy(strategy)
+        self.level = _check_int_level(level)
 
     def forward(
         self,
@@ -206,6 +238,7 @@ class GlobalContrastiveLoss(_Loss):
         z2: torch.Tensor,
         partitions: torch.Tensor | None = None,
         volume_ids: torch.Tensor | None = None,
+        pseudo_classes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -213,13 +246,18 @@ class GlobalContrastiveLoss(_Loss):
             z2: ``(B, F)`` second-view embeddings.
             partitions: ``(B,)`` integer partition of each slice, or None for plain SimCLR.
             volume_ids: ``(B,)`` integer volume of each slice, or None (every sample its own volume).
+            pseudo_classes: ``(B,)`` or ``(B, levels)`` integer pseudo-classes, or None (no cluster guidance).
 
         Returns:
             a scalar, or ``(2B,)`` per-view losses with ``reduction="none"``.
         """
         return global_contrastive_loss(
-            z1, z2, partitions, volume_ids, self.temperature, self.reduction, self.gather_distributed, self.strategy
-        )
+            z1, z2, partitions, volume_ids, self.temperature, self.reduction, self.gather_distributed, self.strategy,
+            pseudo_classes, self.level,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"strategy={self.strategy!r}, temperature={self.temperature}, reduction={self.reduction!r}"
+        return (
+            f"strategy={self.strategy!r}, temperature={self.temperature}, level={self.level}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -31,7 +31,8 @@ class ContrastivePretrainLoss(nn.Module):
     """``global_weight * global_loss + local_weight * local_loss`` over the views of a multi-view batch.
 
     The global loss receives the pseudo-classes (:class:`ClusterGuidedContrastiveLoss`) or the partitions
-    (:class:`GlobalContrastiveLoss`, plus ``targets["volume_id"]`` when present) from ``targets``; any other
+    (:class:`GlobalContrastiveLoss`, plus ``targets["volume_id"]`` and ``targets["pseudo_class"]`` when present:
+    cluster guidance on top of Chaitanya's strategies) from ``targets``; any other
     global loss is called as ``global_loss(z_i, z_j)``. The local loss is called as ``local_loss(f_i, f_j)``
     on the dense maps; when the views differ in geometry (``targets["geometry"]``, ``(V, B, D+1, D+1)``, from
     ``MultiViewPrepareBatch``) a :class:`LocalContrastiveLoss` gets ``geometry1``/``geometry2`` so that it
@@ -101,7 +102,8 @@ class ContrastivePretrainLoss(nn.Module):
             return {"pseudo_classes": targets.get("pseudo_class")}
         if isinstance(self.global_loss, GlobalContrastiveLoss):
             partitions = targets.get("partition")
-            return {"partitions": partitions, "volume_ids": None if partitions is None else targets.get("volume_id")}
+            return {"partitions": partitions, "volume_ids": None if partitions is None else targets.get("volume_id"),
+                    "pseudo_classes": targets.get("pseudo_class")}  # fmt: skip
         return {}
 
     def _pairwise_mean(self, loss: Callable[..., torch.Tensor], views: tuple, name: str, **kwargs: Any) -> torch.Tensor:

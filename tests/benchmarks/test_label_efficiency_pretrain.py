@@ -103,6 +103,11 @@ def test_global_local_gets_slice_partitions_and_cluster_guided_the_table(trained
     guided = pre._ViewBatches(data, "cluster_guided", "geometric", _args(), folder / "pseudo_classes.csv", 0)
     _, targets = guided(torch.arange(6))
     assert targets["pseudo_class"].shape == (6, 2) and targets["partition"] is None
+    both = pre._ViewBatches(data, "cluster_guided_gd", "geometric", _args(), folder / "pseudo_classes.csv", 0)
+    _, targets = both(torch.arange(6))  # G_D with cluster guidance: partitions, volumes and pseudo-classes
+    assert targets["pseudo_class"].shape == (6, 2) and targets["partition"].tolist() == [0, 0, 1, 1, 2, 2]
+    loss = pre._global_loss("cluster_guided_gd", _args(mask_level=1))
+    assert isinstance(loss, pre.GlobalContrastiveLoss) and loss.strategy == "G_D" and loss.level == 1
     aligned = pre._ViewBatches(data, None, "intensity", _args(), None, 0)  # the local stage of the staged schedule
     assert aligned(torch.arange(6))[1]["geometry"] is None
 
@@ -140,6 +145,7 @@ def test_methods_and_errors():
     assert pre.base_method("cluster_guided_staged") == "cluster_guided"
     assert pre.needs_pseudo_classes(["simclr", "cluster_guided_staged"])
     assert not pre.needs_pseudo_classes(["simclr", "global_local"])
+    assert pre.needs_pseudo_classes(["cluster_guided_gd"])
     assert pre.pretrained_exclude("simclr", "upcat_3") == ("final_conv", "upcat_4", "upcat_3", "upcat_2", "upcat_1")
     assert pre.pretrained_exclude("cluster_guided_staged", "upcat_3") == ("final_conv", "upcat_2", "upcat_1")
     assert pre.pretrained_exclude("local_discrimination", "upcat_3") == ("final_conv",)

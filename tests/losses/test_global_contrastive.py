@@ -9,13 +9,14 @@ from monai_cluster.losses import GlobalContrastiveLoss, cluster_guided_nt_xent, 
 from monai_cluster.losses.global_contrastive import GLOBAL_STRATEGIES, check_global_strategy
 
 
-def loop_reference(z1, z2, partitions=None, volumes=None, temperature=0.1, strategy="G_D"):
+def loop_reference(z1, z2, partitions=None, volumes=None, temperature=0.1, strategy="G_D", pseudo=None):
     """The global loss per anchor view, python loops in float64, straight from the pair rules.
 
     Pair rules for anchor view ``a`` of sample ``i`` and view ``k`` of sample ``j``: ``k == a`` excluded;
     ``j == i`` positive; another partition: negative; same partition, other volume: positive (G_D), excluded
     (G_D-); same partition, same volume, another sample: excluded. G_R (or no partitions): every view of
-    another sample is a negative. Each positive is scored against the anchor's negatives, then averaged.
+    another sample is a negative. With ``pseudo`` (B,), a would-be negative of the anchor's pseudo-class is
+    excluded. Each positive is scored against the anchor's negatives, then averaged.
     """
     views = torch.cat([z1, z2]).double()
     views = views / views.norm(dim=1, keepdim=True)
@@ -34,7 +35,8 @@ def loop_reference(z1, z2, partitions=None, volumes=None, temperature=0.1, strat
             if j == i:
                 pos.append(k)
             elif part[j] != part[i]:
-                neg.append(k)
+                if pseudo is None or pseudo[j] != pseudo[i]:
+                    neg.append(k)
             elif vol[j] != vol[i] and strategy == "G_D":
                 pos.append(k)
         neg_sum = sum((torch.exp(views[a] @ views[k] / temperature) for k in neg), torch.zeros((), dtype=torch.float64))
@@ -86,6 +88,40 @@ def test_matches_loop_reference(partitions, volumes, strategy):
     torch.testing.assert_close(
         GlobalContrastiveLoss(0.2, strategy=strategy)(z1, z2, partitions, volumes).double(), ref.mean()
     )
+
+
+@pytest.mark.parametrize("strategy", GLOBAL_STRATEGIES)
+def test_pseudo_classes_remove_negatives_on_top_of_each_strategy(strategy):
+    torch.manual_seed(1)
+    z1, z2 = torch.randn(8, 5), torch.randn(8, 5)
+    pseudo = torch.tensor([[0, 0], [0, 1], [1, 2], [1, 3], [0, 0], [1, 2], [0, 1], [1, 3]])
+    for level in (0, -1):
+        ours = global_contrastive_loss(z1, z2, PARTS, VOLS, 0.2, "none", strategy=strategy, pseudo_classes=pseudo,
+                                       level=level)  # fmt: skip
+        ref = loop_reference(z1, z2, PARTS, VOLS, 0.2, strategy, pseudo=pseudo[:, level].tolist())
+        torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-6)
+        module = GlobalContrastiveLoss(0.2, strategy=strategy, level=level)
+        torch.testing.assert_close(module(z1, z2, PARTS, VOLS, pseudo).double(), ref.mean())
+    plain = global_contrastive_loss(z1, z2, PARTS, VOLS, 0.2, "none", strategy=strategy)
+    assert not torch.allclose(plain, ours)
+    # with every sample its own pseudo-class, nothing changes
+    torch.testing.assert_close(
+        global_contrastive_loss(z1, z2, PARTS, VOLS, 0.2, "none", strategy=strategy, pseudo_classes=torch.arange(8)),
+        plain,
+    )
+    # G_R with pseudo-classes is the cluster-guided NT-Xent
+    if strategy == "G_R":
+        torch.testing.assert_close(ours, cluster_guided_nt_xent(z1, z2, pseudo, 0.2, level=-1, reduction="none"))
+
+
+def test_pseudo_class_errors_name_the_input():
+    z = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="level must be an integer"):
+        GlobalContrastiveLoss(level="all")
+    with pytest.raises(ValueError, match="level must lie in"):
+        global_contrastive_loss(z, z, pseudo_classes=torch.zeros(4, 2, dtype=torch.long), level=2)
+    with pytest.raises(ValueError, match="pseudo_classes"):
+        global_contrastive_loss(z, z, pseudo_classes=torch.zeros(3, dtype=torch.long))
 
 
 def test_g_d_minus_is_simclr_when_all_partitions_differ():

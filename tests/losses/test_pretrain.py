@@ -44,6 +44,14 @@ def test_partitions_and_volume_ids_reach_the_global_loss():
     simclr = loss(preds, None)
     ref = cluster_guided_nt_xent(preds["global"][:4], preds["global"][4:])
     assert math.isclose(simclr.item(), ref.item(), rel_tol=1e-6)
+    # pseudo-classes guide Chaitanya's global loss too (same-class samples leave the negatives)
+    pseudo = torch.tensor([[0, 0], [1, 2], [1, 3], [0, 1]])
+    guided = ContrastivePretrainLoss(GlobalContrastiveLoss(0.1, level=0))
+    value = guided(preds, {"pseudo_class": pseudo, "partition": parts, "volume_id": vols})
+    ref = global_contrastive_loss(preds["global"][:4], preds["global"][4:], parts, vols, 0.1, pseudo_classes=pseudo,
+                                  level=0)  # fmt: skip
+    assert math.isclose(value.item(), ref.item(), rel_tol=1e-6)
+    assert not math.isclose(value.item(), with_vol.item(), rel_tol=1e-6)
 
 
 def test_three_views_average_all_pairs():
