@@ -187,6 +187,8 @@ def variant_name(method: str, args: dict) -> str:
                 tags.append(f"{args['cae_prototype_assignment']}_update")
     if method in ("dvc", "dvc_prior") and args.get("dvc_recon", "bce") != "mse":
         tags.append(args.get("dvc_recon", "bce"))
+    if args.get("tag"):
+        tags.append(args["tag"])
     return "+".join([method, *tags])
 
 
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="prototype phase: update each prototype by the soft assignments or the argmax (authors)")
     parser.add_argument("--cae-augment", default="default", choices=["default", "flip_rot90"],
                         help="CAE views: intensity/noise/shift only, or also random flips and 90-degree rotations")
+    parser.add_argument("--tag", default="", help="a label appended to every method's row name in the report "
+                        "(for settings without a tag of their own, e.g. --epochs 60 as 'epochs=60')")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", type=Path, nargs="+", help="only print one table over these result files")

@@ -58,6 +58,7 @@ def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monk
     assert ic.variant_name("dvc", old_record) == "dvc+bce"
     reference = {**defaults, "cae_head": "reference", "cae_prototype_epochs": 20, "cae_prototype_assignment": "hard"}
     assert ic.variant_name("cae", reference) == "cae+head=reference+prototype_epochs=20+hard_update"
+    assert ic.variant_name("dvc", {**defaults, "tag": "epochs=60"}) == "dvc+epochs=60"
     assert ic.variant_name("dvc", {**defaults, "cae_recon_weight": 0.2}) == "dvc"  # a CAE setting: not a DVC variant
     seen = []
     real = ic.train_cae

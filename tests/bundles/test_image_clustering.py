@@ -11,8 +11,8 @@ import pytest
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "image_clustering"
 CONFIGS = BUNDLE / "configs"
-TINY = {"epochs": 1, "cluster_epochs": 1, "batch_size": 4, "channels": [4, 8], "latent_dim": 4, "progress": False,
-        "montage_per_cluster": 2}  # fmt: skip
+TINY = {"epochs": 1, "cluster_epochs": 1, "prototype_epochs": 1, "batch_size": 4, "channels": [4, 8], "latent_dim": 4,
+        "progress": False, "montage_per_cluster": 2}  # fmt: skip
 
 pytestmark = pytest.mark.bundle
 
