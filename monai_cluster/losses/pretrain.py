@@ -102,8 +102,10 @@ class ContrastivePretrainLoss(nn.Module):
             return {"pseudo_classes": targets.get("pseudo_class")}
         if isinstance(self.global_loss, GlobalContrastiveLoss):
             partitions = targets.get("partition")
-            return {"partitions": partitions, "volume_ids": None if partitions is None else targets.get("volume_id"),
-                    "pseudo_classes": targets.get("pseudo_class")}  # fmt: skip
+            kwargs = {"partitions": partitions, "volume_ids": None if partitions is None else targets.get("volume_id")}
+            if targets.get("pseudo_class") is not None:  # cluster guidance on top of the strategy
+                kwargs["pseudo_classes"] = targets["pseudo_class"]
+            return kwargs
         return {}
 
     def _pairwise_mean(self, loss: Callable[..., torch.Tensor], views: tuple, name: str, **kwargs: Any) -> torch.Tensor:
