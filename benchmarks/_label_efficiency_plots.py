@@ -16,6 +16,12 @@ from monai_cluster.utils.io import atomic_write
 __all__ = ["plot_paired"]
 
 
+def _order(variant: str, reference: str) -> tuple:
+    """The reference first, then by method name and by pretraining length as a number (1000 before 10000)."""
+    method, _, steps = variant.partition("@")
+    return (variant != reference, method, int(steps) if steps.isdigit() else -1)
+
+
 def plot_paired(runs: list[dict], path: str | Path, reference: str = "random") -> Path:
     """PNG with one panel per labeled setting: Dice of each variant (x) per seed, a grey line per seed.
 
@@ -35,10 +41,13 @@ def plot_paired(runs: list[dict], path: str | Path, reference: str = "random") -
     if not runs:
         raise ValueError("runs is empty: nothing to plot.")
     settings = sorted({r["num_labeled"] for r in runs})
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 4.2), squeeze=False)
+    widest = max(len({r["variant"] for r in runs if r["num_labeled"] == n}) for n in settings)
+    fig, axes = plt.subplots(
+        1, len(settings), figsize=(max(4.2, 0.75 * widest) * len(settings), 4.8), squeeze=False
+    )
     for ax, n in zip(axes[0], settings):
         at_n = [r for r in runs if r["num_labeled"] == n]
-        variants = sorted({r["variant"] for r in at_n}, key=lambda v: (v != reference, v))
+        variants = sorted({r["variant"] for r in at_n}, key=lambda v: _order(v, reference))
         table = {(r["variant"], r["seed"]): r["dice"] for r in at_n}
         for seed in sorted({r["seed"] for r in at_n}):
             xs = [i for i, v in enumerate(variants) if (v, seed) in table]
@@ -47,7 +56,8 @@ def plot_paired(runs: list[dict], path: str | Path, reference: str = "random") -
         ax.plot(range(len(variants)), means, "D", color="C3", ms=8, label="mean over seeds", zorder=3)
         if reference in variants:
             ax.axhline(means[variants.index(reference)], color="C3", ls="--", lw=0.8)
-        ax.set_xticks(range(len(variants)), [v.replace("@", "\n@") for v in variants], fontsize=8)
+        ax.set_xticks(range(len(variants)), [v.replace("@", "\n@") for v in variants], fontsize=7, rotation=30,
+                      ha="right")  # fmt: skip
         ax.set_title(f"{n} labeled: test Dice per seed (lines join a seed)", fontsize=9)
         ax.set_ylabel("mean Dice (RV, Myo, LV)" if ax is axes[0][0] else "")
         ax.grid(alpha=0.3)

@@ -253,7 +253,13 @@ def test_plot_paired_writes_one_panel_per_setting(tmp_path):
     from PIL import Image
 
     with Image.open(path) as image:
-        assert image.size[0] > 2 * image.size[1] * 0.9  # two panels side by side
+        assert image.size[0] > 1.6 * image.size[1]  # two panels side by side (one would be narrower than tall)
     with pytest.raises(ValueError, match="runs is empty"):
         plot_paired([], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+    from _label_efficiency_plots import _order
+
+    variants = ["simclr@3000", "cluster_guided@10000", "random", "cluster_guided@3000"]
+    assert sorted(variants, key=lambda v: _order(v, "random")) == [
+        "random", "cluster_guided@3000", "cluster_guided@10000", "simclr@3000"
+    ]
