@@ -253,6 +253,10 @@ def train_cae(
     prototype_epochs = check_positive_int(prototype_epochs, "prototype_epochs", minimum=0)
     prototype_assignment = check_choice(prototype_assignment, "prototype_assignment", PROTOTYPE_ASSIGNMENTS)
     prototype_momentum = check_probability(prototype_momentum, "prototype_momentum")
+    if prototype_momentum >= 1.0:
+        raise ValueError(
+            f"prototype_momentum must lie in [0, 1) (1 never moves the prototypes), got {prototype_momentum}."
+        )
     conditioned = getattr(model, "num_prototypes", None)
     if prototype_epochs and conditioned is None:
         raise ValueError(

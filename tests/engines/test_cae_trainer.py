@@ -181,5 +181,7 @@ def test_prototype_phase_errors(blobs):
         train_cae(conditioned, x, epochs=1, prototype_epochs=1, prototype_assignment="fuzzy", progress=False)
     with pytest.raises(ValueError, match="prototype_momentum"):
         train_cae(conditioned, x, epochs=1, prototype_epochs=1, prototype_momentum=1.5, progress=False)
+    with pytest.raises(ValueError, match=r"prototype_momentum must lie in \[0, 1\)"):
+        train_cae(conditioned, x, epochs=1, prototype_epochs=1, prototype_momentum=1.0, progress=False)
     with pytest.raises(ValueError, match="max_iter"):
         cluster_cae(conditioned, x, 4, method="prototypes", max_iter=-1)
