@@ -32,7 +32,9 @@ from .common import (
     validate_options,
 )
 from .backbone_options import BACKBONE_OPTION_DEFAULTS, BACKBONE_OPTION_SPECS, check_backbone_bundle_options
+from .run_outputs import RECORD_NAME, RunOutputs, data_fingerprint, rollback_open_runs
 from .pretrain import (
+    PRETRAIN_OPTION_DEFAULTS,
     PRETRAIN_OPTION_SPECS,
     SCHEDULES,
     PretrainProgress,
@@ -43,6 +45,7 @@ from .pretrain import (
     table_from_extra,
     table_to_extra,
 )
+from .pretrain_checks import preflight_pretrain, pretrain_run_settings
 from .pretrain_data import (
     VIEW_MODES,
     autoencoder_augmentation,
@@ -143,4 +146,11 @@ __all__ = [
     "TrainingCheckpointer",
     "validate_option",
     "validate_options",
+    "PRETRAIN_OPTION_DEFAULTS",
+    "RECORD_NAME",
+    "RunOutputs",
+    "data_fingerprint",
+    "preflight_pretrain",
+    "pretrain_run_settings",
+    "rollback_open_runs",
 ]

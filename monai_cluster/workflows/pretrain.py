@@ -19,6 +19,7 @@ References:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from monai_cluster.clustering import PseudoClassTable, write_pseudo_class_table
 from monai_cluster.handlers import PseudoClassUpdateHandler
-from monai_cluster.networks.backbones import backbone_of, check_backbone_options
+from monai_cluster.networks.backbones import backbone_of, backbone_spec, check_backbone_options
 from monai_cluster.transforms import PseudoClassd
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
 
@@ -42,6 +43,7 @@ from .common import TrainingCheckpointer, is_main_process, validate_options
 from .pretrain_data import check_image_size
 
 __all__ = [
+    "PRETRAIN_OPTION_DEFAULTS",
     "PRETRAIN_OPTION_SPECS",
     "PretrainProgress",
     "SCHEDULES",
@@ -79,27 +81,58 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
     "in_channels": "int>=1",
     "dataset_dir": "path?",
     "bundle_root": "path",
+    "decoder_layer": "str?",
+    "local_num_locations": "int>=1",
+    "local_region_size": "int>=1",
+    "local_learning_rate": "float>0",
+    "autoencoder_channels": "ints>=1",
+    "autoencoder_strides": "ints?>=1",
+    "intensity_range": "floats?",
+    "num_workers": "int>=0",
+    "gather_distributed": "bool",
 }
 """Spec (see :func:`~monai_cluster.workflows.validate_option`) of every option of the pretraining bundle."""
+
+PRETRAIN_OPTION_DEFAULTS: dict[str, Any] = {
+    "decoder_layer": None,
+    "local_num_locations": 32,
+    "local_region_size": 4,
+    "local_learning_rate": 1e-3,
+    "autoencoder_channels": [16, 32, 64, 128],
+    "autoencoder_strides": None,
+    "intensity_range": [0.0, 255.0],
+    "num_workers": 0,
+    "gather_distributed": False,
+}
+"""Values of the options :func:`check_pretrain_options` fills in when a caller does not give them (the bundle's)."""
 
 
 def check_pretrain_options(**options: Any) -> dict[str, Any]:
     """Check the pretraining bundle's options (:data:`PRETRAIN_OPTION_SPECS`) and their combinations.
 
     The backbone options (``backbone``, ``features``, ``init_filters``, ``feature_size``, ``depths``, see
-    :mod:`~monai_cluster.workflows.backbone_options`) default to :data:`BACKBONE_OPTION_DEFAULTS` when not given.
+    :mod:`~monai_cluster.workflows.backbone_options`) default to :data:`BACKBONE_OPTION_DEFAULTS`, the others of
+    :data:`PRETRAIN_OPTION_DEFAULTS` to those values, when not given. Everything a later stage would refuse is
+    refused here, before the autoencoder stage replaces a previous run's outputs; what needs the images or a
+    built network (cluster counts against the images, the dense map's size) is checked by
+    :func:`~monai_cluster.workflows.preflight_pretrain`.
 
     Raises:
         TypeError/ValueError: naming the option, e.g. ``option 'epochs' (--epochs) must be an integer >= 1, got
             str 'abc'``; also when both loss weights are 0, ``backbone`` is not registered, ``features`` is not
             six sizes (``basic_unet``), ``image_size`` is not a multiple of the backbone's size divisor (32 for
             ``swin_unetr``), or
-            ``pseudo_class_level`` is not a level of ``num_clusters``, ``crop_scale`` is not ``[low, high]`` in
-            ``(0, 1]``, ``schedule`` is not ``joint``/``staged`` (or ``staged`` without a global loss), or
-            ``image_size`` is not a multiple of 16 with one size or one per spatial axis (returned as one size
-            per axis).
+            ``pseudo_class_level`` is not a level of ``num_clusters``, ``num_clusters`` does not increase
+            strictly, ``crop_scale`` is not ``[low, high]`` in ``(0, 1]``, ``schedule`` is not
+            ``joint``/``staged`` (or ``staged`` without a global loss), ``image_size`` is not a multiple of 16
+            with one size or one per spatial axis (returned as one size per axis), ``decoder_layer`` is not one of
+            the backbone's decoder blocks, the autoencoder's strides cannot halve ``image_size`` evenly, the local
+            loss samples a single location (no negatives), ``recluster_interval`` would never re-cluster, or
+            ``intensity_range`` is not ``[low, high]``.
     """
-    checked = validate_options({**BACKBONE_OPTION_DEFAULTS, **options}, PRETRAIN_OPTION_SPECS)
+    checked = validate_options(
+        {**BACKBONE_OPTION_DEFAULTS, **PRETRAIN_OPTION_DEFAULTS, **options}, PRETRAIN_OPTION_SPECS
+    )
     if checked["spatial_dims"] not in (2, 3):
         raise ValueError(f"option 'spatial_dims' must be 2 or 3, got {checked['spatial_dims']}.")
     checked["image_size"] = check_image_size(checked["image_size"], checked["spatial_dims"])
@@ -118,13 +151,72 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
             "option 'schedule' is 'staged' but 'global_weight' is 0: stage 1 (the global loss) would train "
             "nothing; use schedule 'joint' for a local-only pretraining."
         )
-    levels = len(checked["num_clusters"])
-    if not -levels <= checked["pseudo_class_level"] < levels:
+    levels = checked["num_clusters"]
+    if any(b <= a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"option 'num_clusters' (--num_clusters) must increase strictly from coarse to fine, got {levels}.")
+    if not -len(levels) <= checked["pseudo_class_level"] < len(levels):
         raise ValueError(
-            f"option 'pseudo_class_level' must index one of the {levels} levels of num_clusters "
-            f"{checked['num_clusters']} (0 = coarsest, -1 = finest), got {checked['pseudo_class_level']}."
+            f"option 'pseudo_class_level' must index one of the {len(levels)} levels of num_clusters "
+            f"{levels} (0 = coarsest, -1 = finest), got {checked['pseudo_class_level']}."
         )
+    _check_decoder_layer(checked)
+    _check_autoencoder_layout(checked)
+    if checked["local_weight"] > 0 and checked["local_num_locations"] < 2:
+        raise ValueError(
+            f"option 'local_num_locations' (--local_num_locations) must be at least 2 while 'local_weight' is "
+            f"{checked['local_weight']}: each sampled location's negatives are the other locations, so "
+            f"{checked['local_num_locations']} location has none and the local loss would train nothing."
+        )
+    if checked["recluster_interval"] > 0 and not checked["use_pseudo_classes"]:
+        raise ValueError(
+            f"option 'recluster_interval' (--recluster_interval) is {checked['recluster_interval']} but "
+            "'use_pseudo_classes' is false: there are no pseudo-classes to re-cluster; set it to 0."
+        )
+    if checked["recluster_interval"] > checked["epochs"]:
+        raise ValueError(
+            f"option 'recluster_interval' (--recluster_interval) is {checked['recluster_interval']}, more than "
+            f"'epochs' ({checked['epochs']}): it would never re-cluster; use 0 (never) or at most {checked['epochs']}."
+        )
+    if checked["intensity_range"] is not None:
+        low_high = checked["intensity_range"]
+        if len(low_high) != 2 or not low_high[0] < low_high[1]:
+            raise ValueError(
+                f"option 'intensity_range' (--intensity_range) must be [low, high] with low < high, got {low_high}."
+            )
     return checked
+
+
+def _check_decoder_layer(checked: Mapping[str, Any]) -> None:
+    """``decoder_layer`` must be one of the backbone's decoder blocks (``None``: its full-resolution one)."""
+    name = checked["decoder_layer"]
+    blocks = backbone_spec(checked["backbone"]).decoder_blocks
+    if name is not None and name not in blocks:
+        raise ValueError(
+            f"option 'decoder_layer' (--decoder_layer) must be null or one of the {checked['backbone']!r} "
+            f"backbone's decoder blocks {list(blocks)}, got {name!r}"
+            + (
+                ": the local loss's map must come from the decoder (with schedule 'staged' an encoder block would "
+                "leave the local stage no backbone weight to train)."
+                if checked["schedule"] == "staged" else "."
+            )
+        )
+
+
+def _check_autoencoder_layout(checked: Mapping[str, Any]) -> None:
+    """The autoencoder's strides (one per channel entry) must halve ``image_size`` evenly (as stage 1 requires)."""
+    channels, strides = checked["autoencoder_channels"], checked["autoencoder_strides"]
+    if strides is not None and len(strides) != len(channels):
+        raise ValueError(
+            f"option 'autoencoder_strides' (--autoencoder_strides) must have one entry per 'autoencoder_channels' "
+            f"entry ({len(channels)}: {channels}), or be null to halve once per block, got {strides}."
+        )
+    factor = math.prod(strides) if strides is not None else 2 ** len(channels)
+    if any(size % factor for size in checked["image_size"]):
+        raise ValueError(
+            f"option 'image_size' {checked['image_size']} must be divisible by the product of the autoencoder "
+            f"strides ({factor}: 'autoencoder_strides' {strides}, 'autoencoder_channels' {channels}); use fewer "
+            "autoencoder_channels, smaller autoencoder_strides or another image_size."
+        )
 
 
 def table_to_extra(table: PseudoClassTable | None) -> dict | None:

@@ -109,6 +109,13 @@ def check_slice_options(**options: Any) -> dict[str, Any]:
             "option 'use_pseudo_classes' must be false with train_slices.json: the slice partitions replace the "
             "pseudo-classes (there is no clustering stage)."
         )
+    if checked["num_partitions"] < 2 and checked["global_strategy"] != "G_R":
+        raise ValueError(
+            f"option 'num_partitions' (--num_partitions) must be at least 2 with global_strategy "
+            f"{checked['global_strategy']!r}: only slices of another partition are negatives, so with "
+            f"{checked['num_partitions']} partition the global loss would have none; use global_strategy 'G_R' "
+            "for SimCLR on slices."
+        )
     if checked["intensity_range"] is not None:
         checked["intensity_range"] = _check_pair("intensity_range", checked["intensity_range"])
     checked["intensity_percentiles"] = _check_pair("intensity_percentiles", checked["intensity_percentiles"], 100.0)

@@ -67,9 +67,19 @@ def run_bundle(
     logging: bool = False,
     **overrides: Any,
 ) -> ConfigWorkflow:
-    """Initialise, run and finalise a bundle (see :func:`bundle_workflow`); returns the workflow for inspection."""
+    """Initialise, run and finalise a bundle (see :func:`bundle_workflow`); returns the workflow for inspection.
+
+    A run that raises puts the previous outputs back (:func:`~monai_cluster.workflows.rollback_open_runs`), as
+    ``python -m monai.bundle run`` does.
+    """
+    from monai_cluster.workflows.run_outputs import rollback_open_runs
+
     workflow = bundle_workflow(bundle_dir, configs, bundle_root, logging, **overrides)
-    workflow.run()
+    try:
+        workflow.run()
+    except Exception:
+        rollback_open_runs()
+        raise
     workflow.finalize()
     return workflow
 

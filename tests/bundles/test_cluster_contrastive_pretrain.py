@@ -114,7 +114,7 @@ def test_stages_run_on_their_own(tmp_path):
 
     _run(tmp_path, "run_autoencoder")
     models = tmp_path / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["autoencoder.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["autoencoder.pt", "run_settings.json"]
     _run(tmp_path, "run_cluster")
     assert (models / "pseudo_classes.csv").is_file() and not (models / "model.pt").exists()
     workflow = _run(tmp_path, "run_pretrain")
@@ -303,9 +303,9 @@ def test_autoencoder_channels_of_any_length_and_clear_errors(tmp_path):
     assert five.parser.get_parsed_content("autoencoder#network_def").size_divisor == 16
     for name, overrides, message in (
         ("c", {"autoencoder_channels": [4, 4, 8, 8, 8, 8]},
-         "image_size [32, 32] must be divisible by the product of the autoencoder strides [2, 2, 2, 2, 2, 2] (= 64"),
+         "option 'image_size' [32, 32] must be divisible by the product of the autoencoder strides (64: "),
         ("d", {"autoencoder_channels": [4, 8, 8], "autoencoder_strides": [2, 2]},
-         "autoencoder strides [2, 2] must have one entry per autoencoder channel (3: [4, 8, 8])"),
+         "option 'autoencoder_strides' (--autoencoder_strides) must have one entry per 'autoencoder_channels' entry"),
     ):  # fmt: skip
         with pytest.raises(Exception) as info:
             _workflow(tmp_path / name, **overrides).parser.get_parsed_content("autoencoder#network_def")
