@@ -86,9 +86,16 @@ def test_paired_differences_per_seed():
     runs = [{"dataset": "chest", "method": m, "seed": s, "nmi": v}
             for m, vals in (("a", [0.5, 0.6, 0.7]), ("b", [0.4, 0.6, 0.5])) for s, v in enumerate(vals)]
     runs.append({"dataset": "chest", "method": "a", "seed": 9, "nmi": 1.0})  # b lacks seed 9: not paired
+    runs = runs[::-1]  # pairing goes by seed, not by position
     (row,) = ic.paired(runs, ["a:b"])
     assert row["n"] == 3 and row["a_ahead"] == 2
-    assert np.isclose(row["mean"], 0.1) and row["ci95"][0] < 0.1 < row["ci95"][1]
+    # the differences 0.1, 0.0, 0.2: sd 0.1 and the t interval mean +- t(0.975, 2) * sd / sqrt(3), by hand
+    from scipy.stats import t
+
+    half = t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    assert np.isclose(row["mean"], 0.1) and np.isclose(row["sd"], 0.1)
+    np.testing.assert_allclose(row["ci95"], [0.1 - half, 0.1 + half], rtol=1e-9)
+    assert row["ci95"][0] < 0 < row["ci95"][1]  # three seeds with this spread do not exclude 0
     assert ic.paired(runs, ["a:zzz"]) == []
     import pytest
 

@@ -195,23 +195,47 @@ def test_heart_random_end_to_end(tmp_path):
     assert "Chaitanya" not in le.reference_line(result["summary"], "patients")  # no 2-patient setting
 
 
+def _t_interval(diffs) -> tuple[float, float, float, float]:
+    """Mean, sd and the t 95% interval of ``diffs``, by hand from scipy's t quantile."""
+    from scipy import stats
+
+    diffs = np.asarray(diffs, dtype=float)
+    n, mean = len(diffs), float(diffs.mean())
+    sd = float(np.sqrt(((diffs - mean) ** 2).sum() / (n - 1)))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
 def test_summaries_pair_by_seed():
     def run(n, seed, variant, dice):
         steps = None if variant == "random" else 10
         return {"num_labeled": n, "seed": seed, "variant": variant, "dice": dice, "hd95": 1.0,
-                "pretrain_steps": steps, "dice_per_class": {"RV": dice, "LV": dice}}
+                "pretrain_steps": steps, "dice_per_class": {"RV": dice, "LV": dice - 0.1}}
 
-    runs = [run(n, s, v, base + off + 0.01 * s)
-            for n, base in ((2, 0.5), (50, 0.9)) for s in range(3)
-            for v, off in (("random", 0.0), ("simclr@10", 0.01), ("cluster_guided@10", 0.03))]
+    # per-seed gains with real spread (not a constant offset, whose sd of 0 makes any interval a point), seeds
+    # listed in another order for each variant so that pairing by position would give other differences
+    seed_base = [0.50, 0.62, 0.41, 0.55]
+    gain = {"random": [0.0, 0.0, 0.0, 0.0], "simclr@10": [0.02, -0.01, 0.05, 0.00],
+            "cluster_guided@10": [0.06, 0.01, 0.09, -0.02]}  # fmt: skip
+    order = {"random": [0, 1, 2, 3], "simclr@10": [3, 1, 0, 2], "cluster_guided@10": [2, 0, 3, 1]}
+    runs = [run(n, s, v, base + seed_base[s] + gain[v][s])
+            for n, base in ((2, 0.0), (50, 0.3)) for v in gain for s in order[v]]  # fmt: skip
     rows, pairwise = le.summarize(runs)
     diff = {(r["num_labeled"], r["variant"]): r for r in rows}[(2, "cluster_guided@10")]["dice_diff_to_random"]
-    assert diff["mean"] == pytest.approx(0.03) and diff["sd"] == pytest.approx(0.0, abs=1e-12)
-    assert [(p["a"], p["b"]) for p in pairwise if p["num_labeled"] == 2] == [("cluster_guided@10", "simclr@10")]
-    assert pairwise[0]["dice"]["mean"] == pytest.approx(0.02)
+    mean, sd, low, high = _t_interval(gain["cluster_guided@10"])
+    assert sd > 0.04  # the interval has a width to check
+    assert diff["n"] == 4 and diff["mean"] == pytest.approx(mean) and diff["sd"] == pytest.approx(sd)
+    assert diff["ci95"] == pytest.approx([low, high])
+    assert low < 0 < high  # this spread over 4 seeds does not exclude 0, though the mean gain is +0.035
+    guided_vs_simclr = [a - b for a, b in zip(gain["cluster_guided@10"], gain["simclr@10"])]
+    mean, sd, low, high = _t_interval(guided_vs_simclr)
+    ((row,),) = [[p for p in pairwise if p["num_labeled"] == 2]]
+    assert (row["a"], row["b"]) == ("cluster_guided@10", "simclr@10")
+    assert row["dice"]["mean"] == pytest.approx(mean) and row["dice"]["ci95"] == pytest.approx([low, high])
+    assert row["per_class"]["LV"]["ci95"] == pytest.approx([low, high])  # per structure, the same seeds paired
     assert "cluster_guided@10 − simclr@10" in le.format_pairwise(pairwise, "patients")
     line = le.reference_line(rows, "patients")
-    assert "Chaitanya" in line and f"random {0.51 / 0.91:.1%}" in line
+    assert "Chaitanya" in line and f"random {0.52 / 0.82:.1%}" in line  # mean of seed_base, without and with +0.3
 
 
 def test_dermoscopy_run_is_paired_and_resumable(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,61 @@ def test_dvc_reaches_high_accuracy_on_separable_images(blobs, recording_writer):
     tags = {tag for tag, _, _ in writer.scalars}
     assert {"dvc/pretrain/loss", "dvc/cluster/loss", "dvc/cluster/clustering", "dvc/cluster/changed_fraction"} <= tags
     np.testing.assert_allclose(result.centroids, model.centroids.detach().numpy())
+
+
+def _by_hand_student_t(mu: torch.Tensor, centroids: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """DEC eq. 1 written out: ``q_ij`` proportional to ``(1 + |mu_i - c_j|^2 / alpha) ^ -((alpha + 1) / 2)``."""
+    kernel = (1.0 + ((mu[:, None, :] - centroids[None]) ** 2).sum(-1) / alpha) ** (-(alpha + 1.0) / 2.0)
+    return kernel / kernel.sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_dvc_logged_terms_equal_kl_and_reconstruction_recomputed_from_the_model_outputs(blobs, recording_writer, beta):
+    """The trainer's logged reconstruction, KL(P||Q), prior KL and loss equal a recomputation from scratch: P by
+    DEC eq. 3 from the Student's-t assignments of the model as it stood at the refresh, Q, reconstructions and
+    posteriors from the outputs each training step actually saw, averaged over samples across uneven batches."""
+    x, _ = blobs(n_per_class=4)  # 12 images in batches of 5, 5 and 2
+    model = _dvc()
+    pretrain_vae(model, x, epochs=2, batch_size=12, progress=False)
+    initial = init_dvc_centroids(model, x)
+    frozen = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        q_refresh = _by_hand_student_t(frozen.encode(x)[0].double(), frozen.centroids.double())
+    p_all = q_refresh**2 / q_refresh.sum(0)
+    p_all = p_all / p_all.sum(1, keepdim=True)
+    seen = []
+    hook = model.register_forward_hook(
+        lambda m, args, out: seen.append(
+            (args[0].detach().clone(), {k: v.detach().double() for k, v in out.items()}, m.centroids.detach().double())
+        )
+    )  # the images, outputs and (trained, so moving) centroids of every training step
+    gamma = 2.0
+    try:
+        result = train_dvc_clustering(model, x, initial, epochs=1, batch_size=5, beta=beta, gamma=gamma, tol=0.0,
+                                      writer=recording_writer, progress=False)  # fmt: skip
+    finally:
+        hook.remove()
+    assert [images.shape[0] for images, _, _ in seen] == [5, 5, 2]
+    totals = dict.fromkeys(("reconstruction", "clustering", "kl"), 0.0)
+    covered = []
+    for images, out, centroids in seen:
+        # which dataset rows this batch holds (the loader shuffles): match the images exactly
+        index = [int(torch.nonzero((x == image).flatten(1).all(1))[0]) for image in images]
+        covered += index
+        q = out["q"]
+        torch.testing.assert_close(q, _by_hand_student_t(out["mu"], centroids), rtol=1e-4, atol=1e-6)
+        p = p_all[index]
+        totals["clustering"] += float((p * (p.log() - q.log())).sum())
+        totals["reconstruction"] += float(((out["reconstruction"] - images.double()) ** 2).sum())
+        mu, logvar = out["mu"], out["logvar"]
+        totals["kl"] += float((0.5 * (mu**2 + logvar.exp() - 1.0 - logvar)).sum())
+    assert sorted(covered) == list(range(12))
+    expected = {key: value / 12 for key, value in totals.items()}
+    expected["loss"] = expected["reconstruction"] + beta * expected["kl"] + gamma * expected["clustering"]
+    assert expected["clustering"] > 1e-3  # P differs from Q: the comparison below is not 0 == 0
+    for key, value in expected.items():
+        assert result.history[key] == [pytest.approx(value, rel=1e-4)], key
+        assert (f"dvc/cluster/{key}", pytest.approx(value, rel=1e-4), 0) in recording_writer.scalars, key
 
 
 def test_dvc_refreshes_target_every_update_interval_epochs_and_is_seeded(blobs):
