@@ -46,6 +46,7 @@ from monai_cluster.visualize.latent import plot_latent_space
 from monai_cluster.visualize.overlay import save_montage
 
 from monai_cluster.workflows.common import is_main_process, resolve_device, validate_option, validate_options
+from monai_cluster.workflows.run_outputs import data_fingerprint
 
 from ._image_clustering_data import ClusteringData, load_clustering_data, load_image_items
 
@@ -54,8 +55,12 @@ __all__ = [
     "SETTINGS_SPECS",
     "ClusteringData",
     "ImageClusteringTrainer",
+    "RECONSTRUCTIONS",
+    "TRAINING_SETTINGS_SPECS",
     "build_clustering_network",
     "check_clustering_settings",
+    "clustering_run_settings",
+    "preflight_clustering",
     "load_clustering_data",
     "load_image_items",
     "write_clusters_csv",
@@ -91,6 +96,35 @@ CAE_SETTINGS_SPECS = {
 }
 """Specs of the contrastive autoencoder's overrides, checked with the main ones when given."""
 
+TRAINING_SETTINGS_SPECS = {
+    "npz_split": "choice:all|train|val|test",
+    "labels_csv": "path?",
+    "cluster_epochs": "int>=1",
+    "batch_size": "int>=2",
+    "learning_rate": "float>0",
+    "latent_dim": "int>=1",
+    "channels": "ints>=1",
+    "strides": "ints>=1",
+    "spatial_size": "ints?>=1",
+    "temperature": "float>0",
+    "prototype_temperature": "float>0",
+    "cluster_beta": "float>=0",
+    "resume": "bool",
+    "recon": "choice:mse|bce|l1",
+    "gamma": "float?>=0",
+    "update_interval": "int>=1",
+    "tol": "float>=0",
+    "seed": "int>=0",
+    "progress": "bool",
+    "montage_per_cluster": "int>=1",
+    "synthetic_n": "int>=2",
+    "synthetic_size": "ints>=8",
+}
+"""Specs of the training, data and output overrides, checked with the main ones when given."""
+
+RECONSTRUCTIONS = {"contrastive_ae": ("mse", "l1"), "dvc": ("mse", "bce")}
+"""The ``recon`` values each method understands."""
+
 
 def check_clustering_settings(
     method: object, num_clusters: object, epochs: object, bundle_root: object, dataset_dir: object = None, **cae: object
@@ -112,16 +146,16 @@ def check_clustering_settings(
     Raises:
         ValueError/TypeError: naming the option (``--num_clusters``) and what was expected.
     """
-    unknown = sorted(set(cae) - set(CAE_SETTINGS_SPECS))
+    specs = {**CAE_SETTINGS_SPECS, **TRAINING_SETTINGS_SPECS}
+    unknown = sorted(set(cae) - set(specs))
     if unknown:
-        raise TypeError(
-            f"check_clustering_settings got unknown options {unknown}; known: {sorted(CAE_SETTINGS_SPECS)}."
-        )
+        raise TypeError(f"check_clustering_settings got unknown options {unknown}; known: {sorted(specs)}.")
     settings = validate_options(
         {"method": method, "num_clusters": num_clusters, "epochs": epochs, "bundle_root": bundle_root,
          "dataset_dir": dataset_dir, **cae},
-        {**SETTINGS_SPECS, **{k: CAE_SETTINGS_SPECS[k] for k in cae}},
+        {**SETTINGS_SPECS, **{k: specs[k] for k in cae}},
     )  # fmt: skip
+    _check_relations(settings)
     if Path(settings["bundle_root"]).is_file():
         raise ValueError(f"option 'bundle_root' (--bundle_root) must be a folder, got the file {bundle_root!r}.")
     if settings["dataset_dir"] not in (None, "None", "null"):
@@ -132,6 +166,89 @@ def check_clustering_settings(
                 f".npz file (or null for synthetic data), got {dataset_dir!r}."
             )
     return settings
+
+
+def _check_relations(settings: dict) -> None:
+    """The combinations of :func:`check_clustering_settings`'s options that a later stage would refuse."""
+    method = settings["method"]
+    if "recon" in settings and settings["recon"] not in RECONSTRUCTIONS[method]:
+        raise ValueError(
+            f"option 'recon' (--recon) must be one of {list(RECONSTRUCTIONS[method])} with method {method!r}, "
+            f"got {settings['recon']!r}."
+        )
+    if settings.get("tol", 0.0) > 1:
+        raise ValueError(
+            f"option 'tol' (--tol) must be a fraction of labels in [0, 1] (0: never stop early), got {settings['tol']}."
+        )
+    if method == "dvc" and settings.get("cluster_method", "kmeans") != "kmeans":
+        raise ValueError(
+            f"option 'cluster_method' (--cluster_method) {settings['cluster_method']!r} is a contrastive_ae "
+            "setting: dvc clusters with its own centroids; leave it 'kmeans' or use method contrastive_ae."
+        )
+    channels, strides = settings.get("channels"), settings.get("strides")
+    if channels is not None and strides is not None and len(channels) != len(strides):
+        raise ValueError(
+            f"option 'strides' (--strides) must have one entry per 'channels' entry ({len(channels)}: {channels}), "
+            f"got {strides}."
+        )
+    factor = int(np.prod(strides)) if strides is not None else 1
+    sizes = settings.get("spatial_size")
+    if sizes is not None and any(n % factor for n in sizes):
+        raise ValueError(
+            f"option 'spatial_size' (--spatial_size) {sizes} must be divisible by the product of 'strides' "
+            f"{strides} (= {factor}); use other strides or another spatial_size."
+        )
+    count = settings.get("synthetic_n")
+    if settings["dataset_dir"] in (None, "None", "null") and count is not None and count < settings["num_clusters"]:
+        raise ValueError(
+            f"option 'num_clusters' (--num_clusters) {settings['num_clusters']} exceeds the {count} synthetic images "
+            "(synthetic_n); use fewer clusters or more images."
+        )
+
+
+def preflight_clustering(data: ClusteringData, settings: dict, **network_options: object) -> nn.Module:
+    """Check, before the first stage writes, what needs the loaded images: the cluster count and batch size
+    against the number of images, and the network's strides against the image size (a throwaway network is
+    built with the global random state untouched).
+
+    Args:
+        data: the loaded images (:func:`load_clustering_data`).
+        settings: :func:`check_clustering_settings`'s result (``method``, ``num_clusters``, ``batch_size``).
+        network_options: the other :func:`build_clustering_network` arguments (``latent_dim``, ``channels``,
+            ``strides``, ``projection_head``, ``prototype_epochs``, ``prototype_temperature``).
+
+    Returns:
+        the throwaway network.
+
+    Raises:
+        ValueError: naming the option: ``num_clusters`` above the number of images, fewer than 2 images (a
+            contrastive batch has no negative), or image sizes the strides cannot halve evenly.
+    """
+    count = len(data.keys)
+    if settings["num_clusters"] > count:
+        raise ValueError(
+            f"option 'num_clusters' (--num_clusters) {settings['num_clusters']} exceeds the number of images "
+            f"({count} in {data.source})."
+        )
+    if count < 2:
+        raise ValueError(f"option 'dataset_dir' (--dataset_dir) holds {count} image: clustering needs at least 2.")
+    with torch.random.fork_rng(devices=[]):
+        try:
+            return build_clustering_network(settings["method"], data.image_shape, settings["num_clusters"],
+                                            **network_options)  # fmt: skip
+        except ValueError as err:
+            raise ValueError(
+                f"options 'channels'/'strides' (--strides) do not fit the images of shape {list(data.image_shape)} "
+                f"(set 'spatial_size' to resize them): {err}"
+            ) from err
+
+
+def clustering_run_settings(data: ClusteringData, settings: dict, **options: object) -> dict[str, dict]:
+    """The settings that define the bundle's outputs, for :class:`~monai_cluster.workflows.RunOutputs`: the
+    checked ``settings`` but epochs, resume and output options, plus which images were clustered."""
+    left_out = {"epochs", "cluster_epochs", "resume", "progress", "montage_per_cluster", "bundle_root"}
+    defining = {k: v for k, v in {**settings, **options}.items() if k not in left_out}
+    return {"train": {**defining, "data": data_fingerprint(data.keys), "image_shape": list(data.image_shape)}}
 
 
 def build_clustering_network(
@@ -287,8 +404,13 @@ class ImageClusteringTrainer:
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.batch_size = validate_option("batch_size", batch_size, "int>=2")
         self.lr = validate_option("lr", lr, "float>0")
-        self.temperature, self.recon, self.gamma = temperature, recon, gamma
-        self.update_interval, self.tol = update_interval, tol
+        self.temperature = validate_option("temperature", temperature, "float>0")
+        self.recon = check_choice(recon, "recon", RECONSTRUCTIONS[self.method])
+        self.gamma = validate_option("gamma", gamma, "float?>=0")
+        self.update_interval = validate_option("update_interval", update_interval, "int>=1")
+        self.tol = validate_option("tol", tol, "float>=0")
+        if self.tol > 1:
+            raise ValueError(f"tol must be a fraction of labels in [0, 1] (0: never stop early), got {self.tol}.")
         if cluster_method not in ("kmeans", "prototypes"):
             raise ValueError(f"cluster_method must be one of ('kmeans', 'prototypes'), got {cluster_method!r}.")
         self.cluster_method = cluster_method

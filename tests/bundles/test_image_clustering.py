@@ -135,7 +135,7 @@ def test_resume_continues_to_the_weights_of_an_uninterrupted_run(tmp_path, metho
     assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
     with pytest.raises(Exception) as info:
         run(tmp_path / "cut", epochs=3, resume=True, learning_rate=0.01)
-    assert "other settings (lr: checkpoint 0.001, now 0.01)" in str(_root_cause(info.value))
+    assert "'learning_rate': outputs made with 0.001, this run asks for 0.01" in str(_root_cause(info.value))
 
 
 @pytest.mark.parametrize("method", ["contrastive_ae", "dvc"])
