@@ -26,11 +26,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from monai_cluster.utils.precision import float32_forward
 from monai_cluster.utils.validation import check_finite, check_positive_float, check_tensor
 
 __all__ = ["student_t_assignment", "target_distribution", "assignment_change_fraction"]
 
 
+@float32_forward
 def student_t_assignment(z: torch.Tensor, centroids: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """Soft assignment ``q`` of embeddings to centroids under a Student's-t kernel (DEC eq. 1).
 

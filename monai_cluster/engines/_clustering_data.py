@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from monai_cluster.clustering.features import extract_features
 from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
+from monai_cluster.utils.precision import autocast
 from monai_cluster.utils.validation import check_positive_float, check_positive_int
 
 __all__ = [
@@ -175,13 +176,23 @@ def log_scalars(writer: object, prefix: str, values: Mapping[str, float], step: 
 
 
 def train_epoch(
-    batches: DataLoader, step: Callable, optimizer: torch.optim.Optimizer, keys: tuple[str, ...], where: str
+    batches: DataLoader,
+    step: Callable,
+    optimizer: torch.optim.Optimizer,
+    keys: tuple[str, ...],
+    where: str,
+    amp: bool = False,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """One optimisation pass; ``step(batch) -> (parts, n)`` gives scalar losses (``parts["loss"]`` is optimised)
-    for ``n`` samples. Returns the sample-weighted mean of each key; a non-finite loss raises."""
+    for ``n`` samples. Returns the sample-weighted mean of each key; a non-finite loss raises.
+
+    With ``amp``, ``step`` runs under :func:`monai_cluster.utils.autocast` on ``device`` (bfloat16 on a CPU that has
+    it, float16 on CUDA); the losses keep float32 themselves."""
     sums, count = dict.fromkeys(keys, 0.0), 0
     for batch in batches:
-        parts, n = step(batch)
+        with autocast(amp, torch.device("cpu") if device is None else device):
+            parts, n = step(batch)
         if not bool(torch.isfinite(parts["loss"].detach())):
             raise FloatingPointError(f"non-finite loss ({parts['loss'].item()}) {where}; lower lr or check the data.")
         optimizer.zero_grad()
@@ -225,13 +236,15 @@ def fit_epochs(
     model: nn.Module | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
     settings: Mapping[str, object] | None = None,
+    amp: bool = False,
 ) -> None:
     """``epochs`` seeded passes of :func:`train_epoch` over shuffled batches of ``dataset``, each epoch's means of
     ``keys`` appended to ``history`` (as ``prefix + key``), logged under ``tag`` and shown on a tqdm bar ``name``.
 
     With ``checkpoint`` (an :class:`~monai_cluster.engines.EpochCheckpoint`), the state of ``model``, ``optimizer``,
     ``history``, the RNGs and the extra ``generators`` is saved after every epoch as stage ``tag``, and a resumed
-    stage continues after its last saved epoch with the same draws (``settings`` must match the checkpoint's)."""
+    stage continues after its last saved epoch with the same draws (``settings`` must match the checkpoint's).
+    ``amp`` runs each step under mixed precision (see :func:`train_epoch`)."""
     if checkpoint is not None and model is None:
         raise ValueError("fit_epochs with a checkpoint needs the model whose state it saves.")
     generators = dict(generators or {})
@@ -248,7 +261,7 @@ def fit_epochs(
         bar = tqdm(range(start, epochs), desc=name, disable=not progress, initial=start, total=epochs)
         for epoch in bar:
             batches = make_loader(dataset, batch_size, generator, drop_last=drop_last)
-            means = train_epoch(batches, step, optimizer, keys, f"in {name} epoch {epoch}")
+            means = train_epoch(batches, step, optimizer, keys, f"in {name} epoch {epoch}", amp=amp, device=device)
             record_epoch(history, means, prefix, writer, tag, epoch, bar)
             if checkpoint is not None:
                 checkpoint.save(tag, epoch + 1, model, optimizer, history, {"loader": generator, **generators}, settings)

@@ -40,6 +40,7 @@ from monai_cluster.engines._clustering_data import (
     whole_dataset,
 )
 from monai_cluster.losses.contrastive_autoencoder import ContrastiveAutoEncoderLoss, mean_reconstruction_error
+from monai_cluster.utils.precision import amp_mode
 from monai_cluster.utils.validation import check_choice, check_positive_float, check_positive_int, check_probability
 
 __all__ = [
@@ -218,6 +219,7 @@ def train_cae(
     prototype_epochs: int = 0,
     prototype_assignment: str = "soft",
     prototype_momentum: float = 0.0,
+    amp: bool = False,
 ) -> CAETrainingResult:
     """Train a :class:`ContrastiveAutoEncoder` with :class:`ContrastiveAutoEncoderLoss` (Adam), optionally run the
     prototype phase, then optionally cluster its latent space with :func:`cluster_cae`.
@@ -240,13 +242,15 @@ def train_cae(
     of the trained prototypes, which then must number ``num_clusters``; without it k-means centres refined with
     soft assignments at ``prototype_temperature``; see :func:`cluster_cae`). With ``checkpoint``
     (:class:`~monai_cluster.engines.EpochCheckpoint`) each phase is saved after every epoch, the view generator's
-    state included, and a rerun resumes exactly where it stopped.
+    state included, and a rerun resumes exactly where it stopped. ``amp`` trains both phases under mixed precision
+    (:func:`monai_cluster.utils.autocast`: bfloat16 on a CPU that has it, float16 on CUDA; losses in float32).
 
     Raises:
         ValueError/TypeError: for bad settings (each names the argument), ``prototype_epochs`` without
             ``num_prototypes``, or prototype clustering after phase 2 with another number of clusters.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
+    amp_mode(amp, device)
     batch_size = check_positive_int(batch_size, "batch_size", minimum=2)
     cluster_method = check_choice(cluster_method, "cluster_method", ("kmeans", "prototypes"))
     prototype_temperature = check_positive_float(prototype_temperature, "prototype_temperature")
@@ -296,14 +300,14 @@ def train_cae(
     fit_epochs(
         dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
         "CAE training", "cae", drop_last=True, checkpoint=checkpoint, model=model, generators=generators,
-        settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon},
+        settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon}, amp=amp,
     )  # fmt: skip
     if prototype_epochs:
         if checkpoint is not None and checkpoint.resumed_epochs.get("cae", 0) < epochs:
             checkpoint.discard("cae/prototypes")  # phase 1 trained on in this call: a saved phase 2 is stale
         _prototype_phase(
             model, dataset, views, prototype_epochs, batch_size, lr, recon, prototype_assignment, prototype_momentum,
-            seed, device, writer, progress, history, checkpoint, generators,
+            seed, device, writer, progress, history, checkpoint, generators, amp=amp,
         )  # fmt: skip
     clustering = None
     if num_clusters is not None:
@@ -331,6 +335,7 @@ def _prototype_phase(
     history: dict[str, list[float]],
     checkpoint: EpochCheckpoint | None,
     generators: dict | None,
+    amp: bool = False,
 ) -> None:
     """Phase 2 of :func:`train_cae`: k-means prototypes, then reconstruction with the conditioned decoder and a
     prototype update after every batch (history keys ``prototype_loss``, ``prototype_reconstruction``)."""
@@ -358,7 +363,7 @@ def _prototype_phase(
         progress, "CAE prototype phase", "cae/prototypes", prefix="prototype_", drop_last=True,
         checkpoint=checkpoint, model=model, generators=generators,
         settings={"lr": lr, "recon": recon, "assignment": assignment, "momentum": momentum,
-                  "prototype_temperature": model.prototype_temperature},
+                  "prototype_temperature": model.prototype_temperature}, amp=amp,
     )  # fmt: skip
 
 
@@ -376,6 +381,7 @@ def train_autoencoder(
     progress: bool = True,
     image_key: str = "image",
     checkpoint: EpochCheckpoint | None = None,
+    amp: bool = False,
 ) -> CAETrainingResult:
     """Train a :class:`ContrastiveAutoEncoder` on reconstruction alone (Adam), then optionally k-means its latent
     space with :func:`cluster_cae`: the plain-autoencoder baseline of the contrastive autoencoder, with the same
@@ -390,6 +396,7 @@ def train_autoencoder(
         per-epoch ``history`` (``loss``, equal to ``reconstruction``) and, with ``num_clusters``, the clustering.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
+    amp_mode(amp, device)
     recon = check_choice(recon, "recon", ("mse", "l1"))
     dataset = IndexedImages(data, image_key, with_second_view=False)
     history: dict[str, list[float]] = {"loss": [], "reconstruction": []}
@@ -404,6 +411,7 @@ def train_autoencoder(
     fit_epochs(
         dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
         "autoencoder training", "autoencoder", checkpoint=checkpoint, model=model, settings={"lr": lr, "recon": recon},
+        amp=amp,
     )  # fmt: skip
     clustering = None
     if num_clusters is not None:

@@ -46,6 +46,7 @@ from monai_cluster.engines._clustering_data import (
 )
 from monai_cluster.losses.dec import DECClusteringLoss
 from monai_cluster.losses.elbo import ELBOLoss
+from monai_cluster.utils.precision import amp_mode
 from monai_cluster.utils.validation import check_positive_float, check_positive_int
 
 __all__ = ["DVCTrainingResult", "init_dvc_centroids", "pretrain_vae", "train_dvc", "train_dvc_clustering"]
@@ -96,16 +97,18 @@ def pretrain_vae(
     progress: bool = True,
     image_key: str = "image",
     checkpoint: EpochCheckpoint | None = None,
+    amp: bool = False,
 ) -> dict[str, list[float]]:
     """DVC step 1: train the VAE of a :class:`DeepVariationalClustering` on the negative ELBO (Adam).
 
     With ``checkpoint`` (:class:`~monai_cluster.engines.EpochCheckpoint`) the stage is saved after every epoch and a
-    rerun resumes exactly where it stopped.
+    rerun resumes exactly where it stopped. ``amp`` trains under mixed precision (:func:`monai_cluster.utils.autocast`).
 
     Returns:
         per-epoch ``pretrain_loss``, ``pretrain_reconstruction``, ``pretrain_kl`` (means over samples).
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
+    amp_mode(amp, device)
     elbo = ELBOLoss(beta=beta, recon=recon)
     dataset = IndexedImages(data, image_key, with_second_view=False)
     history: dict[str, list[float]] = {"pretrain_loss": [], "pretrain_reconstruction": [], "pretrain_kl": []}
@@ -120,7 +123,7 @@ def pretrain_vae(
     fit_epochs(
         dataset, step, optimizer, history, ("loss", "reconstruction", "kl"), epochs, batch_size, seed, device, writer,
         progress, "DVC pretraining", "dvc/pretrain", prefix="pretrain_", checkpoint=checkpoint, model=model,
-        settings={"lr": lr, "beta": beta, "recon": recon},
+        settings={"lr": lr, "beta": beta, "recon": recon}, amp=amp,
     )  # fmt: skip
     return history
 
@@ -169,6 +172,7 @@ def train_dvc_clustering(
     progress: bool = True,
     image_key: str = "image",
     checkpoint: EpochCheckpoint | None = None,
+    amp: bool = False,
 ) -> DVCTrainingResult:
     """DVC step 3: reconstruction + ``gamma`` * KL(P || Q) (+ ``beta`` * KL prior), P refreshed every
     ``update_interval`` epochs over the whole dataset, stopping when fewer than ``tol`` of the labels change.
@@ -191,9 +195,11 @@ def train_dvc_clustering(
         tol: fraction in ``[0, 1]``; 0 never stops early.
         checkpoint: an :class:`~monai_cluster.engines.EpochCheckpoint`: the stage (with the target P and the last
             labels) is saved after every epoch, and a rerun resumes exactly where it stopped.
+        amp: mixed precision for the training steps (the whole-dataset assignments stay float32).
         The others as in :func:`pretrain_vae`.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
+    amp_mode(amp, device)
     update_interval = check_positive_int(update_interval, "update_interval")
     tol = check_positive_float(tol, "tol", allow_zero=True)
     if tol > 1:
@@ -250,7 +256,9 @@ def train_dvc_clustering(
                     )
                     break
             batches = make_loader(dataset, batch_size, generator)
-            means = train_epoch(batches, partial(step, p_all), optimizer, keys, f"in DVC clustering epoch {epoch}")
+            means = train_epoch(
+                batches, partial(step, p_all), optimizer, keys, f"in DVC clustering epoch {epoch}", amp=amp, device=device
+            )
             record_epoch(history, means, "", writer, "dvc/cluster", epoch, bar)
             epochs_run = epoch + 1
             if checkpoint is not None:
@@ -290,25 +298,28 @@ def train_dvc(
     image_key: str = "image",
     cluster_beta: float = 0.0,
     checkpoint: EpochCheckpoint | None = None,
+    amp: bool = False,
 ) -> DVCTrainingResult:
     """The whole DVC procedure: :func:`pretrain_vae`, :func:`init_dvc_centroids`, :func:`train_dvc_clustering`.
 
     ``pretrain_epochs`` and ``cluster_epochs`` are the stages' ``epochs``; the other arguments are passed to the
     stages that take them (``gamma=None`` scales with the image size, see :func:`train_dvc_clustering`); ``beta``
-    weighs the KL prior in the VAE pretraining and ``cluster_beta`` in the clustering stage (0, the authors' loss). The
-    result's history also holds the pretraining curves (``pretrain_loss``, ...).
+    weighs the KL prior in the VAE pretraining and ``cluster_beta`` in the clustering stage (0, the authors' loss);
+    ``amp`` trains both under mixed precision. The result's history also holds the pretraining curves
+    (``pretrain_loss``, ...).
     """
     common = {"batch_size": batch_size, "device": device, "seed": seed, "image_key": image_key}
     pre = pretrain_vae(
         model, data, pretrain_epochs, lr=lr, beta=beta, recon=recon, writer=writer, progress=progress,
-        checkpoint=checkpoint, **common,
+        checkpoint=checkpoint, amp=amp, **common,
     )  # fmt: skip
     if checkpoint is not None and checkpoint.resumed_epochs.get("dvc/pretrain", 0) < pretrain_epochs:
         checkpoint.discard("dvc/cluster")  # the VAE trained on in this call: a saved clustering stage is stale
     initial = init_dvc_centroids(model, data, **common)
     result = train_dvc_clustering(
         model, data, initial, cluster_epochs, lr=lr, beta=cluster_beta, gamma=gamma, recon=recon,
-        update_interval=update_interval, tol=tol, writer=writer, progress=progress, checkpoint=checkpoint, **common,
+        update_interval=update_interval, tol=tol, writer=writer, progress=progress, checkpoint=checkpoint, amp=amp,
+        **common,
     )  # fmt: skip
     result.history.update(pre)
     return result

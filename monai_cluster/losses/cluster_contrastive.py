@@ -23,6 +23,7 @@ from monai_cluster.losses._nt_xent import (
     reduce_losses,
 )
 from monai_cluster.utils.validation import check_embeddings, check_labels
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["ClusterGuidedContrastiveLoss", "cluster_guided_nt_xent"]
 
@@ -53,6 +54,7 @@ def _select_levels(pseudo_classes: object, level: int | str, batch: int, device:
     return labels[:, [level % num_levels]]
 
 
+@float32_forward
 def cluster_guided_nt_xent(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -144,6 +146,7 @@ class ClusterGuidedContrastiveLoss(_Loss):
         self.level = _check_level(level)
         self.gather_distributed = check_gather_flag(gather_distributed)
 
+    @float32_forward
     def forward(
         self, z1: torch.Tensor, z2: torch.Tensor, pseudo_classes: torch.Tensor | None = None
     ) -> torch.Tensor:

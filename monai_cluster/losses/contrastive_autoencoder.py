@@ -25,6 +25,7 @@ from torch import nn
 from monai_cluster.losses._nt_xent import check_reduction, reduce_losses
 from monai_cluster.losses.cluster_contrastive import ClusterGuidedContrastiveLoss
 from monai_cluster.utils.validation import check_choice, check_positive_float, check_tensor
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["ContrastiveAutoEncoderLoss", "mean_reconstruction_error"]
 
@@ -41,6 +42,7 @@ def _output(output: object, name: str, key: str) -> torch.Tensor:
     return output[key]
 
 
+@float32_forward
 def mean_reconstruction_error(
     reconstruction: object, target: object, recon: str = "mse", name: str = "x"
 ) -> torch.Tensor:
@@ -99,6 +101,7 @@ class ContrastiveAutoEncoderLoss(nn.Module):
     def _view_error(self, reconstruction: object, target: object, name: str) -> torch.Tensor:
         return mean_reconstruction_error(reconstruction, target, self.recon, name)
 
+    @float32_forward
     def components(
         self, output_1: Mapping, output_2: Mapping, x1: torch.Tensor, x2: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -123,6 +126,7 @@ class ContrastiveAutoEncoderLoss(nn.Module):
             "reconstruction": reduce_losses(rec, self.reduction),
         }
 
+    @float32_forward
     def forward(self, output_1: Mapping, output_2: Mapping, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """Return the total loss reduced as configured."""
         return self.components(output_1, output_2, x1, x2)["loss"]

@@ -23,12 +23,14 @@ from torch import nn
 
 from monai_cluster.losses._nt_xent import check_reduction, reduce_losses
 from monai_cluster.utils.validation import check_choice, check_finite, check_positive_float, check_tensor
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["ELBOLoss", "gaussian_kl_divergence", "reconstruction_error"]
 
 RECONSTRUCTIONS = ("mse", "bce")
 
 
+@float32_forward
 def gaussian_kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Per-sample ``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latent dimensions.
 
@@ -48,6 +50,7 @@ def gaussian_kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tens
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(1)
 
 
+@float32_forward
 def reconstruction_error(reconstruction: torch.Tensor, target: torch.Tensor, recon: str = "mse") -> torch.Tensor:
     """Per-sample reconstruction error summed over channels and pixels.
 
@@ -99,6 +102,7 @@ class ELBOLoss(nn.Module):
         self.recon = check_choice(recon, "recon", RECONSTRUCTIONS)
         self.reduction = check_reduction(reduction)
 
+    @float32_forward
     def components(
         self, reconstruction: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -113,6 +117,7 @@ class ELBOLoss(nn.Module):
             "kl": reduce_losses(kl, self.reduction),
         }
 
+    @float32_forward
     def forward(
         self, reconstruction: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:

@@ -38,6 +38,7 @@ from monai_cluster.losses._nt_xent import (
     sample_indices,
 )
 from monai_cluster.utils.validation import check_embeddings, check_labels
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["GLOBAL_STRATEGIES", "GlobalContrastiveLoss", "check_global_strategy", "global_contrastive_loss"]
 
@@ -81,6 +82,7 @@ def _check_int_level(level: object) -> int:
     return int(level)
 
 
+@float32_forward
 def global_contrastive_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -232,6 +234,7 @@ class GlobalContrastiveLoss(_Loss):
         self.strategy = check_global_strategy(strategy)
         self.level = _check_int_level(level)
 
+    @float32_forward
     def forward(
         self,
         z1: torch.Tensor,

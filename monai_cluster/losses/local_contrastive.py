@@ -28,6 +28,7 @@ from monai_cluster.losses._nt_xent import (
 )
 from monai_cluster.transforms.geometry.array import check_geometry, corresponding_points
 from monai_cluster.utils.validation import check_finite, check_positive_int, check_spatial_tensor, check_tensor
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["LocalContrastiveLoss", "local_contrastive_loss"]
 
@@ -87,6 +88,7 @@ def _nt_xent_per_image(
     return torch.where(both, per, per.new_zeros(()))
 
 
+@float32_forward
 def local_contrastive_loss(
     f1: torch.Tensor,
     f2: torch.Tensor,
@@ -207,6 +209,7 @@ class LocalContrastiveLoss(_Loss):
         self.num_locations = check_positive_int(num_locations, "num_locations")
         self.region_size = check_positive_int(region_size, "region_size")
 
+    @float32_forward
     def forward(
         self,
         f1: torch.Tensor,

@@ -48,6 +48,7 @@ from monai_cluster.utils.validation import (
     check_spatial_tensor,
     check_tensor,
 )
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["LocalDiscriminationLoss"]
 
@@ -188,6 +189,7 @@ class LocalDiscriminationLoss(nn.Module):
             f"{type(records).__name__} {tuple(getattr(records, 'shape', ()))}."
         )
 
+    @float32_forward
     def forward(self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, Any] | None = None) -> torch.Tensor:
         """Compute the weighted objective; see the class docstring for ``preds`` and ``targets``.
 

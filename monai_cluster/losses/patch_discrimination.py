@@ -51,6 +51,7 @@ from monai_cluster.utils.validation import (
     check_spatial_tensor,
     check_tensor,
 )
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = [
     "MixupConsistencyLoss",
@@ -74,6 +75,7 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(near, a, b)
 
 
+@float32_forward
 def invariant_spreading_loss(
     u: torch.Tensor, v: torch.Tensor, temperature: float = 0.1, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -153,6 +155,7 @@ def _rows(patches: torch.Tensor) -> torch.Tensor:
     return patches.flatten(2).transpose(1, 2).reshape(-1, patches.shape[1])
 
 
+@float32_forward
 def patch_discrimination_loss(
     embedding: torch.Tensor,
     embedding_1: torch.Tensor,
@@ -200,6 +203,7 @@ def _check_mix(mix_weight: object, mix_partner: object, batch: int) -> tuple[tor
     return w, p.long()
 
 
+@float32_forward
 def mixup_consistency_loss(
     mixed_embedding: torch.Tensor,
     embedding: torch.Tensor,
@@ -295,6 +299,7 @@ class PatchDiscriminationLoss(_Loss):
         self.temperature = check_temperature(temperature)
         self.grid_size = _check_grid_size(grid_size)
 
+    @float32_forward
     def forward(self, embedding: torch.Tensor, embedding_1: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -327,6 +332,7 @@ class MixupConsistencyLoss(_Loss):
         self.temperature = check_temperature(temperature)
         self.grid_size = _check_grid_size(grid_size)
 
+    @float32_forward
     def forward(
         self,
         mixed_embedding: torch.Tensor,

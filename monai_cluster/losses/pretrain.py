@@ -23,6 +23,7 @@ from monai_cluster.losses.cluster_contrastive import ClusterGuidedContrastiveLos
 from monai_cluster.losses.global_contrastive import GlobalContrastiveLoss
 from monai_cluster.losses.local_contrastive import LocalContrastiveLoss
 from monai_cluster.utils.validation import check_positive_float, check_positive_int, check_tensor
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["ContrastivePretrainLoss"]
 
@@ -139,6 +140,7 @@ class ContrastivePretrainLoss(nn.Module):
         ]
         return torch.stack(values).mean()
 
+    @float32_forward
     def forward(self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, Any] | None = None) -> torch.Tensor:
         """
         Args:

@@ -45,6 +45,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai_cluster.losses._nt_xent import check_reduction, check_temperature, reduce_losses
 from monai_cluster.utils.validation import check_choice, check_finite, check_spatial_tensor, check_tensor
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = [
     "AssignmentEntropyLoss",
@@ -107,6 +108,7 @@ def cluster_centres(regions: torch.Tensor) -> torch.Tensor:
     return F.normalize(r.mean(dim=0), dim=1)
 
 
+@float32_forward
 def region_discrimination_loss(
     embedding: torch.Tensor,
     assignment: torch.Tensor,
@@ -143,6 +145,7 @@ def region_discrimination_loss(
     return reduce_losses(per_item, reduction)
 
 
+@float32_forward
 def assignment_entropy_loss(assignment: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Binary entropy in bits of every assignment value, ``-a log2 a - (1 - a) log2(1 - a)``.
 
@@ -177,6 +180,7 @@ class RegionDiscriminationLoss(_Loss):
         self.temperature = check_temperature(temperature)
         self.granularity = check_choice(granularity, "granularity", GRANULARITIES)
 
+    @float32_forward
     def forward(self, embedding: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -204,6 +208,7 @@ class AssignmentEntropyLoss(_Loss):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction=check_reduction(reduction))
 
+    @float32_forward
     def forward(self, assignment: torch.Tensor) -> torch.Tensor:
         """
         Args:

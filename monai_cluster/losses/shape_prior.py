@@ -29,6 +29,7 @@ from torch import nn
 from monai_cluster.losses._nt_xent import check_reduction, reduce_losses
 from monai_cluster.losses.region_discrimination import check_assignment
 from monai_cluster.utils.validation import check_finite, check_spatial_tensor, check_tensor
+from monai_cluster.utils.precision import float32_forward
 
 __all__ = ["ShapePriorLoss", "shape_prior_discriminator_loss", "shape_prior_generator_loss"]
 
@@ -39,6 +40,7 @@ def _logits(value: object, name: str) -> torch.Tensor:
     return t
 
 
+@float32_forward
 def shape_prior_generator_loss(fake_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Non-saturating generator term ``BCE(D(s), 1)`` of discriminator logits ``(B,)`` on cluster maps."""
     reduction = check_reduction(reduction)
@@ -46,6 +48,7 @@ def shape_prior_generator_loss(fake_logits: torch.Tensor, reduction: str = "mean
     return reduce_losses(F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake), reduction="none"), reduction)
 
 
+@float32_forward
 def shape_prior_discriminator_loss(
     real_logits: torch.Tensor, fake_logits: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -110,6 +113,7 @@ class ShapePriorLoss(nn.Module):
             )
         return a[:, list(self.cluster_index)].sum(dim=1, keepdim=True).clamp(max=1.0)
 
+    @float32_forward
     def forward(self, assignment: torch.Tensor) -> torch.Tensor:
         """Generator term ``BCE(D(s), 1)`` for assignments ``(B, K, *spatial)``; gradients reach the network."""
         return shape_prior_generator_loss(self.discriminator(self.cluster_map(assignment)), self.reduction)

@@ -1,8 +1,9 @@
-"""Shared helpers: data location, atomic writes and input validation."""
+"""Shared helpers: data location, atomic writes, input validation and mixed precision."""
 
 from .allocator import keep_freed_memory
 from .io import atomic_torch_save, atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from .paths import DATA_ENV_VAR, find_real_data, get_data_root
+from .precision import amp_mode, autocast, cpu_bf16, cpu_supports_bf16, cuda_amp, float32, float32_forward, to_float32
 from .validation import (
     check_choice,
     check_embeddings,
@@ -18,6 +19,14 @@ from .validation import (
 
 __all__ = [
     "DATA_ENV_VAR",
+    "amp_mode",
+    "autocast",
+    "cpu_bf16",
+    "cpu_supports_bf16",
+    "cuda_amp",
+    "float32",
+    "float32_forward",
+    "to_float32",
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_bytes",

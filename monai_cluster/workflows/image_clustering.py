@@ -45,6 +45,7 @@ from monai_cluster.utils.validation import check_choice
 from monai_cluster.visualize.latent import plot_latent_space
 from monai_cluster.visualize.overlay import save_montage
 
+from monai_cluster.utils.precision import amp_mode
 from monai_cluster.workflows.common import is_main_process, resolve_device, validate_option, validate_options
 from monai_cluster.workflows.run_outputs import data_fingerprint
 
@@ -350,6 +351,8 @@ class ImageClusteringTrainer:
             checkpoint's are refused with a message.
         progress: tqdm progress bars.
         montage_per_cluster: images per cluster in the confident-images montage and decoded samples.
+        amp: mixed precision for the training steps: bfloat16 autocast on a CPU with native bfloat16, float16 on
+            CUDA (:func:`monai_cluster.utils.amp_mode`); losses and the clustering stay float32.
     """
 
     def __init__(
@@ -380,6 +383,7 @@ class ImageClusteringTrainer:
         recon_weight: float = 1.0,
         prototype_epochs: int = 0,
         prototype_assignment: str = "soft",
+        amp: bool = False,
     ) -> None:
         if not isinstance(network, (ContrastiveAutoEncoder, DeepVariationalClustering)):
             raise TypeError(
@@ -429,12 +433,14 @@ class ImageClusteringTrainer:
         self.seed, self.device = validate_option("seed", seed, "int>=0"), resolve_device(device)
         self.progress = validate_option("progress", progress, "bool")
         self.montage_per_cluster = validate_option("montage_per_cluster", montage_per_cluster, "int>=1")
+        self.amp = validate_option("amp", amp, "bool")
+        amp_mode(self.amp, self.device)
 
     def _train(self, writer: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Train and cluster; return ``(labels, latents, centroids, info)``."""
         x, common = self.data.images, {
             "batch_size": self.batch_size, "lr": self.lr, "device": self.device, "seed": self.seed,
-            "writer": writer, "progress": self.progress,
+            "writer": writer, "progress": self.progress, "amp": self.amp,
             "checkpoint": EpochCheckpoint(self.model_dir / "checkpoints", resume=self.resume),
         }  # fmt: skip
         if self.method == "dvc":

@@ -222,16 +222,3 @@ def test_backbone_recorded_in_the_summary_is_refused_too(tmp_path):
         _finetune(tmp_path / "dermoscopy_segmentation", use_pretrained=True).parser.get_parsed_content("network")
     message = str(info.value.__cause__)
     assert "was pretrained with backbone 'segresnet'" in message and "pretrain_summary.json" in message
-
-
-@pytest.mark.parametrize("bundle, settings", [
-    (PRETRAIN, {**PRETRAIN_TOY, "use_pseudo_classes": False}),
-    (FINETUNE, {**FINETUNE_TOY, "use_pretrained": False}),
-])  # fmt: skip
-def test_amp_option_reaches_every_trainer(tmp_path, bundle, settings):
-    default = bundle_workflow(bundle, bundle_root=tmp_path / "default", **settings)
-    assert default.parser.get_parsed_content("train#trainer").amp is False
-    on = bundle_workflow(bundle, bundle_root=tmp_path / "amp", **settings, amp=True)
-    assert on.parser.get_parsed_content("train#trainer").amp is True
-    second = "train_local#trainer" if bundle == PRETRAIN else "validate#evaluator"
-    assert on.parser.get_parsed_content(second).amp is True
