@@ -5,8 +5,10 @@ with ``use_pretrained`` it loads the pretraining bundle's ``models/model.pt`` (t
 keys, see :meth:`monai_cluster.networks.ContrastivePretrainNet.backbone_state_dict`) through
 :func:`monai_cluster.networks.load_pretrained`, so a missing file or a checkpoint of another network is an
 error that names the path and the way out, never a silent random start, and it logs how many tensors were
-matched. The task head (BasicUNet's ``final_conv``, SegResNet's ``conv_final``, SwinUNETR's ``out``: see
-:mod:`monai_cluster.networks.backbones`) keeps its fresh initialisation. A checkpoint of another backbone than
+loaded. The task head (BasicUNet's ``final_conv``, SegResNet's ``conv_final``, SwinUNETR's ``out``: see
+:mod:`monai_cluster.networks.backbones`) keeps its fresh initialisation; every other tensor must come from the
+checkpoint, unless ``partial_transfer`` is asked for (then each tensor is reported, loaded or kept at random and
+why). A checkpoint of another backbone than
 ``network_def`` (told by its tensor names, or by the ``backbone`` the pretraining run recorded in
 ``pretrain_summary.json`` next to it) is refused with a message naming both backbones.
 """
@@ -25,7 +27,9 @@ from torch import nn
 from monai_cluster.networks import load_pretrained
 from monai_cluster.networks.backbones import BACKBONES, backbone_of, detect_backbone
 
-from .common import validate_option
+from monai_cluster.utils.io import atomic_write_json
+
+from .common import is_main_process, validate_option
 
 __all__ = ["checkpoint_backbone", "encoder_tensor_names", "initialize_network", "load_finetuned"]
 
@@ -106,9 +110,18 @@ def initialize_network(
     use_pretrained: bool = False,
     pretrained_path: str | os.PathLike | None = None,
     exclude: Sequence[str] | None = None,
-    min_matched: float = 0.5,
+    min_matched: float | None = None,
+    partial_transfer: bool = False,
+    report_path: str | os.PathLike | None = None,
 ) -> nn.Module:
     """Load pretrained weights into ``network`` (when asked) and move it to ``device``.
+
+    Every tensor but the task head must come from the checkpoint with the same shape (the rule of
+    :func:`~monai_cluster.networks.load_pretrained`): both pretraining bundles save the whole segmentation network
+    by its own keys, the contrastive one with its (unused) head, the local-discrimination one without
+    ``final_conv`` (replaced there by the identity), so the head is all they lack by design. A checkpoint of the
+    same backbone with other options (SwinUNETR ``depths``, BasicUNet ``features``, ...) is refused naming the
+    tensors that do not fit, unless ``partial_transfer`` asks to load what fits.
 
     Args:
         network: the fine-tune network (``network_def``, e.g. a MONAI ``BasicUNet``, ``SegResNet`` or
@@ -121,23 +134,31 @@ def initialize_network(
         exclude: submodules left at their fresh initialisation; ``None``: the registered backbone's task head
             (:attr:`~monai_cluster.networks.backbones.BackboneSpec.head`, BasicUNet ``final_conv``), or
             ``final_conv`` for an unregistered network.
-        min_matched: smallest accepted fraction of matched tensors.
+        min_matched: with ``partial_transfer``, the smallest accepted fraction of loaded tensors (``None``: any).
+        partial_transfer: load the tensors that fit and keep the others at random, logging (and, with
+            ``report_path``, writing) which tensor was loaded and why each other one was not. Strings such as
+            ``"true"`` are accepted.
+        report_path: where the tensor-by-tensor report is written as JSON when weights are loaded (by the main
+            process only), e.g. ``models/pretrained_transfer.json``; ``None`` writes none.
 
     Returns:
         ``network`` on ``device``; with ``use_pretrained``, ``network.pretrained_report`` holds the
-        :func:`~monai_cluster.networks.load_pretrained` report (matched, total, missing, ...).
+        :func:`~monai_cluster.networks.load_pretrained` report (matched, total, missing, ..., ``tensors``).
 
     Raises:
         ValueError: when ``use_pretrained`` and the file is missing, unreadable, not a state dict, holds another
-            backbone than ``network`` (naming both), or does not fit ``network`` (too few matched tensors or
-            another shape); the message names ``pretrained_path`` and says how to train from scratch instead.
+            backbone than ``network`` (naming both), or does not fit ``network`` (a tensor missing, unknown or of
+            another shape, unless ``partial_transfer``); the message names ``pretrained_path``, the tensors, and
+            says how to train from scratch instead.
     """
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be a torch.nn.Module (network_def), got {type(network).__name__}.")
     use_pretrained = validate_option("use_pretrained", use_pretrained, "bool")
+    partial_transfer = validate_option("partial_transfer", partial_transfer, "bool")
     if exclude is None:
         registered = backbone_of(network)
         exclude = BACKBONES[registered].head if registered is not None else ("final_conv",)
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     if use_pretrained:
         if pretrained_path is None or str(pretrained_path) == "":
             raise ValueError(
@@ -153,24 +174,37 @@ def initialize_network(
             )
         _refuse_other_backbone(network, path)
         try:
-            report = load_pretrained(network, path, exclude=exclude, min_matched=min_matched)
+            report = load_pretrained(network, path, exclude=exclude, min_matched=min_matched, partial=partial_transfer)
         except ValueError as err:
             raise ValueError(
                 f"pretrained_path {path} does not fit network_def ({type(network).__name__}): {err} "
                 "Check that the pretraining used the same network (backbone, spatial_dims, in_channels and the "
-                "backbone's options: features, init_filters, feature_size, depths), "
-                "or pass --use_pretrained false to train from scratch."
+                "backbone's options: features, init_filters, feature_size, depths), pass --partial_transfer true "
+                "to fine-tune from the tensors that fit (reported tensor by tensor), "
+                "or --use_pretrained false to train from scratch."
             ) from err
         network.pretrained_report = report
+        head = [row["name"] for row in report["tensors"] if row["name"] in report["excluded"]]
+        others = [row for row in report["tensors"] if row["status"] == "random" and row["name"] not in head]
         logger.info(
-            "fine-tuning from %s: %d/%d tensors matched (%d encoder tensors), %d left at their initialisation (%s)",
+            "fine-tuning from %s: %d/%d tensors matched and loaded (%d encoder tensors); task head (%s, %d tensors) freshly "
+            "initialised; %d other tensor(s) kept at random%s",
             path,
             report["matched"],
             report["total"],
-            len([k for k in encoder_tensor_names(network) if k not in report["missing"]]),
-            len(report["excluded"]) + len(report["missing"]),
-            ", ".join(exclude) or "none excluded",
+            len([k for k in encoder_tensor_names(network) if k not in report["missing"] and k not in head]),
+            ", ".join(exclude) or "none",
+            len(head),
+            len(others),
+            " (partial_transfer: see the report)" if others else "",
         )
+        if report_path is not None and is_main_process():
+            atomic_write_json(
+                {"pretrained_path": path, "network": type(network).__name__, "partial_transfer": partial_transfer,
+                 **report},
+                report_path,
+            )  # fmt: skip
+            logger.info("pretrained transfer report written to %s", report_path)
     else:
         logger.info("use_pretrained is false: training %s from random initialisation", type(network).__name__)
     return network.to(device)

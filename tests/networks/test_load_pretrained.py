@@ -27,6 +27,7 @@ def test_file_round_trip_loads_every_tensor(spatial_dims, wrap, tmp_path, caplog
     atomic_torch_save(state if wrap is None else {wrap: state, "epoch": torch.tensor(3)}, path)
     with caplog.at_level(logging.INFO, logger="monai_cluster.networks.utils"):
         report = load_pretrained(target, path, exclude=())
+    tensors = report.pop("tensors")
     assert report == {
         "matched": len(state),
         "total": len(state),
@@ -34,7 +35,9 @@ def test_file_round_trip_loads_every_tensor(spatial_dims, wrap, tmp_path, caplog
         "unexpected": [],
         "shape_mismatch": [],
         "excluded": [],
+        "partial": False,
     }
+    assert [row["name"] for row in tensors] == list(state) and {row["status"] for row in tensors} == {"loaded"}
     assert f"loaded {len(state)}/{len(state)} tensors into BasicUNet from {path}" in caplog.text
     for key, value in target.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -61,6 +64,10 @@ def test_lenient_shapes_skip_and_report():
     before = target.conv_0.conv_0.conv.weight.detach().clone()
     source = _unet(in_channels=3)
     report = load_pretrained(target, source.state_dict(), strict_shapes=False)
+    assert report["tensors"][0] == {
+        "name": "conv_0.conv_0.conv.weight", "network_shape": [4, 1, 3, 3], "checkpoint_shape": [4, 3, 3, 3],
+        "status": "random", "reason": "another shape in the checkpoint",
+    }  # fmt: skip
     assert report["shape_mismatch"] == ["conv_0.conv_0.conv.weight: checkpoint (4, 3, 3, 3) vs network (4, 1, 3, 3)"]
     assert report["matched"] == report["total"] - 1 and report["missing"] == []
     assert torch.equal(target.conv_0.conv_0.conv.weight, before)
@@ -96,12 +103,14 @@ def test_checkpoint_of_another_network_matches_nothing():
         load_pretrained(_unet(), other)
 
 
-def test_partial_checkpoint_under_min_matched():
+def test_partial_checkpoint_needs_partial_and_min_matched_bounds_it():
     state = _unet().state_dict()
     partial = {k: v for k, v in state.items() if k.startswith("conv_0.")}
+    with pytest.raises(ValueError, match=r"only 8 of \d+ tensors match; \d+ tensor\(s\) of BasicUNet are missing"):
+        load_pretrained(_unet(), partial, min_matched=0.0)  # min_matched alone no longer lets a partial fit through
     with pytest.raises(ValueError, match=r"only 8 of \d+ tensors .* < min_matched=50%"):
-        load_pretrained(_unet(), partial)
-    report = load_pretrained(_unet(), partial, min_matched=0.0)
+        load_pretrained(_unet(), partial, partial=True, min_matched=0.5)
+    report = load_pretrained(_unet(), partial, partial=True)
     assert report["matched"] == 8 and len(report["missing"]) == report["total"] - 8
 
 
@@ -109,8 +118,12 @@ def test_whole_pretraining_net_needs_prefix_map_and_hint_says_so():
     pretrain = ContrastivePretrainNet(2, 1, features=FEATURES)
     with pytest.raises(ValueError, match=r"pass prefix_map=\{'backbone.': ''\}"):
         load_pretrained(_unet(), pretrain.state_dict())
+    with pytest.raises(ValueError, match=r"checkpoint tensor\(s\) have no counterpart in BasicUNet, e.g. \['global_head"):
+        load_pretrained(_unet(), pretrain.state_dict(), prefix_map={"backbone.": ""})
     target = _unet()
-    report = load_pretrained(target, pretrain.state_dict(), prefix_map={"backbone.": ""})
+    report = load_pretrained(
+        target, pretrain.state_dict(), prefix_map={"backbone.": ""}, ignore_unexpected=("global_head", "dense_head")
+    )
     assert report["matched"] == report["total"]
     assert report["unexpected"] and all(k.startswith(("global_head.", "dense_head.")) for k in report["unexpected"])
     assert torch.equal(target.down_2.convs.conv_0.conv.weight, pretrain.backbone.down_2.convs.conv_0.conv.weight)
