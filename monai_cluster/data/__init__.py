@@ -10,9 +10,18 @@
 
 from .check import check_dataset
 from .fundus import list_fundus_pairs, make_synthetic_fundus
-from .image_io import IMAGE_EXTENSIONS, LoadedImage, read_image, split_extension, write_nifti, write_png
+from .image_io import (
+    IMAGE_EXTENSIONS,
+    INTENSITY_MODES,
+    LoadedImage,
+    read_image,
+    read_intensity_image,
+    split_extension,
+    write_nifti,
+    write_png,
+)
 from .listing import LAYOUTS, list_image_mask_pairs, list_images, read_diagnosis_csv
-from .medmnist import MEDMNIST_SPLITS, load_medmnist_npz
+from .medmnist import MEDMNIST_SPLITS, load_medmnist_npz, medmnist_class_ids
 from .synthetic import SYNTHETIC_MARKER, prepare_dataset
 from .synthetic_dermoscopy import SYNTHETIC_DERMOSCOPY_KINDS, make_synthetic_dermoscopy, render_dermoscopy
 from .synthetic_heart import HEART_LABELS, make_synthetic_heart, render_heart
@@ -20,6 +29,7 @@ from .synthetic_heart import HEART_LABELS, make_synthetic_heart, render_heart
 __all__ = [
     "HEART_LABELS",
     "IMAGE_EXTENSIONS",
+    "INTENSITY_MODES",
     "LAYOUTS",
     "LoadedImage",
     "MEDMNIST_SPLITS",
@@ -33,9 +43,11 @@ __all__ = [
     "make_synthetic_dermoscopy",
     "make_synthetic_fundus",
     "make_synthetic_heart",
+    "medmnist_class_ids",
     "prepare_dataset",
     "read_diagnosis_csv",
     "read_image",
+    "read_intensity_image",
     "render_dermoscopy",
     "render_heart",
     "split_extension",

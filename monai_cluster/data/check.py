@@ -38,6 +38,23 @@ def _label_values(mask: np.ndarray, path: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
+_MODE_HINTS = {
+    "P": "its values are palette indices, not intensities: convert it to RGB (or L)",
+    "PA": "its values are palette indices, not intensities: convert it to RGB (or L)",
+    "LA": "grey with an alpha channel: drop the alpha (save it as L), or convert it to RGB",
+    "RGBA": "RGB with an alpha channel: drop the alpha (save it as RGB)",
+    "L": "a grey image: convert it to RGB, or set the bundle's channels to 1",
+    "RGB": "a colour image: convert it to grey (L), or set the bundle's channels to 3",
+    "CMYK": "convert it to RGB",
+}
+
+
+def _mode_hint(mode: str) -> str:
+    """``" (PIL mode 'P': ...)"`` for a 2D file whose mode explains a wrong channel count, else ``""``."""
+    hint = _MODE_HINTS.get(mode)
+    return f" (PIL mode {mode!r}: {hint})" if hint else (f" (PIL mode {mode!r})" if mode else "")
+
+
 def _read(item: dict, key: str, index: int):
     try:
         return read_image(item[key])
@@ -67,7 +84,8 @@ def _check_item(
         )
     if channels is not None and image.channels != channels:
         raise ValueError(
-            f"image {image_path}: expected {channels} channel(s), got {image.channels} (shape {image.array.shape})."
+            f"image {image_path}: expected {channels} channel(s), got {image.channels} (shape {image.array.shape})"
+            f"{_mode_hint(image.mode)}."
         )
     if np.issubdtype(image.array.dtype, np.inexact) and not np.all(np.isfinite(image.array)):
         bad = int((~np.isfinite(image.array)).sum())
@@ -113,9 +131,13 @@ def check_dataset(
 
     Checks, per item: the image exists and decodes completely (truncated PNG/JPEG and corrupt NIfTI are
     caught), its values are finite, it has ``channels`` channels and ``spatial_dims`` spatial dimensions
-    when those are given; the mask (when the item has ``label_key``) decodes, has one channel and the
-    image's spatial shape, and holds integer values in ``[0, num_classes)`` (with ``num_classes=2``, masks
-    stored as 0/255 are accepted too). Every item is checked; the error lists the first ten problems.
+    when those are given (channels as MONAI's loader reads them: a palette ``P`` PNG is one channel of palette
+    indices and an ``RGBA`` or ``LA`` file keeps its alpha, so they are refused for 3-channel and 1-channel
+    networks with the mode and the conversion named; a 4D NIfTI ``(X, Y, Z, C)`` has ``C`` channels); the mask (when the item has ``label_key``) decodes, has one channel and the
+    image's spatial shape, and holds integer values in ``[0, num_classes)`` (integer or float dtype, but whole
+    values; with ``num_classes=2``, masks stored as 0/255 are accepted too and read as background/foreground,
+    while 0/255 with more classes, or 0/1/255 mixed, is refused; a palette ``P`` mask's indices are its class
+    values). Every item is checked; the error lists the first ten problems.
 
     Args:
         items: the listing, e.g. from :func:`list_image_mask_pairs` or :func:`list_images`.

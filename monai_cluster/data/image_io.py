@@ -19,9 +19,11 @@ from monai_cluster.utils.io import atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "INTENSITY_MODES",
     "LoadedImage",
     "split_extension",
     "read_image",
+    "read_intensity_image",
     "write_png",
     "write_nifti",
 ]
@@ -73,11 +75,14 @@ class LoadedImage:
             ``(X, Y, Z, C)`` (NIfTI/ITK axis order, as MONAI's ``LoadImage`` reads it).
         spatial_shape: the spatial size, without channels.
         channels: number of channels (1 for grey images and single-channel volumes).
+        mode: the PIL mode of a 2D file (``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``, ``"P"``, ``"I;16"``, ...),
+            ``""`` for volumes.
     """
 
     array: np.ndarray
     spatial_shape: tuple[int, ...]
     channels: int
+    mode: str = ""
 
     @property
     def spatial_dims(self) -> int:
@@ -92,9 +97,57 @@ def _read_pil(path: Path) -> LoadedImage:
         img.load()  # decodes every byte: truncated files raise here
         bands = len(img.getbands())
         arr = np.asarray(img)
+        mode = img.mode
     if arr.ndim == 2:
-        return LoadedImage(arr, tuple(arr.shape), 1)
-    return LoadedImage(arr, tuple(arr.shape[:2]), bands)
+        return LoadedImage(arr, tuple(arr.shape), 1, mode)
+    return LoadedImage(arr, tuple(arr.shape[:2]), bands, mode)
+
+
+INTENSITY_MODES: dict[str, str] = {
+    "1": "L",
+    "L": "L",
+    "LA": "L",
+    "La": "L",
+    "P": "RGB",
+    "PA": "RGB",
+    "RGB": "RGB",
+    "RGBA": "RGB",
+    "RGBa": "RGB",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
+"""How :func:`read_intensity_image` converts each PIL mode: to grey ``L`` or ``RGB`` (alpha dropped, palette indices
+replaced by their colours); the 16/32-bit grey modes (``I;16``, ``I;16B``, ``I``, ``F``) are kept as they are."""
+
+
+def _read_pil_intensities(path: Path) -> LoadedImage:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        mode = img.mode
+        if mode in ("P", "PA") and _grey_palette(img):
+            target = "L"
+        else:
+            target = INTENSITY_MODES.get(mode)
+        if target is None and not (mode.startswith("I") or mode == "F"):
+            raise ValueError(
+                f"{path}: PIL mode {mode!r} is not an image mode this reader understands; expected one of "
+                f"{sorted(INTENSITY_MODES)} or a 16/32-bit grey mode (I;16, I, F)."
+            )
+        arr = np.asarray(img if target is None or target == mode else img.convert(target))
+    if arr.ndim == 2:
+        return LoadedImage(arr, tuple(arr.shape), 1, mode)
+    return LoadedImage(arr, tuple(arr.shape[:2]), int(arr.shape[2]), mode)
+
+
+def _grey_palette(img) -> bool:
+    """True for a palette image whose pixels are all grey (R = G = B), which converts to ``L`` losslessly."""
+    palette = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    return bool((palette[:, 0] == palette[:, 1]).all() and (palette[:, 1] == palette[:, 2]).all())
 
 
 def _read_nifti(path: Path) -> LoadedImage:
@@ -140,6 +193,11 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
         ValueError: when the extension is not supported or the file cannot be decoded (truncated or
             corrupt); the message names the file.
     """
+    return _decode(Path(path), _read_pil)
+
+
+def _decode(path: Path, pil_reader) -> LoadedImage:
+    """Read ``path`` with ``pil_reader`` (2D) or the volume readers, every failure a ValueError naming it."""
     from nibabel.filebasedimages import ImageFileError
 
     path = Path(path)
@@ -148,7 +206,7 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     _, ext = split_extension(path)
     ext = ext.lower()
     if ext in _PIL_EXTENSIONS:
-        reader = _read_pil
+        reader = pil_reader
     elif ext in _NIFTI_EXTENSIONS:
         reader = _read_nifti
     elif ext in _ITK_EXTENSIONS:
@@ -165,6 +223,28 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
         # PIL: OSError "image file is truncated", SyntaxError for broken headers; gzip: EOFError, BadGzipFile,
         # zlib.error; nibabel: ImageFileError for an unreadable header; SimpleITK: RuntimeError.
         raise ValueError(f"{path}: cannot decode the file ({type(err).__name__}: {err}).") from err
+
+
+def read_intensity_image(path: str | os.PathLike) -> LoadedImage:
+    """Decode an image or volume as intensities: what a 2D file's pixels look like, not how they are stored.
+
+    2D files are converted by PIL mode (:data:`INTENSITY_MODES`): ``1``, ``L`` and ``LA`` give one grey channel
+    (alpha dropped), ``RGB``, ``RGBA``, ``CMYK``, ``YCbCr``, ... give three (alpha dropped), a palette image
+    (``P``, ``PA``) gives its colours (one grey channel when its palette is grey, else RGB) rather than its
+    palette indices, and the 16/32-bit grey modes (``I;16``, ``I``, ``F``) one channel of their own values.
+    Volumes are read as :func:`read_image` reads them (``(X, Y, Z[, C])``, every channel kept).
+
+    Args:
+        path: an image or volume file, as for :func:`read_image`.
+
+    Returns:
+        the :class:`LoadedImage` (``mode`` is the file's own PIL mode, ``channels`` 1 or 3 for 2D files).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: as :func:`read_image`, and for a PIL mode without an intensity meaning, naming the file.
+    """
+    return _decode(Path(path), _read_pil_intensities)
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:

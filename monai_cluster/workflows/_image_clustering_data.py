@@ -8,6 +8,20 @@ Folder rule (:func:`monai_cluster.workflows.list_unlabeled`): every image file u
 except those in mask folders (``masks/``, ``labels/``, ``labelsTr/``, ``labelsTs/``), so a PH2 folder gives its
 ``images/`` and ``unlabeled/`` images. Keys are paths relative to the folder. Labels come from a
 PH2-style CSV (``image_name,diagnosis``, matched by file stem): ``labels_csv``, or ``diagnosis.csv`` in the folder.
+
+What each input format means (decided here, refused before training with the file named otherwise):
+
+- 2D files by PIL mode (:func:`monai_cluster.data.read_intensity_image`): ``1``/``L``/``LA`` one grey channel
+  (alpha dropped), ``RGB``/``RGBA``/``CMYK``/``YCbCr`` three channels (alpha dropped), ``P``/``PA`` their palette
+  colours (never the palette indices), ``I;16``/``I``/``F`` one channel. A folder mixing grey and colour images
+  is clustered in colour (grey images repeated over three channels).
+- Volumes (NIfTI, NRRD, MHA): 3D ``(X, Y, Z)`` is one channel; 4D ``(X, Y, Z, C)`` keeps its ``C`` channels, and
+  every volume of the folder must have the same ``C``.
+- Intensities: ``uint8`` divided by 255; any other dtype (16-bit images, integer CT, float MRI) min-max scaled
+  per image; NaN or Inf refused.
+- MedMNIST ``.npz`` labels (:func:`monai_cluster.data.medmnist_class_ids`): ``(N,)`` and ``(N, 1)`` class ids,
+  one-hot ``(N, L)`` rows become class ids; a multi-label ``(N, L)`` archive is clustered without labels
+  (no single class per image to score clusters against), with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -21,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monai_cluster.data.image_io import read_image, split_extension
+from monai_cluster.data.image_io import LoadedImage, read_intensity_image, split_extension
 from monai_cluster.data.listing import read_diagnosis_csv
-from monai_cluster.data.medmnist import MEDMNIST_SPLITS, load_medmnist_npz
+from monai_cluster.data.medmnist import MEDMNIST_SPLITS, load_medmnist_npz, medmnist_class_ids
 from monai_cluster.utils.validation import check_choice, check_positive_int
 from monai_cluster.workflows.common import list_unlabeled
 
@@ -73,11 +87,18 @@ def _spatial_size(spatial_size: object, spatial_dims: int) -> tuple[int, ...]:
     return (check_positive_int(spatial_size, "spatial_size"),) * spatial_dims
 
 
-def _to_unit_range(array: np.ndarray) -> np.ndarray:
-    """8-bit data divided by 255; anything else min-max scaled per image (CT, MRI, 16-bit)."""
+def _to_unit_range(array: np.ndarray, path: object = "") -> np.ndarray:
+    """8-bit data divided by 255; anything else min-max scaled per image (CT, MRI, 16-bit); NaN/Inf refused."""
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"image {path}: expected integer or floating-point intensities, got dtype {array.dtype}.")
     array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"image {path}: {bad} of {array.size} values are NaN or Inf; expected finite intensities.")
     low, high = float(array.min()), float(array.max())
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
 
@@ -104,6 +125,17 @@ def _read_labels(csv_path: Path, keys: list[str]) -> tuple[np.ndarray, list[str]
     return np.asarray([classes.index(table[stem]) for stem in stems], dtype=np.int64), classes
 
 
+def _channel_first(path: object, image: LoadedImage, channels: int) -> torch.Tensor:
+    """``(channels, *spatial)`` float32 in ``[0, 1]``; a grey image repeated over ``channels``."""
+    array = _to_unit_range(np.asarray(image.array), path)
+    if image.channels == 1:
+        array = array.reshape(image.spatial_shape)[None]
+    else:
+        array = np.moveaxis(array.reshape(*image.spatial_shape, image.channels), -1, 0)
+    x = torch.from_numpy(np.ascontiguousarray(array)).float()
+    return x.expand(channels, *x.shape[1:]) if x.shape[0] == 1 and channels > 1 else x
+
+
 def load_image_items(
     items: list[dict], root: str | os.PathLike, spatial_size: object = None, labels_csv: str | os.PathLike | None = None
 ) -> ClusteringData:
@@ -115,28 +147,33 @@ def load_image_items(
         spatial_size: size every image is resized to (int or one entry per axis); ``None``: 64 (2D) or 32 (3D).
         labels_csv: ``image_name,diagnosis`` CSV; ``None`` uses ``<root>/diagnosis.csv`` when it exists.
 
+    Returns:
+        :class:`ClusteringData` with images ``(N, C, *spatial)``: ``C`` is 1 or 3 for 2D files (by PIL mode, see the
+        module docstring) and the volumes' own channel count for 3D.
+
     Raises:
-        ValueError: for images of different spatial rank, an unreadable file (named), a missing ``labels_csv`` or
-            a CSV without a row for some image.
+        ValueError: for images of different spatial rank, volumes of different channel counts, an unreadable file
+            or one holding NaN/Inf (named), a missing ``labels_csv`` or a CSV without a row for some image.
     """
     root = Path(root)
-    loaded = [read_image(item["image"]) for item in items]
-    dims = {image.spatial_dims for image in loaded}
+    loaded = [(item["image"], read_intensity_image(item["image"])) for item in items]
+    dims = {image.spatial_dims for _, image in loaded}
     if len(dims) != 1:
         raise ValueError(f"dataset_dir {root} mixes 2D images and 3D volumes; cluster one kind at a time.")
     spatial_dims = dims.pop()
     size = _spatial_size(spatial_size, spatial_dims)
-    channels = 3 if any(image.channels >= 3 for image in loaded) else 1
-    tensors = []
-    for image in loaded:
-        array = _to_unit_range(np.asarray(image.array))
-        if image.channels == 1:
-            array = array.reshape(image.spatial_shape)[None]
-        else:
-            array = np.moveaxis(array, -1, 0)[:3]
-        x = torch.from_numpy(np.ascontiguousarray(array))
-        x = x.expand(channels, *x.shape[1:]) if x.shape[0] == 1 else x
-        tensors.append(_resize(x[None].float(), size)[0])
+    if spatial_dims == 2:
+        channels = 3 if any(image.channels == 3 for _, image in loaded) else 1
+    else:
+        first_path, first = loaded[0]
+        other = next(((p, im) for p, im in loaded if im.channels != first.channels), None)
+        if other is not None:
+            raise ValueError(
+                f"volume {other[0]} has {other[1].channels} channel(s) but {first_path} has {first.channels}; "
+                "every volume of dataset_dir must have the same channels (3D, or 4D (X, Y, Z, C) with one C)."
+            )
+        channels = first.channels
+    tensors = [_resize(_channel_first(path, image, channels)[None], size)[0] for path, image in loaded]
     keys = [item["key"] for item in items]
     labels = class_names = None
     csv_path = Path(labels_csv) if labels_csv else root / "diagnosis.csv"
@@ -192,8 +229,15 @@ def load_clustering_data(
         if spatial_size is not None:
             x = _resize(x, _spatial_size(spatial_size, x.ndim - 2))
         keys = [f"{split}/{i:05d}" for i in range(len(x))]
-        names = [str(c) for c in range(int(labels.max()) + 1)] if len(labels) else []
-        return ClusteringData(x, keys, labels.astype(np.int64), names, f"{path} ({split})")
+        ids, encoding = medmnist_class_ids(labels, f"{path} {split} labels")
+        if ids is None:
+            logger.warning(
+                "%s holds multi-label labels %s (an image may have several classes or none): its images are "
+                "clustered, but without labels to score the clusters against.", path, tuple(labels.shape),
+            )
+            return ClusteringData(x, keys, None, None, f"{path} ({split}, {encoding} labels not used)")
+        names = [str(c) for c in range(max(int(ids.max()) + 1, labels.shape[1] if labels.ndim == 2 else 0))]
+        return ClusteringData(x, keys, ids, names if len(ids) else [], f"{path} ({split})")
     if not path.is_dir():
         raise ValueError(
             f"dataset_dir must be a folder of images/volumes or a MedMNIST .npz file, got {str(dataset_dir)!r}, "

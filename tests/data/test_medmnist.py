@@ -40,10 +40,10 @@ def test_rgb_volumes_and_multilabel(tmp_path):
     rgb[..., 2] = 255
     images, _ = load_medmnist_npz(_write(tmp_path / "rgb.npz", train_images=rgb, train_labels=np.zeros((2, 1), int)))
     assert images.shape == (2, 3, 4, 4) and images[:, 2].min() == 1.0 and images[:, :2].max() == 0.0
-    vol = np.zeros((2, 4, 4, 4), dtype=np.uint8)
+    vol = np.zeros((2, 4, 4, 5), dtype=np.uint8)  # a last axis of 4 would be ambiguous (RGBA or depth 4)
     labels = np.array([[1, 0, 1], [0, 0, 1]])
     images, out = load_medmnist_npz(_write(tmp_path / "vol.npz", train_images=vol, train_labels=labels))
-    assert images.shape == (2, 1, 4, 4, 4) and out.shape == (2, 3)
+    assert images.shape == (2, 1, 4, 4, 5) and out.shape == (2, 3)
     rgb_as_volume, _ = load_medmnist_npz(tmp_path / "rgb.npz", spatial_dims=3)
     assert rgb_as_volume.shape == (2, 1, 4, 4, 3)
 
