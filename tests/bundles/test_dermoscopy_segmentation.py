@@ -75,10 +75,24 @@ def test_train_writes_model_logs_and_learns(trained):
 
 def test_evaluate_writes_dice_and_hd95(trained):
     root = trained["root"]
-    _run(root, configs=("train.json", "evaluate.json"))
+    workflow = _workflow(root, configs=("train.json", "evaluate.json"))
+    seen = {}  # the evaluator's own (post-processed, one-hot) predictions and labels, per key
+
+    def keep(engine):
+        for out, item in zip(engine.state.output, engine.state.batch):
+            seen[str(item["key"])] = (out["pred"].argmax(0).numpy(), out["label"].argmax(0).numpy())
+
+    workflow.parser.get_parsed_content("validate#evaluator").add_event_handler(Events.ITERATION_COMPLETED, keep)
+    workflow.run()
+    workflow.finalize()
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
-    assert metrics["num_images"] == 2
-    assert 0.0 <= metrics["mean_dice"] <= 1.0
+    assert metrics["num_images"] == 2 and set(seen) == {r["key"] for r in metrics["per_image"]}
+    # the written Dice equals 2|P & L| / (|P| + |L|) of the lesion, recomputed by hand from what the network predicted
+    for record in metrics["per_image"]:
+        pred, label = (a == 1 for a in seen[record["key"]])
+        assert label.any(), record["key"]
+        assert record["dice"] == [pytest.approx(2.0 * (pred & label).sum() / (pred.sum() + label.sum()), abs=1e-6)]
+    assert metrics["mean_dice"] == pytest.approx(np.mean([r["dice"][0] for r in metrics["per_image"]]))
     assert {r["key"] for r in metrics["per_image"]} == {d["key"] for d in trained["data"]["val"]}
     assert set(metrics["per_class"]) == {"lesion"}
     assert metrics["split"] == "val" and metrics["checkpoint"].endswith("model.pt")

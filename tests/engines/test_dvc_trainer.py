@@ -135,10 +135,19 @@ def test_dvc_3d_and_dataset_of_dicts(blobs):
     x, _ = blobs(n_per_class=4, size=8, spatial_dims=3)
     data = [{"image": image, "key": str(i)} for i, image in enumerate(x)]
     model = DeepVariationalClustering(3, (1, 8, 8, 8), latent_dim=3, num_clusters=3, channels=(2, 4), strides=(2, 2))
+    twin = copy.deepcopy(model)
     history = pretrain_vae(model, data, epochs=2, batch_size=6, recon="bce", progress=False)
-    assert len(history["pretrain_loss"]) == 2 and np.isfinite(history["pretrain_loss"]).all()
+    # a list of dicts trains exactly like the plain tensor of its "image" entries (same batches, same noise)
+    assert history == pretrain_vae(twin, x, epochs=2, batch_size=6, recon="bce", progress=False)
+    assert len(history["pretrain_loss"]) == 2
+    np.testing.assert_allclose(history["pretrain_loss"],
+                               np.add(history["pretrain_reconstruction"], history["pretrain_kl"]), rtol=1e-5)  # beta 1
+    assert min(history["pretrain_reconstruction"]) > 0.5 * 8**3 * 0.1  # BCE summed over 512 voxels, not averaged
     result = train_dvc(model, data, pretrain_epochs=1, cluster_epochs=2, batch_size=6, progress=False)
     assert result.labels.shape == (12,) and set(result.labels.tolist()) <= {0, 1, 2}
+    model.eval()
+    with torch.no_grad():  # the labels are the trained model's assignments of the 3D volumes
+        assert np.array_equal(result.labels, model(x)["q"].argmax(1).numpy())
 
 
 def test_non_finite_loss_stops_with_a_message():
@@ -192,8 +201,17 @@ def test_dvc_runs_on_real_pneumoniamnist(real_data):
     torch.manual_seed(0)
     dvc = DeepVariationalClustering(2, (1, 28, 28), latent_dim=4, num_clusters=2, channels=(4, 8), strides=(2, 2))
     result = train_dvc(dvc, images, pretrain_epochs=2, cluster_epochs=2, batch_size=16, recon="bce", progress=False)
-    assert result.labels.shape == (48,) and np.isfinite(result.history["loss"]).all()
+    assert result.labels.shape == (48,)
     assert result.history["pretrain_loss"][-1] < result.history["pretrain_loss"][0]
+    h = result.history  # the clustering-stage loss is the reconstruction plus gamma KL(P||Q) (no prior by default)
+    np.testing.assert_allclose(h["loss"], np.add(h["reconstruction"], result.gamma * np.asarray(h["clustering"])),
+                               rtol=1e-5)  # fmt: skip
+    assert all(k > 0 for k in h["clustering"])  # P is sharper than Q on real images too
+    dvc.eval()
+    with torch.no_grad():
+        q = dvc(torch.as_tensor(images))["q"]
+    assert np.array_equal(result.labels, q.argmax(1).numpy())  # the trained model's assignments
+    assert min(np.bincount(result.labels, minlength=2)) >= 5  # both clusters hold real groups of X-rays
 
 
 def test_clustering_stage_loss_is_the_authors_by_default_and_the_prior_is_an_option(blobs):
