@@ -5,7 +5,8 @@
 - **the previous outputs survive a failed run.** ``begin()`` keeps a hard-linked snapshot of every file in the
   output folders (free: this package writes every output atomically, by rename, so a new file never changes the
   snapshot's). When the run raises, :meth:`RunOutputs.rollback` deletes what the run wrote and puts the snapshot
-  back, byte for byte; ``commit()`` drops the snapshot. The rollback happens in :func:`run_bundle`
+  back, byte for byte (a first run, in empty folders, keeps its partial outputs for ``--resume true``);
+  ``commit()`` drops the snapshot. The rollback happens in :func:`run_bundle`
   (:mod:`~monai_cluster.workflows.segmentation_bundle`) and, under ``python -m monai.bundle run``, in the
   interpreter's exception hook. A killed run (SIGKILL) rolls nothing back: its outputs are what ``--resume true``
   continues from.
@@ -248,8 +249,18 @@ class RunOutputs:
         barrier()
 
     def rollback(self) -> None:
-        """The run failed: delete what it wrote in the folders and put the previous outputs back."""
+        """The run failed: delete what it wrote in the folders and put the previous outputs back.
+
+        When the folders held no outputs before the run, there is nothing to protect and the failed run's own
+        outputs (e.g. the checkpoints before a non-finite loss) are kept for ``--resume true``.
+        """
         if not self._active:
+            return
+        if not any(self._had_files.values()):  # nothing to protect: a first run's partial outputs stay for resume
+            self._active = False
+            if self in _OPEN:
+                _OPEN.remove(self)
+            logger.warning("the run failed; %s held no previous outputs, so its own are kept", self.folders[0])
             return
         for folder, snapshot in self._snapshots.items():
             if self._had_files.get(folder) and not snapshot.is_dir():
