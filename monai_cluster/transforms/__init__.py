@@ -1,6 +1,15 @@
 """MONAI-style array and dictionary transforms: multi-view augmentation, recorded crops, pseudo-classes, partitions."""
 
 from .compose import NoMetaCompose
+from .copy_paste import (
+    RandCopyPaste,
+    RandCopyPasted,
+    RandCopyPasteD,
+    RandCopyPasteDict,
+    box_mask,
+    check_box_fraction,
+    copy_paste,
+)
 from .flip_rotate import (
     LocalDiscriminationViewsd,
     LocalDiscriminationViewsD,
@@ -49,6 +58,10 @@ __all__ = [
     "PseudoClassd",
     "PseudoClassD",
     "PseudoClassDict",
+    "RandCopyPaste",
+    "RandCopyPasted",
+    "RandCopyPasteD",
+    "RandCopyPasteDict",
     "RandFlipRot90",
     "RandFlipRot90d",
     "RandFlipRot90D",
@@ -66,6 +79,9 @@ __all__ = [
     "SlicePartitionD",
     "SlicePartitionDict",
     "apply_flip_rot90",
+    "box_mask",
+    "check_box_fraction",
+    "copy_paste",
     "check_geometry",
     "corresponding_points",
     "geometry_key",
