@@ -1,6 +1,13 @@
-"""Contrastive losses: cluster-guided NT-Xent, partition-aware global and dense local losses, their sum."""
+"""Contrastive losses (cluster-guided NT-Xent, partition-aware global and dense local losses, their sum) and the
+pseudo-label consistency of semi-supervised fine-tuning."""
 
 from .cluster_contrastive import ClusterGuidedContrastiveLoss, cluster_guided_nt_xent
+from .consistency import (
+    PseudoLabelConsistencyLoss,
+    confident_pseudo_labels,
+    pseudo_label_consistency_loss,
+    sigmoid_rampup,
+)
 from .contrastive_autoencoder import ContrastiveAutoEncoderLoss, mean_reconstruction_error
 from .dec import DECClusteringLoss, dec_kl_divergence
 from .elbo import ELBOLoss, gaussian_kl_divergence, reconstruction_error
@@ -42,10 +49,12 @@ __all__ = [
     "LocalDiscriminationLoss",
     "MixupConsistencyLoss",
     "PatchDiscriminationLoss",
+    "PseudoLabelConsistencyLoss",
     "RegionDiscriminationLoss",
     "ShapePriorLoss",
     "assignment_entropy_loss",
     "cluster_guided_nt_xent",
+    "confident_pseudo_labels",
     "dec_kl_divergence",
     "gaussian_kl_divergence",
     "check_global_strategy",
@@ -56,8 +65,10 @@ __all__ = [
     "mixup_consistency_loss",
     "mixup_images",
     "patch_discrimination_loss",
+    "pseudo_label_consistency_loss",
     "reconstruction_error",
     "region_discrimination_loss",
     "shape_prior_discriminator_loss",
     "shape_prior_generator_loss",
+    "sigmoid_rampup",
 ]
