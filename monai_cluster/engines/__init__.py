@@ -1,4 +1,5 @@
-"""Engines: batch preparation for MONAI's ``SupervisedTrainer`` and the image-clustering training procedures."""
+"""Engines: batch preparation for MONAI's ``SupervisedTrainer``, the image-clustering training procedures and the
+semi-supervised fine-tuning trainer."""
 
 from ._epoch_checkpoint import EpochCheckpoint
 from .cae_trainer import (
@@ -12,8 +13,10 @@ from .cae_trainer import (
 from .dvc_trainer import DVCTrainingResult, init_dvc_centroids, pretrain_vae, train_dvc, train_dvc_clustering
 from .local_discrimination import LocalDiscriminationPrepareBatch
 from .prepare_batch import MultiViewPrepareBatch
+from .semi_supervised import SEMI_SUPERVISED_METHODS, BatchIntensityPerturbation, SemiSupervisedTrainer, iteration_seed
 
 __all__ = [
+    "BatchIntensityPerturbation",
     "CAEClusteringResult",
     "CAETrainingResult",
     "DVCTrainingResult",
@@ -21,8 +24,11 @@ __all__ = [
     "LocalDiscriminationPrepareBatch",
     "MultiViewPrepareBatch",
     "RandomViewAugment",
+    "SEMI_SUPERVISED_METHODS",
+    "SemiSupervisedTrainer",
     "cluster_cae",
     "init_dvc_centroids",
+    "iteration_seed",
     "pretrain_vae",
     "train_autoencoder",
     "train_cae",
