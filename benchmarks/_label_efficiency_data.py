@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_cluster.data import list_image_mask_pairs, list_images, read_image
+from monai_cluster.data.patients import pathology_group, stratified_draw, stratified_split
 from monai_cluster.utils.io import atomic_write
 
 __all__ = [
@@ -117,48 +118,6 @@ def split_indices(n: int, num_test: int, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(perm[num_test:]), np.sort(perm[:num_test])
 
 
-def pathology_group(name: str) -> int | None:
-    """ACDC pathology group of a patient name (``patient001``-``patient020`` -> 0, ..., ``081-100`` -> 4).
-
-    Returns ``None`` when the name holds no ACDC training patient number (e.g. the ACDC test patients 101-150,
-    whose group the number does not give).
-    """
-    m = _PATIENT.search(name)
-    if m is None or not 1 <= int(m.group(2)) <= 100:
-        return None
-    return (int(m.group(2)) - 1) // 20
-
-
-def stratified_split(strata: np.ndarray, num_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(train, test)`` indices of units with stratum labels ``strata``, both sorted.
-
-    The test units are spread over the strata in proportion to their sizes (largest remainders first, ties
-    broken by a seeded order), so 70 ACDC patients (14 per group) and ``num_test=20`` give 4 per group; within
-    a stratum the seeded permutation decides which units are held out.
-
-    Raises:
-        ValueError: when ``num_test`` is not in ``[1, len(strata) - 1]``.
-    """
-    strata = np.asarray(strata)
-    n = len(strata)
-    if not 0 < num_test < n:
-        raise ValueError(f"num_test must lie in [1, {n - 1}] for {n} units, got {num_test}.")
-    rng = np.random.RandomState(seed)
-    values = np.unique(strata)
-    sizes = np.array([(strata == v).sum() for v in values])
-    quota = sizes * num_test / n
-    counts = np.floor(quota).astype(int)
-    order = np.lexsort((rng.permutation(len(values)), -(quota - counts)))
-    for i in order[: num_test - counts.sum()]:
-        counts[i] += 1
-    test = []
-    for v, k in zip(values, counts):
-        members = np.flatnonzero(strata == v)
-        test.extend(members[rng.permutation(len(members))[:k]])
-    test = np.sort(np.asarray(test, dtype=int))
-    return np.setdiff1d(np.arange(n), test), test
-
-
 def labeled_subset(
     groups: np.ndarray, num_units: int, seed: int, strata: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[int]]:
@@ -175,26 +134,7 @@ def labeled_subset(
     Raises:
         ValueError: when ``num_units`` is not in ``[1, number of units]`` or ``strata`` does not cover the units.
     """
-    units = np.unique(groups)
-    if not 1 <= num_units <= len(units):
-        raise ValueError(f"number of labeled units must lie in [1, {len(units)}], got {num_units}.")
-    if num_units == len(units):
-        chosen = units
-    elif strata is None:
-        chosen = np.sort(np.random.RandomState(seed).permutation(units)[:num_units])
-    else:
-        strata = np.asarray(strata)
-        if len(strata) <= units.max():
-            raise ValueError(f"strata must give a stratum for every unit id up to {units.max()}, got {len(strata)}.")
-        rng = np.random.RandomState(seed)
-        values = np.unique(strata[units])
-        queues = [list(rng.permutation(units[strata[units] == v])) for v in values[rng.permutation(len(values))]]
-        picked: list[int] = []
-        while len(picked) < num_units:
-            for q in queues:
-                if q and len(picked) < num_units:
-                    picked.append(int(q.pop(0)))
-        chosen = np.sort(np.asarray(picked))
+    chosen = stratified_draw(groups, num_units, seed, strata)
     return np.flatnonzero(np.isin(groups, chosen)), [int(u) for u in chosen]
 
 

@@ -66,7 +66,7 @@ from .pretrain_slices import (
     check_slice_options,
     list_volume_slices,
     prepare_volume_slices,
-    refuse_stage,
+    require_pseudo_classes,
     slice_base_transforms,
 )
 from . import image_clustering, local_discrimination
@@ -105,7 +105,7 @@ __all__ = [
     "check_slice_options",
     "list_volume_slices",
     "prepare_volume_slices",
-    "refuse_stage",
+    "require_pseudo_classes",
     "slice_base_transforms",
     "autoencoder_augmentation",
     "autoencoder_transforms",

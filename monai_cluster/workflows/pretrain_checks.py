@@ -109,8 +109,9 @@ def pretrain_run_settings(
 
     ``autoencoder``: seed, data (folder and listing), image geometry and intensity window, autoencoder layout,
     learning rate and batch size. ``cluster``: those and ``num_clusters``. ``pretrain``: the cluster stage's (when
-    pseudo-classes are used) and the network, loss, schedule, view and optimiser settings (slices: the global
-    strategy and partitions). Not recorded: epochs (a resume may extend them), workers, AMP, ``resume``.
+    pseudo-classes are used) and the network, loss, schedule, view and optimiser settings (slices: every stage
+    also records the slice chain's intensity scaling and crop, the pretraining the global strategy and
+    partitions). Not recorded: epochs (a resume may extend them), workers, AMP, ``resume``.
 
     Args:
         options: the checked options (:func:`~monai_cluster.workflows.check_pretrain_options`).
@@ -119,6 +120,8 @@ def pretrain_run_settings(
     """
     data = {"seed": options["seed"], "dataset_dir": options["dataset_dir"], "data": data_fingerprint(items)}
     image = {name: options[name] for name in ("spatial_dims", "in_channels", "image_size", "intensity_range")}
+    if slice_options is not None:  # the slice chain: its intensity scaling and crop shape every stage's input
+        image.update({k: slice_options[k] for k in ("intensity_range", "intensity_percentiles", "crop_fraction")})
     autoencoder = {
         **data, **image, "batch_size": options["batch_size"],
         **{name: options[name] for name in ("autoencoder_channels", "autoencoder_strides", "autoencoder_learning_rate")},
@@ -133,8 +136,6 @@ def pretrain_run_settings(
     pretrain.update({name: options[name] for name in names})
     if options["use_pseudo_classes"]:
         pretrain.update(pseudo_class_level=options["pseudo_class_level"], recluster_interval=options["recluster_interval"])
-    if slice_options is None:
-        return {"autoencoder": autoencoder, "cluster": cluster, "pretrain": pretrain}
-    pretrain.update({name: slice_options[name] for name in ("global_strategy", "num_partitions", "intensity_range",
-                                                             "intensity_percentiles")})  # fmt: skip
-    return {"pretrain": pretrain}
+    if slice_options is not None:
+        pretrain.update({name: slice_options[name] for name in ("global_strategy", "num_partitions")})
+    return {"autoencoder": autoencoder, "cluster": cluster, "pretrain": pretrain}

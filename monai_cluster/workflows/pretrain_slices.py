@@ -14,6 +14,12 @@ strategies ``"G_D"`` / ``"G_D-"``) uses instead of pseudo-classes. The pieces th
   cached once; :func:`~monai_cluster.workflows.pretrain_transforms` takes it as ``base_chain``).
 - :data:`SLICE_OPTION_SPECS` / :func:`check_slice_options`: the overlay's own options, checked before anything runs.
 
+The overlay runs the three stages of ``train.json`` on the slices: with ``use_pseudo_classes`` the autoencoder
+trains on the slices and their pooled features give the pseudo-class table keyed by the slice keys
+(``<volume key>#sNN``), which removes same-pseudo-class negatives from the partition-aware global loss (with
+``"G_R"``: Zhang et al.'s cluster-guided loss); without it the run skips stages 1 and 2
+(:func:`require_pseudo_classes` refuses them when asked for by ``--run_id``).
+
 References:
     - [0] Chaitanya et al., global and local contrastive learning, NeurIPS 2020, https://arxiv.org/abs/2006.10511
 """
@@ -41,6 +47,7 @@ from monai.transforms import (
 
 from monai_cluster.losses.global_contrastive import GLOBAL_STRATEGIES
 from monai_cluster.transforms.partition import SlicePartition, check_slice_axis, slice_count, take_slice
+from monai_cluster.transforms.slice_grid import CenterFractionCropd
 
 from .common import validate_option, validate_options
 from .pretrain_data import check_image_size, prepare_unlabeled
@@ -54,7 +61,7 @@ __all__ = [
     "check_slice_options",
     "list_volume_slices",
     "prepare_volume_slices",
-    "refuse_stage",
+    "require_pseudo_classes",
     "slice_base_transforms",
 ]
 
@@ -64,6 +71,7 @@ SLICE_OPTION_SPECS: dict[str, str] = {
     "intensity_range": "floats?",
     "intensity_percentiles": "floats>=0",
     "use_pseudo_classes": "bool",
+    "crop_fraction": "float?>0",
     "spatial_dims": "int>=2",
     "in_channels": "int>=1",
 }
@@ -84,7 +92,9 @@ def check_slice_options(**options: Any) -> dict[str, Any]:
         options: ``global_strategy`` (``"G_D"``, ``"G_D-"`` or ``"G_R"``), ``num_partitions`` (partitions per
             volume), ``intensity_range`` (``None`` for percentile normalisation, or a fixed ``[low, high]`` window
             such as a CT Hounsfield window), ``intensity_percentiles`` (``[low, high]`` percentiles in 0..100),
-            ``use_pseudo_classes`` (must be false), ``spatial_dims`` (must be 2), ``in_channels`` (must be 1).
+            ``use_pseudo_classes`` (cluster the slices and mask the global loss's negatives), ``crop_fraction``
+            (``None``, or the centred square crop of each slice as a fraction of its short side, in ``(0, 1]``),
+            ``spatial_dims`` (must be 2), ``in_channels`` (must be 1).
 
     Returns:
         the options normalised (``intensity_range`` a two-float list or None).
@@ -104,10 +114,10 @@ def check_slice_options(**options: Any) -> dict[str, Any]:
             f"option 'in_channels' must be 1 with train_slices.json (slices of single-channel volumes), "
             f"got {checked['in_channels']}."
         )
-    if checked["use_pseudo_classes"]:
+    if checked["crop_fraction"] is not None and checked["crop_fraction"] > 1:
         raise ValueError(
-            "option 'use_pseudo_classes' must be false with train_slices.json: the slice partitions replace the "
-            "pseudo-classes (there is no clustering stage)."
+            f"option 'crop_fraction' (--crop_fraction) must lie in (0, 1] (a fraction of each slice's short side) "
+            f"or be null, got {checked['crop_fraction']}."
         )
     if checked["num_partitions"] < 2 and checked["global_strategy"] != "G_R":
         raise ValueError(
@@ -346,14 +356,20 @@ def slice_base_transforms(
     image_key: str = "image",
     slice_key: str = "slice",
     axis: int = -1,
+    crop_fraction: float | None = None,
+    label_key: str | None = None,
 ) -> list:
     """Deterministic chain from a slice item to a ``(1, *image_size)`` float32 tensor in ``[0, 1]``.
 
-    Load the volume, add a channel, scale intensities over the whole volume (so that the slices of one volume
-    keep their relative brightness), take the sample's slice (:class:`TakeSliced`), resize it so that its longer
-    side is ``max(image_size)`` (aspect ratio kept; area averaging), pad or crop it centrally to ``image_size``
-    (padding 0, the background after scaling) and end with a plain float32 tensor. The other sample entries
-    (``partition``, ``volume_id``, ...) pass through unchanged.
+    Load the volume, add a channel, optionally crop every slice to its centred square of ``crop_fraction``
+    (:class:`~monai_cluster.transforms.CenterFractionCropd`), scale intensities over the whole volume (so that the
+    slices of one volume keep their relative brightness), take the sample's slice (:class:`TakeSliced`), resize it
+    so that its longer side is ``max(image_size)`` (aspect ratio kept; area averaging), pad or crop it centrally to
+    ``image_size`` (padding 0, the background after scaling) and end with a plain float32 tensor. The other sample
+    entries (``partition``, ``volume_id``, ...) pass through unchanged. With ``label_key`` the label volume takes
+    the same geometry (nearest neighbour, ``nearest-exact``) and stays integer-valued:
+    :func:`~monai_cluster.transforms.slice_grid_geometry` describes the geometry and
+    :func:`~monai_cluster.transforms.restore_slice_grid` inverts it.
 
     Args:
         image_size: output ``(H, W)`` (one int for both), multiples of 16.
@@ -364,6 +380,8 @@ def slice_base_transforms(
         image_key: the sample entry holding the volume path.
         slice_key: the sample entry holding the slice index.
         axis: spatial axis of the volume the slice is taken along.
+        crop_fraction: the centred square crop of each slice as a fraction of its short side, or ``None``.
+        label_key: the sample entry holding the label volume's path, or ``None`` for images alone.
 
     Returns:
         a list of MONAI dictionary transforms, for a ``CacheDataset`` (``Compose``) or
@@ -380,26 +398,39 @@ def slice_base_transforms(
     else:
         low, high = _check_pair("intensity_range", validate_option("intensity_range", intensity_range, "floats"))
         scale = ScaleIntensityRanged(keys=image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    keys = [image_key] if label_key is None else [image_key, label_key]
+    if crop_fraction is not None and axis % 3 != 2:
+        raise ValueError(f"crop_fraction crops the plane of spatial axes (0, 1): it needs axis -1 (or 2), got {axis}.")
     return [
-        LoadImaged(keys=image_key, image_only=True),
-        EnsureChannelFirstd(keys=image_key),
-        EnsureTyped(keys=image_key, data_type="numpy", dtype=np.float32, track_meta=False),  # numpy percentiles
+        LoadImaged(keys=keys, image_only=True),
+        EnsureChannelFirstd(keys=keys),
+        EnsureTyped(keys=keys, data_type="numpy", dtype=np.float32, track_meta=False),  # numpy percentiles
+        CenterFractionCropd(keys=keys, crop_fraction=crop_fraction),
         scale,
-        TakeSliced(keys=image_key, slice_key=slice_key, axis=axis),
-        EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False),  # torch resizing (numpy: 10x slower)
-        Resized(keys=image_key, spatial_size=max(size), size_mode="longest", mode="area"),
-        ResizeWithPadOrCropd(keys=image_key, spatial_size=size, mode="constant"),
-        EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False),
+        TakeSliced(keys=keys, slice_key=slice_key, axis=axis),
+        EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),  # torch resizing (numpy: 10x slower)
+        Resized(
+            keys=keys, spatial_size=max(size), size_mode="longest", mode=["area", "nearest-exact"][: len(keys)]
+        ),
+        ResizeWithPadOrCropd(keys=keys, spatial_size=size, mode="constant"),
+        EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
     ]
 
 
-def refuse_stage(stage: str, overlay: str = "train_slices.json") -> None:
-    """Stop a stage that an overlay does not have, e.g. ``--run_id run_autoencoder`` with ``train_slices.json``.
+def require_pseudo_classes(use_pseudo_classes: bool, stage: str, overlay: str = "train_slices.json") -> None:
+    """Refuse a clustering stage that a run without pseudo-classes does not have (``--run_id run_cluster``).
+
+    Args:
+        use_pseudo_classes: the checked option.
+        stage: the stage asked for (``"run_autoencoder"`` or ``"run_cluster"``).
+        overlay: the config named in the message.
 
     Raises:
-        ValueError: always, naming the stage and what to run instead.
+        ValueError: when ``use_pseudo_classes`` is false, naming the option and the stage.
     """
-    raise ValueError(
-        f"stage {stage!r} is not part of {overlay}: the slice partitions replace the pseudo-classes, so there is no "
-        "autoencoder or clustering stage; run the default 'run' (or --run_id run_pretrain)."
-    )
+    if not validate_option("use_pseudo_classes", use_pseudo_classes, "bool"):
+        raise ValueError(
+            f"stage {stage!r} of {overlay} needs option 'use_pseudo_classes' (--use_pseudo_classes) true: without "
+            "pseudo-classes there is no autoencoder or clustering stage; run the default 'run' (or --run_id "
+            "run_pretrain), or set --use_pseudo_classes true."
+        )

@@ -21,7 +21,7 @@ from monai_cluster.workflows import (
     check_slice_options,
     list_volume_slices,
     prepare_volume_slices,
-    refuse_stage,
+    require_pseudo_classes,
     slice_base_transforms,
 )
 from monai_cluster.workflows.pretrain_slices import ScalePercentilesd
@@ -214,6 +214,7 @@ GOOD = {
     "intensity_range": None,
     "intensity_percentiles": [0.5, 99.5],
     "use_pseudo_classes": False,
+    "crop_fraction": None,
     "spatial_dims": 2,
     "in_channels": 1,
 }
@@ -231,7 +232,8 @@ def test_slice_options_normalise():
         ({"num_partitions": 0}, ValueError, r"option 'num_partitions' .*integer >= 1"),
         ({"spatial_dims": 3}, ValueError, r"option 'spatial_dims' must be 2 with train_slices.json"),
         ({"in_channels": 3}, ValueError, r"option 'in_channels' must be 1"),
-        ({"use_pseudo_classes": True}, ValueError, r"option 'use_pseudo_classes' must be false"),
+        ({"crop_fraction": 1.5}, ValueError, r"option 'crop_fraction' \(--crop_fraction\) must lie in \(0, 1\]"),
+        ({"crop_fraction": 0}, ValueError, r"option 'crop_fraction' .*> 0"),
         ({"intensity_percentiles": [99.5, 0.5]}, ValueError, r"option 'intensity_percentiles' .*low < high"),
         ({"intensity_range": [500, -300]}, ValueError, r"option 'intensity_range' .*low < high"),
     ],
@@ -241,9 +243,10 @@ def test_slice_options_errors_name_the_option(override, error, match):
         check_slice_options(**{**GOOD, **override})
 
 
-def test_refused_stages_say_what_to_run():
-    with pytest.raises(ValueError, match=r"stage 'run_cluster' is not part of train_slices.json.*run_pretrain"):
-        refuse_stage("run_cluster")
+def test_clustering_stages_need_pseudo_classes():
+    with pytest.raises(ValueError, match=r"stage 'run_cluster' of train_slices.json needs option 'use_pseudo_classes'"):
+        require_pseudo_classes(False, "run_cluster")
+    require_pseudo_classes("true", "run_cluster")
 
 
 # ------------------------------------------------------------------------------------------------------- bundle
