@@ -1,0 +1,120 @@
+"""semi_supervised in the segmentation bundles at toy size: each method trains in dermoscopy (2D) and heart (3D)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+
+from monai_cluster.engines import SemiSupervisedTrainer
+from monai_cluster.workflows import load_checkpoint
+from monai_cluster.workflows.segmentation_bundle import bundle_workflow
+
+pytestmark = pytest.mark.bundle
+
+REPO = Path(__file__).resolve().parents[2]
+FEATURES = [4, 4, 8, 8, 16, 4]
+BUNDLES = {
+    "dermoscopy": (
+        REPO / "bundles" / "dermoscopy_segmentation",
+        {"synthetic_n": 8, "synthetic_size": 48, "image_size": 32, "features": FEATURES, "batch_size": 2},
+    ),
+    "heart": (
+        REPO / "bundles" / "heart_ct_segmentation",
+        {"synthetic_n": 5, "synthetic_size": 32, "roi_size": [32, 32, 32], "features": FEATURES, "num_samples": 1},
+    ),
+}
+COMMON = {"device": "cpu", "use_pretrained": False, "label_fraction": 0.5, "learning_rate": 0.01}
+
+
+def _workflow(kind: str, root: Path, **overrides):
+    bundle, toy = BUNDLES[kind]
+    return bundle_workflow(bundle, ("train.json",), bundle_root=root, **{**toy, **COMMON, **overrides})
+
+
+@pytest.mark.parametrize("kind", ["dermoscopy", "heart"])
+@pytest.mark.parametrize("method", ["mean_teacher", "copy_paste"])
+def test_method_trains_with_the_unlabelled_pool_and_checkpoints_the_teacher(kind, method, tmp_path):
+    workflow = _workflow(
+        kind, tmp_path, semi_supervised=method, epochs=2, val_interval=1, consistency_threshold=0.5, ema_decay=0.9
+    )
+    parser = workflow.parser
+    trainer = parser.get_parsed_content("train#trainer")
+    network = parser.get_parsed_content("network")
+    data, unlabeled = parser.get_parsed_content("data"), parser.get_parsed_content("unlabeled#data")
+    assert isinstance(trainer, SemiSupervisedTrainer) and trainer.method == method
+    # the default unlabelled images: the training pool minus the labelled subset, never a validation image
+    labeled, val = {d["key"] for d in data["train"]}, {d["key"] for d in data["val"]}
+    pool = {d["key"] for d in data["all"]} - val
+    assert {d["key"] for d in unlabeled} == pool - labeled and unlabeled and "label" not in unlabeled[0]
+    start = {k: v.clone() for k, v in network.state_dict().items()}
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
+    workflow.run()
+    workflow.finalize()
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert trainer.ema.step == trainer.state.iteration == len(losses)
+    student = network.state_dict()
+    assert any(not torch.equal(student[k], start[k]) for k in start)
+    teacher = trainer.teacher.state_dict()
+    assert any(not torch.equal(teacher[k], start[k]) for k in start)  # the teacher moved ...
+    assert any(not torch.equal(teacher[k], student[k]) for k in start)  # ... and is not the student
+    ckpts = sorted((tmp_path / "models").glob("checkpoint_epoch*.pt"))
+    saved = load_checkpoint(ckpts[-1])["state"]["teacher"]
+    assert saved["step"] == trainer.ema.step
+    assert all(torch.equal(saved["teacher"][k], teacher[k]) for k in teacher)
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_default_is_supervised_and_builds_nothing_unlabelled(tmp_path):
+    workflow = _workflow("dermoscopy", tmp_path, epochs=1, label_fraction=1.0)
+    parser = workflow.parser
+    assert type(parser.get_parsed_content("train#trainer")) is SupervisedTrainer
+    assert parser.get_parsed_content("unlabeled#dataloader") is None
+    assert parser.get_parsed_content("ema_teacher") is None
+    assert parser.get_parsed_content("unlabeled#data") == []
+
+
+def test_unlabeled_dir_gives_the_unlabelled_images_but_never_labelled_or_validation_ones(tmp_path):
+    other = _workflow("dermoscopy", tmp_path / "other", epochs=1, label_fraction=1.0)
+    other_images = Path(other.parser.get_parsed_content("data")["all"][0]["image"]).parent
+    own = _workflow("dermoscopy", tmp_path / "own", epochs=1, label_fraction=1.0)
+    own_images = Path(own.parser.get_parsed_content("data")["all"][0]["image"]).parent
+    # a folder of other images: all of them
+    workflow = _workflow("dermoscopy", tmp_path / "own", semi_supervised="mean_teacher", unlabeled_dir=str(other_images))
+    unlabeled = workflow.parser.get_parsed_content("unlabeled#data")
+    assert sorted(Path(d["image"]) for d in unlabeled) == sorted(other_images.glob("*.png"))
+    # the pool's own folder: its labelled and validation images are left out
+    workflow = _workflow("dermoscopy", tmp_path / "own", semi_supervised="mean_teacher", unlabeled_dir=str(own_images))
+    data = workflow.parser.get_parsed_content("data")
+    held = {os.path.abspath(d["image"]) for split in ("train", "val") for d in data[split]}
+    paths = {os.path.abspath(d["image"]) for d in workflow.parser.get_parsed_content("unlabeled#data")}
+    assert paths and not paths & held and paths | held == {str(p.resolve()) for p in own_images.glob("*.png")}
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"semi_supervised": "fixmatch"}, "semi_supervised"),
+        ({"semi_supervised": "mean_teacher", "ema_decay": 1.5}, "ema_decay"),
+        ({"semi_supervised": "copy_paste", "copy_paste_fraction": 0}, "copy_paste_fraction"),
+        ({"semi_supervised": "mean_teacher", "consistency_rampup": -1}, "consistency_rampup"),
+        ({"semi_supervised": "mean_teacher", "unlabeled_dir": "/no/such/folder"}, "unlabeled_dir"),
+    ],
+)
+def test_bad_options_are_refused_up_front_naming_them(tmp_path, overrides, match):
+    with pytest.raises(RuntimeError) as info:  # MONAI wraps the error of the `initialize` expression
+        _workflow("dermoscopy", tmp_path, **overrides)
+    assert isinstance(info.value.__cause__, (ValueError, TypeError)) and match in str(info.value.__cause__)
+    assert not (tmp_path / "models").exists()
+
+
+def test_every_image_labelled_is_a_clear_error(tmp_path):
+    workflow = _workflow("dermoscopy", tmp_path, semi_supervised="copy_paste", label_fraction=1.0)
+    with pytest.raises(RuntimeError) as info:
+        workflow.parser.get_parsed_content("train#trainer")
+    assert "needs unlabelled images" in str(info.value.__cause__) and "--label_fraction" in str(info.value.__cause__)
