@@ -119,3 +119,19 @@ def test_pretraining_trains_in_bfloat16(tmp_path, cpu_bf16):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     moved = [k for k, v in network.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
     assert len(moved) > len(before) // 2
+
+
+@pytest.mark.parametrize("bundle, configs", [
+    ("cluster_contrastive_pretrain", ("train.json", "train_slices.json")),
+    ("dermoscopy_segmentation", ("train.json", "evaluate.json")),
+    ("heart_ct_segmentation", ("train.json", "evaluate.json")),
+])  # fmt: skip
+def test_overlays_check_amp_too(tmp_path, bundle, configs):
+    """Overlays that replace ``initialize`` keep the up-front check of ``amp``."""
+    settings = {k: v for k, v in BUNDLES[bundle][0].items() if k not in ("image_size", "synthetic_size")}
+    with pytest.raises(Exception) as info:
+        bundle_workflow(REPO / "bundles" / bundle, configs, bundle_root=tmp_path, **settings, amp="yes")
+    err = info.value
+    while err.__cause__ is not None:
+        err = err.__cause__
+    assert "amp must be a bool" in str(err)
