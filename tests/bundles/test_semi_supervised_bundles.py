@@ -118,3 +118,30 @@ def test_every_image_labelled_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError) as info:
         workflow.parser.get_parsed_content("train#trainer")
     assert "needs unlabelled images" in str(info.value.__cause__) and "--label_fraction" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("method", ["mean_teacher", "copy_paste"])
+def test_resume_after_a_kill_ends_with_the_student_and_teacher_of_an_uninterrupted_run(tmp_path, method):
+    settings = {"epochs": 3, "val_interval": 1, "semi_supervised": method, "consistency_threshold": 0.5}
+    whole = _workflow("dermoscopy", tmp_path / "whole", **settings)
+    whole.run()
+    whole.finalize()
+    cut = _workflow("dermoscopy", tmp_path / "cut", **settings)
+    trainer = cut.parser.get_parsed_content("train#trainer")
+
+    def crash(engine):
+        raise KeyboardInterrupt("simulated kill in the middle of epoch 2")
+
+    per_epoch = len(cut.parser.get_parsed_content("train#dataloader"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=per_epoch + 1), crash)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    resumed = _workflow("dermoscopy", tmp_path / "cut", resume=True, **settings)
+    resumed.run()
+    resumed.finalize()
+    for name in ("network", "ema_teacher"):
+        a, b = (w.parser.get_parsed_content(name).state_dict() for w in (whole, resumed))
+        if name == "ema_teacher":
+            assert a["step"] == b["step"] == 3 * per_epoch
+            a, b = a["teacher"], b["teacher"]
+        assert all(torch.equal(a[k], b[k]) for k in a), f"resumed {name} differs from the uninterrupted run"
