@@ -97,6 +97,40 @@ def matmul_peak(dtype: torch.dtype, n: int, repeats: int = 3) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
+def unet_table(sizes: list[int], repeats: int = 4, batch: int = 32) -> list[dict]:
+    """The issue's table: MONAI ``BasicUNet`` 2D (the ACDC features), batch 32, forward + backward + Adam, in float32,
+    bfloat16 autocast, and both with channels_last; the median of ``repeats`` steps, precisions interleaved."""
+    from monai.networks.nets import BasicUNet
+
+    rows = []
+    variants = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
+    for size in sizes:
+        times = {v: [] for v in variants}
+        nets = {}
+        for v in variants:
+            torch.manual_seed(0)
+            net = BasicUNet(2, 1, 4, features=tuple(FEATURES))
+            x = torch.randn(batch, 1, size, size)
+            if v[1]:
+                net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+            nets[v] = (net, torch.optim.Adam(net.parameters()), x)
+        for _ in range(repeats + 1):  # the first round warms up
+            for v, (net, opt, x) in nets.items():
+                start = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v[0] == "bf16"):
+                    out = net(x)
+                opt.zero_grad(set_to_none=True)
+                out.float().square().mean().backward()
+                opt.step()
+                times[v].append(time.perf_counter() - start)
+        row = {"size": size}
+        for (precision, cl), values in times.items():
+            row[precision + ("_channels_last" if cl else "")] = statistics.median(values[1:])
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def count_flops(step_fn) -> int:
     """FLOPs of one call of ``step_fn`` (forward and backward) by torch's flop counter."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -231,6 +265,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--backbone", default="basic_unet", choices=["basic_unet", "segresnet", "swin_unetr"],
                         help="the bundles' backbone (basic_unet with the ACDC protocol's features)")
     parser.add_argument("--peak-size", type=int, default=2048, help="matrix side of the peak measurement")
+    parser.add_argument("--unet-table", type=int, nargs="*", default=None,
+                        help="also time a bare BasicUNet step (batch 32) at these sizes in fp32/bf16 and channels_last")
+    parser.add_argument("--no-bundles", action="store_true", help="skip the bundles' steps (peak and table only)")
     parser.add_argument("--toy", action="store_true", help="tiny sizes: checks the script, measures nothing")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -249,9 +286,10 @@ def main(argv=None) -> dict:
     if "bf16" in args.precisions:  # emulated bfloat16 runs at < 1 GFLOP/s: a smaller matrix says as much
         peak["bf16"] = matmul_peak(torch.bfloat16, args.peak_size if native else min(args.peak_size, 512))
     print({k: f"{v / 1e9:.1f} GFLOP/s" for k, v in peak.items()}, flush=True)
+    table = unet_table(args.unet_table) if args.unet_table else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="precision_") as tmp:
-        for dims in args.dims:
+        for dims in [] if args.no_bundles else args.dims:
             for size in args.sizes:
                 for task in args.tasks:
                     subjects = [Subject(task, dims, size, p, args, Path(tmp)) for p in args.precisions]
@@ -275,6 +313,7 @@ def main(argv=None) -> dict:
         f"{torch.backends.cpu.get_cpu_capability()}",
         "load_average_at_end": os.getloadavg(),
         "peak_flops": peak,
+        "unet_table": table,
         "rows": rows,
         "ratios": ratios,
     }
