@@ -32,7 +32,7 @@ from typing import Any
 from monai_cluster.utils.io import atomic_write_json
 from monai_cluster.workflows.common import barrier, is_main_process, validate_option
 
-__all__ = ["RECORD_NAME", "RunOutputs", "data_fingerprint", "rollback_open_runs"]
+__all__ = ["RECORD_NAME", "RunOutputs", "as_recorded", "data_fingerprint", "read_record", "rollback_open_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +57,30 @@ def data_fingerprint(items: Iterable[Any], key: str = "key") -> dict[str, Any]:
     return {"count": len(keys), "keys_sha1": digest}
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as JSON would give it back (tuples as lists, paths as strings), so records compare equal."""
+def as_recorded(value: Any) -> Any:
+    """``value`` as the record gives it back (tuples as lists, paths as strings), so that it compares equal."""
     return json.loads(json.dumps(value, default=str))
+
+
+def read_record(path: str | os.PathLike) -> dict[str, dict] | None:
+    """The ``{stage: settings}`` of a settings record file, or ``None`` when there is none.
+
+    Args:
+        path: a ``run_settings.json`` (:data:`RECORD_NAME`), e.g. beside a checkpoint that another run will use.
+
+    Raises:
+        ValueError: for a record that cannot be read (named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"run settings record {path} could not be read: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT or not isinstance(payload.get("stages"), dict):
+        raise ValueError(f"run settings record {path} is not a {_FORMAT!r} file.")
+    return payload["stages"]
 
 
 def _exception_hook(exc_type, exc, tb) -> None:  # pragma: no cover - runs as the interpreter exits
@@ -115,7 +136,7 @@ class RunOutputs:
             if not isinstance(stage, str) or not isinstance(values, Mapping):
                 raise TypeError(f"settings[{stage!r}] must be a dict of setting values, got {type(values).__name__}.")
         self.folders = [Path(f) for f in folders]
-        self.settings = {stage: _plain(dict(values)) for stage, values in settings.items()}
+        self.settings = {stage: as_recorded(dict(values)) for stage, values in settings.items()}
         self.resume = validate_option("resume", resume, "bool")
         self.record_path = self.folders[0] / RECORD_NAME
         self._snapshots: dict[Path, Path] = {}
@@ -125,20 +146,12 @@ class RunOutputs:
     # ------------------------------------------------------------------------------------------------- record
 
     def read_record(self) -> dict[str, dict] | None:
-        """The recorded ``{stage: settings}``, or ``None`` when there is no record.
+        """The recorded ``{stage: settings}``, or ``None`` when there is no record (see :func:`read_record`).
 
         Raises:
             ValueError: for a record that cannot be read (named).
         """
-        if not self.record_path.is_file():
-            return None
-        try:
-            payload = json.loads(self.record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"run settings record {self.record_path} could not be read: {err}") from err
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT or not isinstance(payload.get("stages"), dict):
-            raise ValueError(f"run settings record {self.record_path} is not a {_FORMAT!r} file.")
-        return payload["stages"]
+        return read_record(self.record_path)
 
     def _has_outputs(self) -> bool:
         for folder in self.folders:

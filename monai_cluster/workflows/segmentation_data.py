@@ -154,8 +154,10 @@ def segmentation_splits(
         check: decode every file and check shapes and labels first.
 
     Returns:
-        ``{"train": [...], "val": [...], "all": [...]}``: ``train`` is the labelled subset, ``val`` the held-out
-        set, ``all`` every listed sample.
+        ``{"train": [...], "val": [...], "all": [...], "summary": {...}}``: ``train`` is the labelled subset, ``val``
+        the held-out set, ``all`` every listed sample, ``summary`` what the check saw
+        (:func:`~monai_cluster.data.check_dataset`: spatial shapes, channels, label values; ``None`` without
+        ``check``), which the bundles' pre-flight compares with ``num_classes`` and the crop size.
 
     Raises:
         ValueError: naming a bad file (unreadable, mask of another size, label outside ``num_classes``), or a
@@ -168,20 +170,15 @@ def segmentation_splits(
         barrier()
     try:
         items = resolve_dataset(
-            dataset_dir,
-            bundle_root,
-            kind=kind,
-            n=synthetic_n,
-            size=synthetic_size,
-            seed=synthetic_seed,
-            check=check,
-            num_classes=num_classes,
-            channels=channels,
-            spatial_dims=2 if kind == "dermoscopy" else 3,
+            dataset_dir, bundle_root, kind=kind, n=synthetic_n, size=synthetic_size, seed=synthetic_seed, check=False
         )
     finally:
         if main:
             barrier()
+    summary = None
+    if check:
+        spatial_dims = 2 if kind == "dermoscopy" else 3
+        summary = check_dataset(items, num_classes=num_classes, channels=channels, spatial_dims=spatial_dims)
     train_all, val = split_train_val(items, val_fraction, seed)
     train = labeled_subset(train_all, label_fraction, num_labeled, seed)
     logger.info(
@@ -193,7 +190,7 @@ def segmentation_splits(
         len(train_all),
         seed,
     )
-    return {"train": train, "val": val, "all": items}
+    return {"train": train, "val": val, "all": items, "summary": summary}
 
 
 def inference_items(

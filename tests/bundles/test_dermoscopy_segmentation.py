@@ -110,8 +110,9 @@ def test_inference_writes_masks_at_input_size_and_overlays(trained):
 
 
 def test_label_fraction_keeps_a_seeded_subset(tmp_path):
-    data = _workflow(tmp_path, label_fraction=0.5, seed=3).parser.get_parsed_content("data")
-    again = _workflow(tmp_path, num_labeled=3, seed=3)
+    # use_pretrained false: initialize checks that the pretrained checkpoint fits, and none was pretrained here
+    data = _workflow(tmp_path, label_fraction=0.5, seed=3, use_pretrained=False).parser.get_parsed_content("data")
+    again = _workflow(tmp_path, num_labeled=3, seed=3, use_pretrained=False)
     assert len(data["train"]) == 3 and data["train"] == again.parser.get_parsed_content("data")["train"]
 
 
@@ -123,18 +124,16 @@ def test_bad_file_stops_before_training(tmp_path):
         Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(dataset / "images" / f"IMD00{i}.png")
         Image.fromarray(np.zeros((40, 40), np.uint8)).save(dataset / "masks" / f"IMD00{i}_lesion.png")
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(dataset / "masks" / "IMD001_lesion.png")
-    workflow = _workflow(tmp_path / "root", dataset_dir=str(dataset), use_pretrained=False)
-    with pytest.raises(RuntimeError) as info:
-        workflow.run()
+    with pytest.raises(RuntimeError) as info:  # in initialize, before anything is built or written
+        _workflow(tmp_path / "root", dataset_dir=str(dataset), use_pretrained=False)
     assert "IMD001_lesion.png" in str(info.value.__cause__) and "spatial shape" in str(info.value.__cause__)
     assert not (tmp_path / "root" / "models").exists()
 
 
 def test_missing_pretrained_path_is_a_clear_error(tmp_path):
     missing = tmp_path / "nowhere" / "model.pt"
-    workflow = _workflow(tmp_path, use_pretrained=True, pretrained_path=str(missing))
-    with pytest.raises(RuntimeError) as info:
-        workflow.run()
+    with pytest.raises(RuntimeError) as info:  # in initialize, before anything is written
+        _workflow(tmp_path, use_pretrained=True, pretrained_path=str(missing))
     message = str(info.value.__cause__)
     assert str(missing) in message and "--use_pretrained false" in message
 

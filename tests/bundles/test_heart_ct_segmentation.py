@@ -96,9 +96,8 @@ def test_inference_writes_nifti_with_the_input_affine(trained):
 
 
 def test_labels_outside_num_classes_stop_before_training(tmp_path):
-    workflow = _workflow(tmp_path, num_classes=4, use_pretrained=False)  # the phantoms have labels 1..7
-    with pytest.raises(RuntimeError) as info:
-        workflow.run()
+    with pytest.raises(RuntimeError) as info:  # in initialize, before anything is built or written
+        _workflow(tmp_path, num_classes=4, use_pretrained=False)  # the phantoms have labels 1..7
     cause = str(info.value.__cause__)
     assert "labels/heart_000.nii.gz" in cause and "[0, 4)" in cause
     assert not (tmp_path / "models").exists()
@@ -109,9 +108,8 @@ def test_mismatched_pretrained_checkpoint_is_a_clear_error(tmp_path):
 
     path = tmp_path / "pretrain_2d.pt"
     torch.save(BasicUNet(2, 3, 2, features=FEATURES).state_dict(), path)  # a 2D RGB checkpoint
-    workflow = _workflow(tmp_path, use_pretrained=True, pretrained_path=str(path))
-    with pytest.raises(RuntimeError) as info:
-        workflow.run()
+    with pytest.raises(RuntimeError) as info:  # in initialize, before anything is written
+        _workflow(tmp_path, use_pretrained=True, pretrained_path=str(path))
     message = str(info.value.__cause__)
     assert str(path) in message and "another shape" in message
 
