@@ -40,9 +40,11 @@ from monai.transforms import (
 )
 
 from monai_cluster.clustering import read_pseudo_class_table
+from monai_cluster.data import check_dataset
 from monai_cluster.transforms import MultiViewd, NoMetaCompose, PseudoClassd, RandResizedCropd
 
 from .common import barrier, is_main_process, list_unlabeled, validate_option
+from .datalist import load_datalist
 
 __all__ = [
     "VIEW_MODES",
@@ -95,12 +97,26 @@ def prepare_unlabeled(
     channels: int | None = None,
     spatial_dims: int | None = None,
     check: bool = True,
+    datalist: str | os.PathLike | None = None,
 ) -> list[dict]:
     """The unlabeled training images (:func:`~monai_cluster.workflows.list_unlabeled`), checked before training.
 
     Under ``torch.distributed`` rank 0 lists (and, for synthetic data, generates) first and the other ranks
     follow after a barrier, so only one process writes the synthetic files.
+
+    With ``datalist`` (the bundle's ``datalist`` option: a MONAI datalist JSON, see
+    :func:`~monai_cluster.workflows.datalist.load_datalist`) only the images of its ``"training"`` list are used
+    (relative paths under ``dataset_dir``; labels ignored), so that a split's held-out ``"validation"`` images stay
+    out of pretraining; every listed image is checked the same way.
     """
+    if datalist is not None and str(datalist) != "":
+        items = [
+            {"image": item["image"], "key": item["key"]}
+            for item in load_datalist(datalist, "training", dataset_dir, require_label=False)
+        ]
+        if check and is_main_process():
+            check_dataset(items, channels=channels, spatial_dims=spatial_dims)
+        return items
     kwargs: dict[str, Any] = {
         "kind": kind,
         "n": n,
@@ -170,14 +186,23 @@ def base_transforms(
     ]
 
 
-def _flips(spatial_dims: int, image_key: str) -> list:
+def _flips(spatial_dims: int, image_key: str, size: Sequence[int] | None = None) -> list:
+    """Flips of every axis, and 90-degree rotations in the first two axes unless ``size`` says they differ in
+    length (a rotation would then change the image's shape, and a batch could not be stacked)."""
     flips = [RandFlipd(keys=image_key, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    if size is not None and int(size[0]) != int(size[1]):
+        return flips
     return flips + [RandRotate90d(keys=image_key, prob=0.5, spatial_axes=(0, 1))]
 
 
-def autoencoder_augmentation(spatial_dims: int, image_key: str = "image") -> Compose:
-    """The random part of :func:`autoencoder_transforms` alone: flips of every axis and 90-degree rotations."""
-    return Compose(_flips(spatial_dims, image_key))
+def autoencoder_augmentation(
+    spatial_dims: int, image_key: str = "image", image_size: int | Sequence[int] | None = None
+) -> Compose:
+    """The random part of :func:`autoencoder_transforms` alone: flips of every axis and 90-degree rotations in the
+    first two axes (without the rotations when ``image_size`` gives those two axes different lengths, e.g.
+    ``[64, 48, 32]``: a rotated image would not stack with an unrotated one)."""
+    size = None if image_size is None else check_image_size(image_size, spatial_dims)
+    return Compose(_flips(spatial_dims, image_key, size))
 
 
 def autoencoder_transforms(
@@ -188,7 +213,7 @@ def autoencoder_transforms(
 ) -> Compose:
     """The base chain plus random flips and 90-degree rotations, for training the autoencoder."""
     chain = base_transforms(spatial_dims, image_size, intensity_range, image_key)
-    return Compose(chain + list(autoencoder_augmentation(spatial_dims, image_key).transforms))
+    return Compose(chain + list(autoencoder_augmentation(spatial_dims, image_key, image_size).transforms))
 
 
 def feature_transforms(
@@ -249,7 +274,7 @@ def pretrain_view_transform(
         keys=image_key,
         transform=per_view,
         num_views=num_views,
-        shared_transform=_flips(spatial_dims, image_key) + [zoom],
+        shared_transform=_flips(spatial_dims, image_key, size) + [zoom],
         intensity_only=True,
     )
 

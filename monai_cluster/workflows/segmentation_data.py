@@ -21,6 +21,7 @@ from monai_cluster.data import check_dataset, list_image_mask_pairs
 from monai_cluster.utils.validation import check_choice, check_positive_int
 
 from .common import barrier, images_outside_mask_folders, is_main_process, resolve_dataset
+from .datalist import load_datalist
 
 __all__ = ["inference_items", "labeled_subset", "segmentation_splits", "split_train_val"]
 
@@ -118,6 +119,40 @@ def labeled_subset(
     return kept
 
 
+def _datalist_splits(
+    datalist: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None,
+    kind: str,
+    num_classes: int,
+    channels: int,
+    label_fraction: float,
+    num_labeled: int | None,
+    seed: int,
+    check: bool,
+) -> dict:
+    """:func:`segmentation_splits` of a datalist: its ``"validation"`` list held out, a labelled subset of its
+    ``"training"`` list; the two must not share an image."""
+    pool = load_datalist(datalist, "training", dataset_dir)
+    val = load_datalist(datalist, "validation", dataset_dir)
+    shared = sorted({item["key"] for item in pool} & {item["key"] for item in val})
+    if shared:
+        raise ValueError(
+            f"datalist {datalist} lists {len(shared)} image(s) in both 'training' and 'validation' "
+            f"(e.g. {shared[0]!r}): the held-out set must be disjoint from the training pool."
+        )
+    items = sorted(pool + val, key=lambda item: item["key"])
+    summary = None
+    if check:
+        spatial_dims = 2 if kind == "dermoscopy" else 3
+        summary = check_dataset(items, num_classes=num_classes, channels=channels, spatial_dims=spatial_dims)
+    train = labeled_subset(pool, label_fraction, num_labeled, seed)
+    logger.info(
+        "%s data from datalist %s: %d held out, %d of %d training samples labelled (seed %d)",
+        kind, datalist, len(val), len(train), len(pool), seed,
+    )  # fmt: skip
+    return {"train": train, "val": val, "all": items, "summary": summary}
+
+
 def segmentation_splits(
     dataset_dir: str | os.PathLike | None,
     bundle_root: str | os.PathLike,
@@ -132,6 +167,7 @@ def segmentation_splits(
     synthetic_size: int | Sequence[int] | None = None,
     synthetic_seed: int = 0,
     check: bool = True,
+    datalist: str | os.PathLike | None = None,
 ) -> dict[str, list[dict]]:
     """The samples a fine-tune run trains and validates on, checked before anything is trained.
 
@@ -152,6 +188,11 @@ def segmentation_splits(
         synthetic_seed: seed of the synthetic generator (kept apart from ``seed`` so that another split or
             subset reuses the same generated images).
         check: decode every file and check shapes and labels first.
+        datalist: a fixed split instead of ``val_fraction``: a MONAI datalist JSON
+            (:func:`~monai_cluster.workflows.datalist.load_datalist`; relative paths under ``dataset_dir``) whose
+            ``"validation"`` list is the held-out set and whose ``"training"`` list is the pool the labelled
+            subset is drawn from (``label_fraction`` / ``num_labeled`` and ``seed`` as without it);
+            ``val_fraction`` is not used. ``None`` (default): split ``dataset_dir`` by ``val_fraction``.
 
     Returns:
         ``{"train": [...], "val": [...], "all": [...], "summary": {...}}``: ``train`` is the labelled subset, ``val``
@@ -165,6 +206,10 @@ def segmentation_splits(
     """
     kind = check_choice(kind, "kind", ["dermoscopy", "heart"])
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    if datalist is not None and str(datalist) != "":
+        return _datalist_splits(
+            datalist, dataset_dir, kind, num_classes, channels, label_fraction, num_labeled, seed, check
+        )
     main = is_main_process()
     if not main:  # under torchrun, rank 0 generates the synthetic data first and the other ranks then list it
         barrier()

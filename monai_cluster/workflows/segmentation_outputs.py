@@ -1,8 +1,10 @@
 """Ignite handlers that turn a segmentation evaluator's outputs into files: a metrics JSON, masks and overlays.
 
-- :class:`SegmentationMetricsWriter` (``evaluate.json``): Dice and 95% Hausdorff distance per image and per
-  class with MONAI's :class:`~monai.metrics.DiceMetric` and :class:`~monai.metrics.HausdorffDistanceMetric`,
-  written atomically as JSON when the evaluator completes.
+- :class:`SegmentationMetricsWriter` (``evaluate.json``): Dice, Jaccard, 95% Hausdorff distance and average
+  surface distance per image and per class with MONAI's :class:`~monai.metrics.DiceMetric`,
+  :class:`~monai.metrics.MeanIoU`, :class:`~monai.metrics.HausdorffDistanceMetric` and
+  :class:`~monai.metrics.SurfaceDistanceMetric` (distances in voxels, or in mm given the voxel spacing), written
+  atomically as JSON when the evaluator completes.
 - :class:`SegmentationOutputWriter` (``inference.json``): one predicted mask per input, in the input's own
   size and orientation (PNG for 2D; NIfTI with the input's affine for 3D), and an overlay PNG of image,
   prediction and, when the listing has one, ground truth.
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceDistanceMetric
 from monai.networks.utils import one_hot
 
 from monai_cluster.data import read_image, split_extension, write_nifti, write_png
@@ -77,6 +79,21 @@ def _finite_mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _check_spacing(spacing: object) -> tuple[float, ...] | None:
+    """``None``, or the voxel size as a tuple of positive finite floats (one number becomes a 1-tuple)."""
+    if spacing is None:
+        return None
+    values = [spacing] if isinstance(spacing, (int, float)) and not isinstance(spacing, bool) else spacing
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence) or not values:
+        raise TypeError(f"spacing must be a number or a list of numbers (mm per voxel), got {type(spacing).__name__}.")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"spacing must hold positive finite voxel sizes in mm, got {spacing!r}.")
+        out.append(float(v))
+    return tuple(out)
+
+
 def _to_onehot(t: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``(C, *spatial)`` probabilities/one-hot or ``(1, *spatial)`` indices to a ``(1, C, *spatial)`` one-hot."""
     if t.shape[0] == num_classes and num_classes > 1:
@@ -85,19 +102,24 @@ def _to_onehot(t: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class SegmentationMetricsWriter:
-    """Collect Dice and HD95 per image and class during an evaluation, and write them as JSON when it completes.
+    """Collect Dice, Jaccard, HD95 and ASD per image and class during an evaluation, and write them as JSON.
 
-    The JSON holds ``mean_dice`` and ``mean_hd95`` (means over images of the per-image mean over foreground
-    classes; for HD95 over the classes where it is defined), ``per_class`` (``{"dice": summary, "hd95":
-    summary}`` per class name, see :func:`summarize_metric`), ``per_image`` (``key``, per-class ``dice`` and
-    ``hd95``) and the ``extra`` entries. HD95 is in voxels of the evaluation grid; it is undefined (``null``)
-    for a class absent from the prediction or the ground truth.
+    The JSON holds ``mean_dice``, ``mean_jaccard``, ``mean_hd95`` and ``mean_asd`` (means over images of the
+    per-image mean over foreground classes; for the distances over the classes where they are defined),
+    ``per_class`` (``{"dice", "jaccard", "hd95", "asd"}`` summaries per class name, see :func:`summarize_metric`),
+    ``per_image`` (``key`` and the four per-class lists), ``distance_unit`` and the ``extra`` entries. HD95 is the
+    95th percentile of the symmetric surface distances, ASD (average surface distance) their mean over both
+    surfaces, the figures left-atrium papers report; both are in voxels of the evaluation grid, or in mm when
+    ``spacing`` gives the voxel size, and undefined (``null``) for a class absent from the prediction or the ground
+    truth. Jaccard is ``|P & G| / |P | G|`` (1 when both are empty, like Dice).
 
     Args:
         output_path: the ``.json`` file to write (atomically).
         num_classes: classes including background.
         class_names: names of the foreground classes (``num_classes - 1``); default ``class_1``, ...
         extra: more entries for the JSON (checkpoint, dataset, split).
+        spacing: voxel size of the evaluation grid in mm (one number, or one per spatial axis) for HD95 and ASD
+            in mm; ``None`` (default) reports them in voxels.
     """
 
     def __init__(
@@ -106,6 +128,7 @@ class SegmentationMetricsWriter:
         num_classes: int,
         class_names: Sequence[str] | None = None,
         extra: Mapping | None = None,
+        spacing: float | Sequence[float] | None = None,
     ) -> None:
         self.output_path = Path(output_path)
         if self.output_path.suffix.lower() != ".json":
@@ -120,6 +143,9 @@ class SegmentationMetricsWriter:
         self.extra = dict(extra or {})
         self.dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
         self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
+        self.jaccard = MeanIoU(include_background=False, reduction="none", ignore_empty=False)
+        self.asd = SurfaceDistanceMetric(include_background=False, symmetric=True, reduction="none")
+        self.spacing = _check_spacing(spacing)
         self.records: list[dict] = []
         self.summary: dict | None = None
 
@@ -144,51 +170,72 @@ class SegmentationMetricsWriter:
             pred = _to_onehot(out["pred"].detach().cpu(), self.num_classes)
             label = _to_onehot(out["label"].detach().cpu(), self.num_classes)
             dice = self.dice(pred, label)[0].tolist()
+            jaccard = self.jaccard(pred, label)[0].tolist()
+            spacing = self.spacing
+            if spacing is not None and len(spacing) == 1:
+                spacing = spacing * (pred.ndim - 2)
+            elif spacing is not None and len(spacing) != pred.ndim - 2:
+                raise ValueError(
+                    f"spacing must give one voxel size or one per spatial axis ({pred.ndim - 2}), got {list(spacing)}."
+                )
             with np.errstate(all="ignore"):
-                hd = self.hd95(pred, label)[0].tolist()
-            self.records.append({"key": str(item.get("key", len(self.records))), "dice": dice, "hd95": hd})
+                hd = self.hd95(pred, label, spacing=spacing)[0].tolist()
+                asd = self.asd(pred, label, spacing=spacing)[0].tolist()
+            key = str(item.get("key", len(self.records)))
+            self.records.append({"key": key, "dice": dice, "jaccard": jaccard, "hd95": hd, "asd": asd})
 
     def write(self, engine: Engine | None = None) -> dict:
         """Write (and return) the summary JSON of the collected images."""
         if not self.records:
             raise ValueError("no image was evaluated: the evaluation listing is empty.")
+        names = ("dice", "jaccard", "hd95", "asd")
         per_class = {
-            name: {
-                "dice": summarize_metric([r["dice"][c] for r in self.records]),
-                "hd95": summarize_metric([r["hd95"][c] for r in self.records]),
-            }
+            name: {m: summarize_metric([r[m][c] for r in self.records]) for m in names}
             for c, name in enumerate(self.class_names)
         }
         image_dice = [float(np.nanmean(r["dice"])) for r in self.records]
+        image_jaccard = [float(np.nanmean(r["jaccard"])) for r in self.records]
         image_hd = [_finite_mean(r["hd95"]) for r in self.records]  # over the classes where HD95 is defined
+        image_asd = [_finite_mean(r["asd"]) for r in self.records]
         per_image = [
             {
                 "key": r["key"],
-                "dice": [float(v) for v in r["dice"]],
-                "hd95": [float(v) if math.isfinite(v) else None for v in r["hd95"]],
+                **{m: [float(v) if math.isfinite(v) else None for v in r[m]] for m in names},
             }
             for r in self.records
         ]
         dice_summary, hd_summary = summarize_metric(image_dice), summarize_metric(image_hd)
+        jaccard_summary, asd_summary = summarize_metric(image_jaccard), summarize_metric(image_asd)
         self.summary = {
             "num_images": len(self.records),
             "num_classes": self.num_classes,
             "mean_dice": dice_summary["mean"],
             "std_dice": dice_summary["std"],
+            "mean_jaccard": jaccard_summary["mean"],
+            "std_jaccard": jaccard_summary["std"],
             "mean_hd95": hd_summary["mean"],
             "std_hd95": hd_summary["std"],
             "hd95_undefined_images": hd_summary["undefined"],
+            "mean_asd": asd_summary["mean"],
+            "std_asd": asd_summary["std"],
+            "asd_undefined_images": asd_summary["undefined"],
+            "distance_unit": "voxel" if self.spacing is None else "mm",
+            "spacing": None if self.spacing is None else list(self.spacing),
             "per_class": per_class,
             "per_image": per_image,
             **self.extra,
         }
         atomic_write_json(self.summary, self.output_path)
         hd_text = "undefined" if hd_summary["mean"] is None else f"{hd_summary['mean']:.2f}"
+        asd_text = "undefined" if asd_summary["mean"] is None else f"{asd_summary['mean']:.2f}"
         logger.info(
-            "evaluated %d image(s): mean Dice %.4f, mean HD95 %s voxels; written to %s",
+            "evaluated %d image(s): mean Dice %.4f, Jaccard %.4f, HD95 %s, ASD %s %s; written to %s",
             len(self.records),
             dice_summary["mean"],
+            jaccard_summary["mean"],
             hd_text,
+            asd_text,
+            self.summary["distance_unit"],
             self.output_path,
         )
         return self.summary
