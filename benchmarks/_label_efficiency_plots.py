@@ -22,13 +22,21 @@ def _order(variant: str, reference: str) -> tuple:
     return (variant != reference, method, int(steps) if steps.isdigit() else -1)
 
 
-def plot_paired(runs: list[dict], path: str | Path, reference: str = "random") -> Path:
+def plot_paired(
+    runs: list[dict],
+    path: str | Path,
+    reference: str = "random",
+    ylabel: str = "mean Dice (RV, Myo, LV)",
+    title: str = "labeled: test Dice per seed (lines join a seed)",
+) -> Path:
     """PNG with one panel per labeled setting: Dice of each variant (x) per seed, a grey line per seed.
 
     Args:
         runs: the ``runs`` of a label-efficiency result (``num_labeled``, ``seed``, ``variant``, ``dice``).
         path: the PNG to write (atomically).
         reference: the variant drawn first (its mean is the dashed line).
+        ylabel: the y axis label (what the Dice averages).
+        title: each panel's title, after its number of labeled units.
 
     Raises:
         ValueError: when ``runs`` is empty.
@@ -58,8 +66,8 @@ def plot_paired(runs: list[dict], path: str | Path, reference: str = "random") -
             ax.axhline(means[variants.index(reference)], color="C3", ls="--", lw=0.8)
         ax.set_xticks(range(len(variants)), [v.replace("@", "\n@") for v in variants], fontsize=7, rotation=30,
                       ha="right")  # fmt: skip
-        ax.set_title(f"{n} labeled: test Dice per seed (lines join a seed)", fontsize=9)
-        ax.set_ylabel("mean Dice (RV, Myo, LV)" if ax is axes[0][0] else "")
+        ax.set_title(f"{n} {title}", fontsize=9)
+        ax.set_ylabel(ylabel if ax is axes[0][0] else "")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
