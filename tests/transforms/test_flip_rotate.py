@@ -243,3 +243,17 @@ def test_dictionary_errors_name_the_keys():
         v({"image": np.zeros((1, 4, 4)), "image_1": 0})
     with pytest.raises(ValueError, match="one spatial shape"):
         LocalDiscriminationViewsd(["image", "label"])({"image": np.zeros((1, 4, 4)), "label": np.zeros((1, 4, 6))})
+
+
+def test_views_transform_holds_as_many_random_sources_fresh_as_after_a_call():
+    """A checkpoint records the random sources found by walking the transforms; a fresh transform (a resumed run in
+    a new process) must hold as many as one that has run, or the resume is refused."""
+    import numpy as np
+
+    from monai_cluster.transforms import LocalDiscriminationViewsd
+    from monai_cluster.workflows.random_state import random_sources
+
+    views = LocalDiscriminationViewsd(keys="image", num_views=2)
+    fresh = len(list(random_sources([views])))
+    views({"image": np.zeros((1, 8, 8), dtype=np.float32)})
+    assert fresh >= 1 and len(list(random_sources([views]))) == fresh

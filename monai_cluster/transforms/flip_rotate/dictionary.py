@@ -155,6 +155,9 @@ class LocalDiscriminationViewsd(Randomizable, MapTransform):
         self.num_views = check_positive_int(num_views, "num_views", minimum=2)
         self.transform = None if transform is None else as_transform_chain(transform, "transform")
         self.flip_rot = RandFlipRot90(1.0, flip_prob, flip_axes, rot_planes)
+        # an own state from the start: MONAI's class-level default ``R`` is replaced by the first reseeding in
+        # __call__, and a checkpoint written after it would hold one random source more than a fresh transform
+        self.flip_rot.set_random_state(0)
         if not isinstance(flip_rot_first_view, bool):
             raise TypeError(f"flip_rot_first_view must be a bool, got {type(flip_rot_first_view).__name__}.")
         self.flip_rot_first_view = flip_rot_first_view
