@@ -1,0 +1,85 @@
+"""Bundle options of a training budget in steps and of its optimiser and schedule (pretraining and slice fine-tuning).
+
+The bundles count training in epochs by default, which shrink with the folder. ``max_steps`` budgets the run in
+optimiser steps instead, the unit the ACDC protocol of ``BENCHMARKS.md`` measured in (3,000 pretraining steps,
+2,000 fine-tuning steps): the trainer runs ``ceil(max_steps / steps per epoch)`` epochs, stops at step
+``max_steps`` (:class:`~monai_cluster.handlers.StepBudgetHandler`) and the learning rate follows a per-step warm-up
++ cosine (:class:`~monai_cluster.optimizers.WarmupCosineLR`). Without ``max_steps`` the bundles keep their
+per-epoch ``CosineAnnealingLR``.
+
+- :data:`STEP_BUDGET_OPTION_SPECS` / :func:`check_step_budget_options`: the options, checked before anything runs;
+- :func:`build_lr_scheduler`: the scheduler the options describe, and :func:`per_step_schedule` whether the
+  ``LrScheduleHandler`` steps it per iteration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from monai_cluster.optimizers import OPTIMIZERS, WarmupCosineLR
+
+from .common import validate_options
+
+__all__ = ["STEP_BUDGET_OPTION_SPECS", "build_lr_scheduler", "check_step_budget_options", "per_step_schedule"]
+
+STEP_BUDGET_OPTION_SPECS: dict[str, str] = {
+    "epochs": "int>=1",
+    "max_steps": "int?>=1",
+    "warmup_steps": "int>=0",
+    "min_lr_ratio": "float>=0",
+    "optimizer_name": "choice:" + "|".join(OPTIMIZERS),
+    "weight_decay": "float>=0",
+}
+"""Spec (see :func:`~monai_cluster.workflows.validate_option`) of the budget and optimiser options."""
+
+
+def check_step_budget_options(**options: Any) -> dict[str, Any]:
+    """Check ``epochs``, ``max_steps``, ``warmup_steps``, ``min_lr_ratio``, ``optimizer_name``, ``weight_decay``.
+
+    Beyond each option's type and range: ``warmup_steps`` and ``min_lr_ratio`` shape the per-step schedule of a
+    step budget, so without ``max_steps`` they must stay 0 (the per-epoch cosine has neither); ``warmup_steps``
+    is at most ``max_steps``; ``min_lr_ratio`` is at most 1.
+
+    Returns:
+        the options normalised.
+
+    Raises:
+        TypeError/ValueError: naming the option, e.g. ``option 'max_steps' (--max_steps) must be an integer >= 1
+            or None, got int 0.``
+    """
+    checked = validate_options(options, STEP_BUDGET_OPTION_SPECS)
+    if checked["min_lr_ratio"] > 1:
+        raise ValueError(f"option 'min_lr_ratio' (--min_lr_ratio) must lie in [0, 1], got {checked['min_lr_ratio']}.")
+    if checked["max_steps"] is None:
+        for name in ("warmup_steps", "min_lr_ratio"):
+            if checked[name]:
+                raise ValueError(
+                    f"option {name!r} (--{name}) shapes the per-step schedule of a step budget: set --max_steps, "
+                    f"or leave --{name} at 0 (got {checked[name]} without max_steps)."
+                )
+    elif checked["warmup_steps"] > checked["max_steps"]:
+        raise ValueError(
+            f"option 'warmup_steps' (--warmup_steps) must be at most max_steps {checked['max_steps']}, "
+            f"got {checked['warmup_steps']}."
+        )
+    return checked
+
+
+def per_step_schedule(max_steps: int | None) -> bool:
+    """Whether the learning rate is stepped per iteration (a step budget) rather than per epoch."""
+    return max_steps is not None
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    max_steps: int | None = None,
+    warmup_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``CosineAnnealingLR(T_max=epochs)`` stepped per epoch, or with ``max_steps`` a per-step ``WarmupCosineLR``."""
+    if max_steps is None:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(epochs))
+    return WarmupCosineLR(optimizer, int(max_steps), int(warmup_steps), float(min_lr_ratio))
