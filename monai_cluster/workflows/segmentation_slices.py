@@ -75,6 +75,8 @@ SEGMENTATION_SLICE_OPTION_SPECS: dict[str, str] = {
     "seed": "int>=0",
     "split_seed": "int>=0",
     "augment": "bool",
+    "eval_every_steps": "int?>=1",
+    "eval_last": "int>=1",
     "use_pretrained": "bool",
     "partial_transfer": "bool",
     "resume": "bool",
@@ -90,7 +92,9 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
     Beyond each option's type and range: ``image_size`` is two sizes, multiples of 16; ``intensity_range`` and
     ``intensity_percentiles`` are ``[low, high]`` with ``low < high`` (percentiles within 100); ``crop_fraction``
     and ``label_fraction`` lie in ``(0, 1]``; ``val_fraction`` lies in ``(0, 1)`` (the run validates on held-out
-    patients).
+    patients); ``pretrained_exclude`` is ``None`` (only the task head starts fresh) or a list of submodule names
+    that start at the seed's initialisation instead of the pretrained weights (what the pretraining did not train:
+    the decoder after a SimCLR run, the blocks below ``decoder_layer`` after a local loss).
 
     Returns:
         the options normalised.
@@ -99,7 +103,9 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
         TypeError/ValueError: naming the option, e.g. ``option 'num_labeled' (--num_labeled) must be an integer
             >= 1 or None, got int 0.``
     """
+    exclude = options.pop("pretrained_exclude", None)
     checked = validate_options(options, SEGMENTATION_SLICE_OPTION_SPECS)
+    checked["pretrained_exclude"] = _check_exclude(exclude)
     checked["image_size"] = check_image_size(checked["image_size"], 2)
     if checked["intensity_range"] is not None:
         checked["intensity_range"] = _check_pair("intensity_range", checked["intensity_range"])
@@ -113,6 +119,19 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
             f"got {checked['val_fraction']}."
         )
     return checked
+
+
+def _check_exclude(exclude: Any) -> list[str] | None:
+    """``pretrained_exclude``: ``None`` (the task head) or submodule names (one name is taken as a list of one)."""
+    if exclude is None:
+        return None
+    names = [exclude] if isinstance(exclude, str) else exclude
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise TypeError(
+            "option 'pretrained_exclude' (--pretrained_exclude) must be None or a non-empty list of submodule names "
+            f"(e.g. [\"final_conv\", \"upcat_2\", \"upcat_1\"]), got {type(exclude).__name__} {exclude!r}."
+        )
+    return list(names)
 
 
 def patient_table(volumes: Sequence[Mapping[str, Any]], image_key: str = "image") -> dict[str, Any]:
