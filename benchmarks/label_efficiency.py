@@ -1,8 +1,18 @@
 """Label efficiency: does cluster-guided pretraining give better segmentation from few labels?
 
 Compares, in one run and with paired seeds, initialisations of the same MONAI ``BasicUNet`` (``--methods``):
-``random`` (no pretraining) and the pretrainings of ``_label_efficiency_train`` (SimCLR on the encoder,
-Chaitanya et al.'s global + local baseline, Zhang et al.'s cluster-guided contrastive learning, ...).
+``random`` (no pretraining) and pretrainings (SimCLR on the encoder, Chaitanya et al.'s global + local baseline,
+Zhang et al.'s cluster-guided contrastive learning, ...).
+
+Two pipelines run the protocol (``--pipeline``). ``bundles`` (the default for ``--dataset heart``) builds every
+pretraining and fine-tuning from the bundles' configs (``_label_efficiency_bundles``: the pretraining bundle's
+``train_slices.json`` and the heart bundle's ``train_slices.json`` with overrides; each pretraining length is its
+own run, scored per volume at the labels' grid, HD95 in the labels' unit); this module then keeps only the
+protocol: split, seeds, pairing, statistics, tables, plots and the resumable JSON. ``tensors`` is the older
+in-memory pipeline (``_label_efficiency_data``/``_train``/``_finetune``: its own loop, augmentation and metrics at
+the training grid), kept for what the bundles do not run yet: ``--dataset dermoscopy``, ``--learning-curve``,
+``local_discrimination`` on slices, snapshots of one pretraining at several lengths, and the GPU script
+``benchmarks/gpu/label_efficiency.sh``; the ACDC records of ``BENCHMARKS.md`` dated 2026-12-04 were measured by it.
 
 Each pretraining runs once (``--pretrain-seed``) and is saved at every length in ``--pretrain-steps``; every
 fine-tuning seed reuses those weights. Seed ``s`` fixes the labeled subset, the initialisation of the layers that
@@ -32,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -50,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _label_efficiency_data import labeled_subset, load_dataset  # noqa: E402
 from _label_efficiency_plots import plot_paired  # noqa: E402
-from _stats import mean_ci  # noqa: E402
+from _label_efficiency_report import format_pairwise, format_table, reference_line, summarize  # noqa: E402
 from _label_efficiency_finetune import (  # noqa: E402
     AUGMENTATIONS,
     EvalSet,
@@ -108,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--dataset", choices=("dermoscopy", "heart"), default="dermoscopy")
+    p.add_argument("--pipeline", choices=("bundles", "tensors"),
+                   help="heart: 'bundles' (default) runs the bundles' configs, 'tensors' the in-memory loop")
     p.add_argument("--train-dir", nargs="+", help="labeled folder(s); default: the shared PH2 + HAM10000 or ACDC data")
     p.add_argument("--test-dir", nargs="*", help="held-out labeled folder(s); default: a seeded split of --train-dir")
     p.add_argument("--unlabeled-dir", nargs="*", help="unlabeled image folder(s) added to pretraining (2D only)")
@@ -118,7 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-fraction", type=float, nargs="*", default=[], help="fractions of the labeled units")
     p.add_argument("--num-labeled", type=int, nargs="*", default=[], help="numbers of labeled images/patients")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS,
+                   help="default: every method (--pipeline bundles: random and the methods of the bundles)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--features", type=int, nargs=6, default=[16, 16, 32, 64, 128, 16], help="BasicUNet features")
     p.add_argument("--pretrain-steps", type=int, nargs="+", default=[300], help="pretraining lengths to fine-tune from")
@@ -164,6 +176,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_pretrain_args(p)
     args = p.parse_args(argv)
     root = Path(get_data_root())
+    args.pipeline = args.pipeline or ("bundles" if args.dataset == "heart" else "tensors")
+    if args.dataset == "dermoscopy" and args.pipeline != "tensors":
+        raise ValueError("--pipeline bundles runs the ACDC protocol only (--dataset heart); dermoscopy: --pipeline tensors.")
     if args.dataset == "dermoscopy":
         derm = root / "dermoscopy"
         args.train_dir = args.train_dir or [str(derm / "ph2"), str(derm / "ham10000")]
@@ -194,6 +209,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     results = Path(__file__).resolve().parent / "results"
     stem = f"label_efficiency{'_curve' if args.learning_curve else ''}_{args.dataset}_{args.image_size}"
+    if args.pipeline == "bundles":
+        stem += "_bundles"
+        args.work_dir = args.work_dir or Path.home() / ".cache" / "monai_cluster_runs" / "acdc_bundles"
+    if args.pipeline == "bundles":
+        from _label_efficiency_bundles import BUNDLE_METHODS, check_bundle_args
+
+        args.methods = args.methods or ["random", *BUNDLE_METHODS]
+        check_bundle_args(args)
+    args.methods = args.methods or list(METHODS)
     args.out = args.out or results / f"{stem}.json"
     args.work_dir = args.work_dir or results / f"label_efficiency_{args.dataset}_{args.image_size}"
     return args
@@ -216,118 +240,10 @@ def _variants(args) -> list[tuple[str, str, int | None]]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------- summaries
-def _stats(values: list) -> dict:
-    """``{"n", "mean", "sd"}`` of the finite values, with a t-based 95% interval of the mean when ``n > 1``."""
-    return mean_ci(values)
-
-
-def _per_class(runs: list[dict], key: str = "dice_per_class") -> dict:
-    names = dict.fromkeys(k for r in runs for k in (r.get(key) or {}))
-    return {k: _stats([(r.get(key) or {}).get(k) for r in runs]) for k in names}
-
-
-def _paired(a: list[dict], b: list[dict]) -> dict:
-    """Paired statistics of ``a - b`` over the seeds both have: mean Dice and per-structure Dice."""
-    base = {r["seed"]: r for r in b}
-    pairs = [(r, base[r["seed"]]) for r in a if r["seed"] in base]
-    out = {"dice": _stats([x["dice"] - y["dice"] for x, y in pairs]), "per_class": {}}
-    for k in dict.fromkeys(k for x, _ in pairs for k in (x.get("dice_per_class") or {})):
-        diffs = [x["dice_per_class"][k] - y["dice_per_class"][k] for x, y in pairs
-                 if (y.get("dice_per_class") or {}).get(k) is not None and x["dice_per_class"][k] is not None]
-        out["per_class"][k] = _stats(diffs)
-    return out
-
-
-def _rank(variant: str) -> tuple[int, str]:
-    """Order of the first term of a pairwise difference: cluster-guided first, then later methods first."""
-    method = variant.split("@")[0]
-    order = ["cluster_guided", *[m for m in reversed(METHODS) if m != "cluster_guided"]]
-    return (order.index(method) if method in order else len(order), variant)
-
-
-def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Summaries of finished runs, per number of labeled units.
-
-    Returns:
-        ``(rows, pairwise)``: one row per (labeled units, variant) with Dice (mean and per structure) and HD95
-        statistics over seeds and the paired difference to ``random`` (same seeds); and one row per pair of
-        pretrained variants with the same pretraining length, ``a - b`` paired by seed, ``cluster_guided`` first.
-    """
-    rows, pairwise = [], []
-    for n in sorted({r["num_labeled"] for r in runs}):
-        at_n = [r for r in runs if r["num_labeled"] == n]
-        by_variant = {v: [r for r in at_n if r["variant"] == v] for v in dict.fromkeys(r["variant"] for r in at_n)}
-        for variant, sel in by_variant.items():
-            row = {"num_labeled": n, "variant": variant, "dice": _stats([r["dice"] for r in sel]),
-                   "dice_per_class": _per_class(sel), "hd95": _stats([r.get("hd95") for r in sel])}
-            if variant != "random" and by_variant.get("random"):
-                paired = _paired(sel, by_variant["random"])
-                row["dice_diff_to_random"], row["dice_diff_to_random_per_class"] = paired["dice"], paired["per_class"]
-            rows.append(row)
-        pretrained = sorted((v for v in by_variant if v != "random"), key=_rank)
-        for a, b in itertools.combinations(pretrained, 2):
-            if by_variant[a][0].get("pretrain_steps") == by_variant[b][0].get("pretrain_steps"):
-                pairwise.append({"num_labeled": n, "a": a, "b": b, **_paired(by_variant[a], by_variant[b])})
-    return rows, pairwise
-
-
-def _fmt(stat: dict | None, digits: int = 3) -> str:
-    if not stat or stat.get("n", 0) == 0:
-        return "-"
-    sd = "" if not np.isfinite(stat["sd"]) else f" ± {stat['sd']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}{sd}"
-
-
-def _fmt_diff(d: dict | None) -> str:
-    if not d or d.get("n", 0) == 0:
-        return ""
-    if d["n"] == 1:
-        return f"{d['mean']:+.3f}"
-    return f"{d['mean']:+.3f} ± {d['sd']:.3f} ({d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f})"
-
-
-def format_table(rows: list[dict], unit: str) -> str:
-    """A Markdown table of :func:`summarize` rows: mean Dice, Dice per structure, paired difference, HD95."""
-    names = list(dict.fromkeys(k for r in rows for k in r.get("dice_per_class", {})))
-    per = "".join(f" {k} |" for k in names) if len(names) > 1 else ""
-    lines = [
-        f"| labeled {unit} | init | seeds | Dice |{per} paired diff to random (95% CI) | HD95 (px) |",
-        "|---" * (6 + (len(names) if len(names) > 1 else 0)) + "|",
-    ]
-    for r in rows:
-        cells = "".join(f" {_fmt(r['dice_per_class'].get(k))} |" for k in names) if per else ""
-        lines.append(f"| {r['num_labeled']} | {r['variant']} | {r['dice']['n']} | {_fmt(r['dice'])} |{cells} "
-                     f"{_fmt_diff(r.get('dice_diff_to_random'))} | {_fmt(r['hd95'], 2)} |")
-    return "\n".join(lines)
-
-
-def format_pairwise(pairwise: list[dict], unit: str) -> str:
-    """A Markdown table of the paired differences between pretrained variants (``a - b``, 95% t-interval)."""
-    lines = [f"| labeled {unit} | comparison | seeds | Dice difference (95% CI) |", "|---|---|---|---|"]
-    for r in pairwise:
-        lines.append(f"| {r['num_labeled']} | {r['a']} − {r['b']} | {r['dice']['n']} | {_fmt_diff(r['dice'])} |")
-    return "\n".join(lines)
-
-
-def reference_line(rows: list[dict], unit: str) -> str:
-    """Few-label Dice as a fraction of the all-labels Dice, beside Chaitanya et al.'s published figure.
-
-    Returns ``""`` when the summary lacks a 2-unit setting or a larger one.
-    """
-    most = max((r["num_labeled"] for r in rows), default=0)
-    two = {r["variant"]: r["dice"] for r in rows if r["num_labeled"] == 2 and r["dice"].get("n")}
-    full = {r["variant"]: r["dice"] for r in rows if r["num_labeled"] == most and r["dice"].get("n")}
-    ratios = [f"{v} {two[v]['mean'] / full[v]['mean']:.1%}" for v in two if v in full and most > 2]
-    if not ratios:
-        return ""
-    return (f"Reference: Chaitanya et al. (NeurIPS 2020) report that two labeled volumes come within 8% of the "
-            f"all-labels benchmark. Here 2 labeled {unit} reach, as a fraction of the Dice with {most}: "
-            + ", ".join(ratios) + ".")
-
-
 def _config(args, keys: tuple[str, ...] = _CONFIG_KEYS) -> dict:
     cfg = {k: getattr(args, k) for k in keys}
+    if getattr(args, "pipeline", "tensors") == "bundles":  # old records keep their hashes
+        cfg["pipeline"] = "bundles"
     return json.loads(json.dumps(cfg, default=str))
 
 
@@ -431,7 +347,8 @@ def _pretrain_all(args, data, result: dict, ckpt_dir: Path, save) -> None:
 
 
 def _print_report(result: dict, unit: str) -> None:
-    print(format_table(result["summary"], unit))
+    hd95_units = {r.get("hd95_unit", "px") for r in result["runs"]}
+    print(format_table(result["summary"], unit, hd95_units.pop() if len(hd95_units) == 1 else "mixed units" if hd95_units else "px"))
     if result.get("pairwise"):
         print()
         print(format_pairwise(result["pairwise"], unit))
@@ -464,6 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.plot:
             print(f"plot: {plot_paired(result['runs'], args.plot)}")
         return result
+    if args.pipeline == "bundles":
+        from _label_efficiency_bundles import run_bundles
+
+        result["pretrain_dir"] = f"pretrain_{_digest(_config(args, _PRETRAIN_KEYS))}"
+        run_bundles(args, result, save, lambda units: _settings(args, units), _variants(args))
+        return _finish(result, args, unit, save)
     t0 = time.time()
     data = load_dataset(args, args.work_dir)
     result["data"] = _describe(data)
@@ -502,8 +425,13 @@ def main(argv: list[str] | None = None) -> dict:
                             run["dice"], run["dice_per_class"], run["hd95"], steps, run["train_seconds_per_step"],
                             run["seconds"])
                 save()
+    return _finish(result, args, unit, save)
+
+
+def _finish(result: dict, args, unit: str, save) -> dict:
     save()
-    _print_report(result, unit)
+    if not args.pretrain_only:
+        _print_report(result, unit)
     print(f"wall time this invocation: {result['wall_seconds']['total_this_invocation']:.0f} s; results: {args.out}")
     return result
 

@@ -41,7 +41,7 @@ PYEOF
 fi
 SNAPSHOTS="$(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) $(( STEPS * 3 / 10 > 0 ? STEPS * 3 / 10 : 1 )) $STEPS"
 SNAPSHOTS=$(echo $SNAPSHOTS | tr ' ' '\n' | sort -nu | tr '\n' ' ')
-COMMON=(--dataset heart --image-size "$SIZE" --heart-crop 0.66 --pretrain-steps $SNAPSHOTS --local-steps $(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
+COMMON=(--dataset heart --pipeline tensors --image-size "$SIZE" --heart-crop 0.66 --pretrain-steps $SNAPSHOTS --local-steps $(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
         --pretrain-batch 64 --ld-batch 16 --ld-steps-factor 0.5 --device "$DEVICE" $AMP --workers "$WORKERS"
         --work-dir "$OUT/work" --log-every 250 --save-every 500)
 if [ -n "$TRAIN_DIR" ]; then COMMON+=(--train-dir "$TRAIN_DIR"); fi

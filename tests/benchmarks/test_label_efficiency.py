@@ -156,7 +156,7 @@ def test_heart_split_keeps_patients_whole(tmp_path):
 def test_learning_curve_writes_json_table_and_plot(tmp_path):
     root = _acdc_like(tmp_path / "acdc")
     out = tmp_path / "curve.json"
-    argv = ["--dataset", "heart", "--train-dir", str(root), "--num-test", "2", "--methods", "random",
+    argv = ["--dataset", "heart", "--pipeline", "tensors", "--train-dir", str(root), "--num-test", "2", "--methods", "random",
             "--learning-curve", "--val-patients", "3", "--curve-labeled", "1", "0", "--curve-steps", "4", "6",
             "--curve-every", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
     argv[argv.index("--seeds") + 1 : argv.index("--seeds") + 3] = ["0"]
@@ -178,7 +178,7 @@ def test_learning_curve_writes_json_table_and_plot(tmp_path):
 def test_heart_random_end_to_end(tmp_path):
     root = _acdc_like(tmp_path / "acdc")
     out = tmp_path / "heart.json"
-    argv = ["--dataset", "heart", "--train-dir", str(root), "--num-test", "5", "--num-labeled", "1", "5",
+    argv = ["--dataset", "heart", "--pipeline", "tensors", "--train-dir", str(root), "--num-test", "5", "--num-labeled", "1", "5",
             "--methods", "random", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
     argv[argv.index("--finetune-steps") + 1] = "1:4"
     argv[argv.index("--finetune-steps") + 1 : argv.index("--finetune-steps") + 1] = ["5:6"]

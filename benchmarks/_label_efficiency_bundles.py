@@ -1,0 +1,276 @@
+"""The ACDC protocol of ``label_efficiency.py`` run through the bundles (``--dataset heart``, ``--pipeline bundles``).
+
+Pretraining is ``bundles/cluster_contrastive_pretrain`` with ``configs/train.json`` + ``train_slices.json``,
+fine-tuning and scoring ``bundles/heart_ct_segmentation`` with ``train.json`` + ``train_slices.json``, each run by
+:func:`~monai_cluster.workflows.segmentation_bundle.run_bundle` with overrides. This module keeps only the
+protocol:
+
+- the split: the held-out test patients are the bundle's own group-stratified hold-out (``num_val_patients``,
+  ``split_seed``); pretraining sees the other patients only, through a folder of links to their volumes
+  (:func:`pool_folder`, the same selection function as the bundle);
+- the methods as bundle options (:data:`BUNDLE_METHODS`) and the measured settings as overrides
+  (:func:`pretrain_overrides`, :func:`finetune_overrides`);
+- seeds and pairing: seed ``s`` is the fine-tuning bundle's ``seed`` (the labeled patients, the initialisation of
+  what is not loaded, the batch order and the augmentation draws), identical for every method;
+- the records: one pretraining per (method, length), one fine-tuning per (labeled patients, seed, variant), each in
+  its own ``bundle_root`` under ``--work-dir``, read back from the bundles' JSON outputs.
+
+The loop, optimiser, schedule, augmentation, autoencoder, label selection and metrics are the bundles'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import nibabel as nib
+
+from monai_cluster.workflows.segmentation_bundle import run_bundle
+from monai_cluster.workflows.segmentation_slices import patient_table, select_patients
+
+__all__ = [
+    "BUNDLE_METHODS",
+    "bundle_exclude",
+    "check_bundle_args",
+    "epochs_note",
+    "finetune_bundle",
+    "finetune_overrides",
+    "pool_folder",
+    "pretrain_bundle",
+    "pretrain_overrides",
+    "run_bundles",
+]
+
+logger = logging.getLogger("label_efficiency")
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAIN_BUNDLE = REPO / "bundles" / "cluster_contrastive_pretrain"
+HEART_BUNDLE = REPO / "bundles" / "heart_ct_segmentation"
+PRETRAIN_CONFIGS = ("train.json", "train_slices.json")
+FINETUNE_CONFIGS = ("train.json", "train_slices.json")
+DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
+
+BUNDLE_METHODS: dict[str, dict] = {
+    "simclr": {"global_strategy": "G_R", "use_pseudo_classes": False, "local_weight": 0.0},
+    "global_local": {"global_strategy": "G_D", "use_pseudo_classes": False},
+    "cluster_guided": {"global_strategy": "G_R", "use_pseudo_classes": True},
+    "cluster_guided_gd": {"global_strategy": "G_D", "use_pseudo_classes": True},
+    "global_local_staged": {"global_strategy": "G_D", "use_pseudo_classes": False, "schedule": "staged"},
+    "cluster_guided_staged": {"global_strategy": "G_R", "use_pseudo_classes": True, "schedule": "staged"},
+}
+"""Each pretraining method of the protocol as options of the pretraining bundle's slice overlay."""
+
+
+def bundle_exclude(method: str, decoder_layer: str) -> list[str] | None:
+    """The fine-tuning bundle's ``pretrained_exclude`` for ``method``: what its pretraining did not train.
+
+    ``random`` loads nothing (``None``); SimCLR trains the encoder only (the decoder and head start from the seed);
+    the local losses train the decoder down to ``decoder_layer`` (the blocks after it and the head start fresh).
+
+    Raises:
+        ValueError: for an unknown ``method`` or ``decoder_layer``.
+    """
+    if method == "random":
+        return None
+    if method not in BUNDLE_METHODS:
+        raise ValueError(f"method must be 'random' or one of {sorted(BUNDLE_METHODS)}, got {method!r}.")
+    if method == "simclr":
+        return ["final_conv", *DECODER_BLOCKS]
+    if decoder_layer not in DECODER_BLOCKS:
+        raise ValueError(f"decoder_layer must be one of {DECODER_BLOCKS}, got {decoder_layer!r}.")
+    return ["final_conv", *DECODER_BLOCKS[DECODER_BLOCKS.index(decoder_layer) + 1 :]]
+
+
+def _volumes(dataset_dir: Path) -> list[dict]:
+    images = sorted((dataset_dir / "images").glob("*.nii*"))
+    if not images:
+        raise ValueError(f"--train-dir {dataset_dir} must hold images/*.nii.gz and labels/ of the same names.")
+    return [{"image": str(p), "label": str(dataset_dir / "labels" / p.name), "key": p.name.split(".")[0]} for p in images]
+
+
+def pool_folder(dataset_dir: str | os.PathLike, num_test: int, split_seed: int, out: Path) -> dict:
+    """Link the volumes of the pretraining pool (every patient the fine-tuning bundle does not hold out) into ``out``.
+
+    The held-out patients are :func:`~monai_cluster.workflows.segmentation_slices.select_patients`'s, as the
+    fine-tuning bundle draws them with ``num_val_patients=num_test`` and ``split_seed``.
+
+    Returns:
+        ``{"dataset_dir": str(out), "test": [...], "pool": [...], "pool_slices": int}``.
+    """
+    dataset_dir = Path(dataset_dir)
+    table = patient_table(_volumes(dataset_dir))
+    chosen = select_patients(table, num_val_patients=num_test, num_labeled=1, split_seed=split_seed)
+    if out.exists():
+        shutil.rmtree(out)
+    slices = 0
+    for sub in ("images", "labels"):
+        (out / sub).mkdir(parents=True)
+    for name in chosen["pool"]:
+        for item in table["volumes"][name]:
+            for sub in ("image", "label"):
+                src = Path(item[sub])
+                (out / f"{sub}s" / src.name).symlink_to(src.resolve())
+            slices += int(nib.load(item["image"]).shape[-1])
+    return {"dataset_dir": str(out), "test": chosen["val"], "pool": chosen["pool"], "pool_slices": slices}
+
+
+def _epochs_for(steps: int, pool_slices: int, batch: int) -> int:
+    return max(1, round(steps / max(1, pool_slices // batch)))
+
+
+def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
+    """The pretraining bundle's overrides: ``method``'s options plus the protocol's measured settings.
+
+    ``--ae-steps`` and ``--local-steps`` (the staged local stage) are turned into the bundle's epochs over the pool.
+    """
+    size = [args.image_size, args.image_size]
+    return {
+        **BUNDLE_METHODS[method],
+        "dataset_dir": pool["dataset_dir"], "seed": args.pretrain_seed, "device": args.device, "amp": args.amp,
+        "image_size": size, "crop_fraction": args.heart_crop, "features": list(args.features),
+        "num_partitions": args.partitions, "batch_size": args.pretrain_batch, "learning_rate": args.pretrain_lr,
+        "max_steps": steps, "warmup_steps": min(50, steps), "min_lr_ratio": 0.1,
+        "optimizer_name": "AdamW", "weight_decay": 1e-4,
+        "temperature": args.temperature, "crop_scale": list(args.crop_scale),
+        "local_num_locations": args.local_locations, "local_region_size": args.local_region,
+        "decoder_layer": args.decoder_layer, "num_clusters": list(args.num_clusters),
+        "pseudo_class_level": args.mask_level,
+        "autoencoder_epochs": _epochs_for(args.ae_steps, pool["pool_slices"], args.pretrain_batch),
+        "autoencoder_learning_rate": 1e-3,
+        "local_epochs": _epochs_for(args.local_steps, pool["pool_slices"], args.pretrain_batch),
+        "local_learning_rate": args.local_lr,
+        **({"local_weight": args.local_weight} if method != "simclr" else {}),
+    }  # fmt: skip
+
+
+def pretrain_bundle(args, method: str, steps: int, pool: dict, root: Path) -> dict:
+    """Pretrain ``method`` for ``steps`` through the bundle in ``root`` (skipped when done, resumed after a kill).
+
+    Returns:
+        the bundle's ``pretrain_summary.json`` (plus ``model`` and ``seconds_this_invocation``).
+    """
+    model = root / "models_slices" / "model.pt"
+    summary_path = root / "models_slices" / "pretrain_summary.json"
+    if model.is_file() and summary_path.is_file():
+        return {**json.loads(summary_path.read_text()), "model": str(model)}
+    overrides = pretrain_overrides(args, method, steps, pool)
+    resume = any((root / "models_slices").glob("**/*.pt"))
+    logger.info("pretraining %s for %d steps in %s%s", method, steps, root, " (resumed)" if resume else "")
+    start = time.time()
+    run_bundle(PRETRAIN_BUNDLE, PRETRAIN_CONFIGS, bundle_root=root, resume=resume, **overrides)
+    summary = json.loads(summary_path.read_text())
+    return {**summary, "model": str(model), "seconds_this_invocation": round(time.time() - start, 1),
+            "overrides": {k: v for k, v in overrides.items() if k != "dataset_dir"}}
+
+
+def finetune_overrides(args, num_labeled: int, seed: int, method: str, steps: int, init: str | None) -> dict:
+    """The fine-tuning bundle's overrides of one run: the protocol's patients, seed, budget and scoring."""
+    if args.augment == "flip":
+        raise ValueError("--augment flip has no bundle equivalent (the bundle's augment is all or none); use full or none.")
+    return {
+        "dataset_dir": args.train_dir[0], "num_val_patients": args.num_test, "split_seed": args.split_seed,
+        "num_labeled": num_labeled, "seed": seed, "device": args.device, "amp": args.amp,
+        "image_size": [args.image_size, args.image_size], "crop_fraction": args.heart_crop,
+        "features": list(args.features), "in_channels": 1, "num_classes": 4,
+        "batch_size": args.finetune_batch, "learning_rate": args.finetune_lr, "optimizer_name": "Adam",
+        "weight_decay": 0.0, "max_steps": steps, "warmup_steps": 0, "min_lr_ratio": 0.0,
+        "augment": args.augment == "full", "eval_every_steps": args.eval_every, "eval_last": args.eval_last,
+        "val_interval": 10**6, "use_pretrained": init is not None,
+        "pretrained_exclude": bundle_exclude(method, args.decoder_layer),
+        **({"pretrained_path": init} if init is not None else {}),
+    }  # fmt: skip
+
+
+def finetune_bundle(args, num_labeled: int, seed: int, method: str, steps: int, init: str | None, root: Path) -> dict:
+    """One fine-tuning run through the heart bundle in ``root`` (a partial run is started over); its record.
+
+    Returns:
+        ``dice`` (mean over structures of the per-structure means over test volumes), ``dice_per_class``,
+        ``hd95`` (same, in the labels' unit), ``hd95_unit``, ``labeled_patients``, ``steps``, ``evaluated_steps``,
+        ``seconds``.
+    """
+    if root.exists():
+        shutil.rmtree(root)
+    overrides = finetune_overrides(args, num_labeled, seed, method, steps, init)
+    start = time.time()
+    workflow = run_bundle(HEART_BUNDLE, FINETUNE_CONFIGS, bundle_root=root, **overrides)
+    metrics = json.loads((root / "eval_slices_steps" / "metrics.json").read_text())
+    selection = workflow.parser.get_parsed_content("data")["selection"]
+    report = getattr(workflow.parser.get_parsed_content("network"), "pretrained_report", None) or {}
+    for path in root.glob("models_slices/*.pt"):  # the runs' weights are not kept: the records are
+        path.unlink()
+    return {
+        "dice": metrics["mean_dice"], "dice_per_class": metrics["dice"], "hd95": metrics["mean_hd95"],
+        "hd95_per_class": metrics["hd95"], "hd95_unit": metrics["hd95_unit"], "test_volumes": metrics["num_volumes"],
+        "labeled_patients": selection["labeled"], "test_patients": selection["val"], "steps": steps,
+        "evaluated_steps": metrics["steps"], "loaded_tensors": int(report.get("matched", 0)),
+        "seconds": round(time.time() - start, 1),
+    }  # fmt: skip
+
+
+def epochs_note(steps: int, pool_slices: int, batch: int) -> str:
+    """How many passes over the pool ``steps`` steps are (for the log)."""
+    return f"{steps} steps = {steps / max(1, pool_slices // batch):.1f} epochs of {pool_slices} slices"
+
+
+def check_bundle_args(args) -> None:
+    """Refuse the options the bundle pipeline does not have, naming them."""
+    if args.learning_curve:
+        raise ValueError("--learning-curve runs with --pipeline tensors only (not yet through the bundles).")
+    if args.epochs is not None:
+        raise ValueError("--epochs: the bundle pipeline budgets fine-tuning in steps (--finetune-steps).")
+    bad = [m for m in args.methods if m != "random" and m not in BUNDLE_METHODS]
+    if bad:
+        raise ValueError(f"--methods {bad} have no bundle pretraining (bundle methods: random, {sorted(BUNDLE_METHODS)}); "
+                         "use --pipeline tensors.")
+    if args.test_dir or len(args.train_dir) != 1:
+        raise ValueError("the bundle pipeline takes one --train-dir (images/ + labels/) and holds out --num-test "
+                         f"patients itself; got --train-dir {args.train_dir} --test-dir {args.test_dir}.")
+    bundle_exclude("global_local", args.decoder_layer)
+    if math.isnan(args.heart_crop) or not 0 < args.heart_crop <= 1:
+        raise ValueError(f"--heart-crop must lie in (0, 1], got {args.heart_crop}.")
+
+
+def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, str, int | None]]) -> None:
+    """Every pretraining, then every fine-tuning of ``settings(pool patients)`` x ``args.seeds`` x ``variants``.
+
+    Runs already in ``result["runs"]`` are skipped; ``save()`` is called after each pretraining and each run.
+    """
+    from _label_efficiency_finetune import steps_for  # a sibling: label_efficiency.py puts benchmarks/ on sys.path
+
+    check_bundle_args(args)
+    work = Path(args.work_dir)
+    pool = pool_folder(args.train_dir[0], args.num_test, args.split_seed, work / "pool")
+    result["data"] = {"test_patients": pool["test"], "pool_patients": pool["pool"], "pool_slices": pool["pool_slices"]}
+    inits: dict[tuple[str, int], str] = {}
+    for _, method, steps in variants:
+        if steps is None or (method, steps) in inits:
+            continue
+        logger.info("pretraining %s: %s", method, epochs_note(steps, pool["pool_slices"], args.pretrain_batch))
+        log = pretrain_bundle(args, method, steps, pool, work / result["pretrain_dir"] / f"{method}_{steps}")
+        result["pretrain"][f"{method}@{steps}"] = {k: v for k, v in log.items() if k != "losses"} | {
+            "last_losses": (log.get("losses") or [None])[-1]}
+        inits[(method, steps)] = log["model"]
+        save()
+    if args.pretrain_only:
+        return
+    done = {(r["num_labeled"], r["seed"], r["variant"]) for r in result["runs"]}
+    for n in settings(len(pool["pool"])):
+        steps = steps_for(args.steps_table, n)
+        for seed in args.seeds:
+            for name, method, pre_steps in variants:
+                if (n, seed, name) in done:
+                    continue
+                init = None if pre_steps is None else inits[(method, pre_steps)]
+                root = work / "finetune" / f"{name.replace('@', '_')}_n{n}_s{seed}"
+                run = finetune_bundle(args, n, seed, method, steps, init, root)
+                run.update({"num_labeled": n, "seed": seed, "variant": name, "method": method, "pretrain_steps": pre_steps})
+                result["runs"].append(run)
+                logger.info("n=%d seed=%d %s: dice %.4f %s hd95 %s %s (%d steps, %.0f s)", n, seed, name, run["dice"],
+                            run["dice_per_class"], run["hd95"], run["hd95_unit"], steps, run["seconds"])
+                save()

@@ -1,0 +1,88 @@
+"""Toy-size tests of the ACDC protocol through the bundles (``label_efficiency.py --dataset heart``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _label_efficiency_bundles as leb  # noqa: E402
+import label_efficiency as le  # noqa: E402
+from test_label_efficiency import _acdc_like  # noqa: E402
+
+TOY = [
+    "--dataset", "heart", "--image-size", "32", "--heart-crop", "0.9", "--num-test", "5", "--num-labeled", "1",
+    "--seeds", "0", "1", "--methods", "random", "cluster_guided", "--pretrain-steps", "3", "--ae-steps", "2",
+    "--pretrain-batch", "8", "--num-clusters", "2", "4", "--local-locations", "8", "--finetune-steps", "4",
+    "--finetune-batch", "4", "--eval-every", "2", "--eval-last", "2", "--features", "4", "4", "8", "8", "16", "4",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("le_bundles")
+    data = _acdc_like(tmp / "acdc", depth=4)
+    argv = [*TOY, "--train-dir", str(data), "--out", str(tmp / "le.json"), "--work-dir", str(tmp / "work")]
+    return tmp, argv, le.main(argv)
+
+
+def test_runs_are_paired_by_seed_and_read_from_the_bundles(toy_run):
+    tmp, argv, result = toy_run
+    assert result["config"]["pipeline"] == "bundles"
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {(v, s) for v in ("random", "cluster_guided@3") for s in (0, 1)}
+    for seed in (0, 1):  # same labeled and test patients for both initialisations
+        a, b = runs[("random", seed)], runs[("cluster_guided@3", seed)]
+        assert a["labeled_patients"] == b["labeled_patients"] and len(a["labeled_patients"]) == 1
+        assert a["test_patients"] == b["test_patients"] == result["data"]["test_patients"]
+        assert a["loaded_tensors"] == 0 and b["loaded_tensors"] > 0
+        assert a["evaluated_steps"] == [2, 4] and set(a["dice_per_class"]) == {"RV", "Myo", "LV"}
+        assert 0 <= a["dice"] <= 1 and a["test_volumes"] == 10
+    assert not set(result["data"]["test_patients"]) & set(result["data"]["pool_patients"])
+    pre = result["pretrain"]["cluster_guided@3"]
+    assert pre["iterations"] == 3 and pre["overrides"]["pseudo_class_level"] == 0
+    pool = tmp / "work" / "pool" / "images"
+    assert len(list(pool.iterdir())) == 10  # 5 pool patients x 2 frames, the test patients left out
+    rows = {r["variant"]: r for r in result["summary"]}
+    assert rows["cluster_guided@3"]["dice_diff_to_random"]["n"] == 2
+    assert json.loads(Path(argv[argv.index("--out") + 1]).read_text())["config_hash"] == result["config_hash"]
+
+
+def test_a_rerun_resumes_without_training(toy_run, monkeypatch):
+    _, argv, result = toy_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(leb, "run_bundle", refuse)
+    again = le.main(argv)
+    assert len(again["runs"]) == len(result["runs"]) and again["config_hash"] == result["config_hash"]
+
+
+def test_methods_map_to_bundle_options_and_exclusions():
+    assert leb.bundle_exclude("random", "upcat_3") is None
+    assert leb.bundle_exclude("simclr", "upcat_3") == ["final_conv", "upcat_4", "upcat_3", "upcat_2", "upcat_1"]
+    assert leb.bundle_exclude("cluster_guided", "upcat_3") == ["final_conv", "upcat_2", "upcat_1"]
+    assert leb.BUNDLE_METHODS["cluster_guided"] == {"global_strategy": "G_R", "use_pseudo_classes": True}
+    with pytest.raises(ValueError, match="decoder_layer"):
+        leb.bundle_exclude("global_local", "down_1")
+    with pytest.raises(ValueError, match="local_discrimination"):
+        le.main(["--dataset", "heart", "--methods", "local_discrimination", "--report-only", "--out", "/dev/null"])
+
+
+def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
+    base = ["--dataset", "heart", "--train-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+            "--out", str(tmp_path / "o.json")]  # fmt: skip
+    with pytest.raises(ValueError, match="--learning-curve"):
+        leb.check_bundle_args(le.parse_args([*base, "--learning-curve", "--methods", "random"]))
+    with pytest.raises(ValueError, match="--epochs"):
+        leb.check_bundle_args(le.parse_args([*base, "--epochs", "3"]))
+    with pytest.raises(ValueError, match="dermoscopy"):
+        le.parse_args(["--dataset", "dermoscopy", "--pipeline", "bundles"])
+    assert le.parse_args(["--dataset", "dermoscopy"]).pipeline == "tensors"
