@@ -2,52 +2,27 @@
 
 Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
 with ``image_key``; :class:`IndexedImages` turns any of them into items ``{"index", "key", "image"[, "image_1"]}``.
-The run helpers validate the shared arguments, seed torch without leaking into the caller's RNG, run one
-optimisation epoch (stopping on a non-finite loss) and log per-epoch means to tqdm and TensorBoard. Under
-``torch.distributed`` they train data-parallel: each rank gets its share of every epoch's permutation and the
-gradients are averaged over the ranks before each step, so the ranks' models stay identical.
+The helpers validate the shared arguments, build the shuffled loaders (each rank its share of every epoch under
+``torch.distributed``) and run whole-dataset passes; the training itself runs on
+:class:`~monai_cluster.engines.step_trainer.StepTrainer` engines (:func:`~monai_cluster.engines.step_trainer.run_stage`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import numbers
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from monai_cluster.clustering.features import extract_features
-from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
-from monai_cluster.utils.precision import autocast
+from monai_cluster.utils.device import resolve_device
+from monai_cluster.utils.distributed import world_size
+from monai_cluster.utils.seeding import check_seed
 from monai_cluster.utils.validation import check_positive_float, check_positive_int
 
-__all__ = [
-    "IndexedImages",
-    "check_run",
-    "check_seed",
-    "fit_epochs",
-    "log_scalars",
-    "make_loader",
-    "record_epoch",
-    "resolve_device",
-    "seeded",
-    "to_image",
-    "train_epoch",
-    "whole_dataset",
-    "world_size",
-]
-
-
-def check_seed(seed: object) -> int:
-    """Return ``seed`` as an int; ValueError naming ``seed`` unless it is an integer ``>= 0``."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
-    return int(seed)
+__all__ = ["IndexedImages", "check_run", "log_scalars", "make_loader", "to_image", "whole_dataset"]
 
 
 def to_image(value: object, name: str) -> torch.Tensor:
@@ -95,14 +70,10 @@ class IndexedImages(Dataset):
         return out
 
 
-def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """``device``, or the device of ``model``'s parameters when it is None (CPU for a model without any)."""
+def _check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
-    if device is None:
-        param = next(model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-    return torch.device(device)
+    return model
 
 
 def check_run(
@@ -112,7 +83,7 @@ def check_run(
     if writer is not None and not callable(getattr(writer, "add_scalar", None)):
         raise TypeError(f"writer must have add_scalar (a TensorBoard SummaryWriter), got {type(writer).__name__}.")
     return (
-        resolve_device(model, device),
+        resolve_device(device, model=_check_model(model)),
         check_positive_int(epochs, "epochs"),
         check_positive_int(batch_size, "batch_size"),
         check_positive_float(lr, "lr"),
@@ -120,18 +91,26 @@ def check_run(
     )
 
 
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[torch.Generator]:
-    """Seed torch inside the block without leaking into the caller's global RNG state; yield a loader generator."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield torch.Generator().manual_seed(seed)
+class _Permutation(Sampler):
+    """A new random order of ``range(n)`` per pass, drawn from ``generator`` when the pass starts.
 
+    torch's ``RandomSampler`` draws a second permutation lazily when a pass runs out (for a remainder that is empty
+    here), i.e. on an engine that reuses the loader at the next epoch's start, after that epoch's checkpoint: a
+    resumed run would miss that draw. This sampler makes both draws up front, so the generator's state at an epoch's
+    end is the one the next epoch needs, and the orders are those of ``RandomSampler`` (and of the per-epoch loops
+    the engines replaced, whose measured results stay reproducible).
+    """
 
-def world_size() -> int:
-    """Processes of the ``torch.distributed`` group (1 outside one)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        torch.randperm(self.n, generator=self.generator)  # RandomSampler's draw at the end of a pass
+        return iter(order)
 
 
 def make_loader(
@@ -141,9 +120,10 @@ def make_loader(
     from which a DataLoader without a generator draws its base seed).
 
     Under ``torch.distributed`` (more than one process) a shuffled loader gives each rank its share of one
-    permutation (a ``DistributedSampler`` seeded from ``generator``, whose state is the same on every rank), padded
-    so every rank runs the same number of batches. The in-order loader (``generator=None``) always covers the
-    whole dataset, so every rank computes the same whole-dataset quantities.
+    permutation (a ``DistributedSampler`` seeded from ``generator``, whose state is the same on every rank; MONAI's
+    engines set its epoch, so each epoch draws another permutation), padded so every rank runs the same number of
+    batches. The in-order loader (``generator=None``) always covers the whole dataset, so every rank computes the
+    same whole-dataset quantities.
 
     ``drop_last=True`` drops the last batch only when it would hold a single sample (of this rank's share), which
     a contrastive loss cannot use; other incomplete batches are kept.
@@ -153,19 +133,12 @@ def make_loader(
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=False)
         drop = drop_last and len(sampler) % batch_size == 1
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop)
-    generator = generator if shuffle else torch.Generator()
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop, generator=generator)
     drop = drop_last and len(dataset) % batch_size == 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop)
-
-
-def _average_gradients(optimizer: torch.optim.Optimizer) -> None:
-    """Mean of every parameter's gradient over the ranks (the same model on each: data-parallel training)."""
-    world = world_size()
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    for grad in grads:
-        dist.all_reduce(grad)
-        grad.div_(world)
+    if not shuffle:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator(), drop_last=drop)
+    sampler = _Permutation(len(dataset), generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator, drop_last=drop)
 
 
 def log_scalars(writer: object, prefix: str, values: Mapping[str, float], step: int) -> None:
@@ -173,98 +146,6 @@ def log_scalars(writer: object, prefix: str, values: Mapping[str, float], step: 
     if writer is not None:
         for key, value in values.items():
             writer.add_scalar(f"{prefix}/{key}", value, step)
-
-
-def train_epoch(
-    batches: DataLoader,
-    step: Callable,
-    optimizer: torch.optim.Optimizer,
-    keys: tuple[str, ...],
-    where: str,
-    amp: bool = False,
-    device: torch.device | None = None,
-) -> dict[str, float]:
-    """One optimisation pass; ``step(batch) -> (parts, n)`` gives scalar losses (``parts["loss"]`` is optimised)
-    for ``n`` samples. Returns the sample-weighted mean of each key; a non-finite loss raises.
-
-    With ``amp``, ``step`` runs under :func:`monai_cluster.utils.autocast` on ``device`` (bfloat16 on a CPU that has
-    it, float16 on CUDA); the losses keep float32 themselves."""
-    sums, count = dict.fromkeys(keys, 0.0), 0
-    for batch in batches:
-        with autocast(amp, torch.device("cpu") if device is None else device):
-            parts, n = step(batch)
-        if not bool(torch.isfinite(parts["loss"].detach())):
-            raise FloatingPointError(f"non-finite loss ({parts['loss'].item()}) {where}; lower lr or check the data.")
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        if world_size() > 1:
-            _average_gradients(optimizer)
-        optimizer.step()
-        for key in keys:
-            sums[key] += parts[key].item() * n
-        count += n
-    return {key: value / count for key, value in sums.items()}
-
-
-def record_epoch(
-    history: dict, means: Mapping[str, float], prefix: str, writer: object, tag: str, epoch: int, bar: object
-) -> None:
-    """Append ``means`` to ``history`` (keys prefixed), log them under ``tag`` and show the loss on ``bar``."""
-    for key, value in means.items():
-        history[f"{prefix}{key}"].append(value)
-    log_scalars(writer, tag, means, epoch)
-    bar.set_postfix(loss=f"{means['loss']:.4g}")
-
-
-def fit_epochs(
-    dataset: Dataset,
-    step: Callable,
-    optimizer: torch.optim.Optimizer,
-    history: dict[str, list[float]],
-    keys: tuple[str, ...],
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    writer: object,
-    progress: bool,
-    name: str,
-    tag: str,
-    prefix: str = "",
-    drop_last: bool = False,
-    checkpoint: EpochCheckpoint | None = None,
-    model: nn.Module | None = None,
-    generators: Mapping[str, torch.Generator] | None = None,
-    settings: Mapping[str, object] | None = None,
-    amp: bool = False,
-) -> None:
-    """``epochs`` seeded passes of :func:`train_epoch` over shuffled batches of ``dataset``, each epoch's means of
-    ``keys`` appended to ``history`` (as ``prefix + key``), logged under ``tag`` and shown on a tqdm bar ``name``.
-
-    With ``checkpoint`` (an :class:`~monai_cluster.engines.EpochCheckpoint`), the state of ``model``, ``optimizer``,
-    ``history``, the RNGs and the extra ``generators`` is saved after every epoch as stage ``tag``, and a resumed
-    stage continues after its last saved epoch with the same draws (``settings`` must match the checkpoint's).
-    ``amp`` runs each step under mixed precision (see :func:`train_epoch`)."""
-    if checkpoint is not None and model is None:
-        raise ValueError("fit_epochs with a checkpoint needs the model whose state it saves.")
-    generators = dict(generators or {})
-    settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, **(settings or {})}
-    settings.pop("epochs")  # more epochs on resume is allowed: the stage continues to the new count
-    with seeded(seed, device) as generator:
-        start = 0
-        if checkpoint is not None:
-            state = checkpoint.load(tag, model, optimizer, {"loader": generator, **generators}, settings, epochs)
-            if state is not None:
-                start = state["epoch"]
-                for key, values in state["history"].items():
-                    history[key] = list(values)
-        bar = tqdm(range(start, epochs), desc=name, disable=not progress, initial=start, total=epochs)
-        for epoch in bar:
-            batches = make_loader(dataset, batch_size, generator, drop_last=drop_last)
-            means = train_epoch(batches, step, optimizer, keys, f"in {name} epoch {epoch}", amp=amp, device=device)
-            record_epoch(history, means, prefix, writer, tag, epoch, bar)
-            if checkpoint is not None:
-                checkpoint.save(tag, epoch + 1, model, optimizer, history, {"loader": generator, **generators}, settings)
 
 
 def whole_dataset(

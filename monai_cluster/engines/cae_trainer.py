@@ -6,8 +6,12 @@ the decoder conditioned on each code's soft similarity to them, reconstruction a
 their assigned codes' mean after every batch. :func:`cluster_cae` clusters the latent codes by k-means, or by
 prototypes (the trained ones, or k-means centres refined over the whole dataset: soft assignments
 ``softmax(z . b_k / T)`` weight each prototype's update, labels are their argmax, repeated until no label changes
-and the prototypes settle). :func:`train_autoencoder` trains the same network on reconstruction alone (the
-plain-autoencoder baseline whose latent space is then clustered the same way).
+and the prototypes settle). :func:`train_autoencoder` trains an autoencoder on reconstruction alone: the same
+network as the plain-autoencoder baseline, and the pretraining bundle's stage-1 feature autoencoder.
+
+Every training runs on a MONAI/Ignite engine (:class:`~monai_cluster.engines.step_trainer.StepTrainer`), with
+``handlers`` attached to each stage's engine and the one checkpoint handler for an exact resume inside every stage;
+under ``torch.distributed`` the step's forward passes run through ``DistributedDataParallel``.
 
 Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
 with ``image_key`` (``"image_1"`` is used as the second view when present, as
@@ -21,7 +25,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,17 +34,14 @@ from torch import nn
 
 from monai_cluster.clustering.kmeans import kmeans
 from monai_cluster.clustering.prototypes import PROTOTYPE_ASSIGNMENTS, prototype_means
+from monai_cluster.engines._clustering_data import IndexedImages, check_run, whole_dataset
 from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
-from monai_cluster.engines._clustering_data import (
-    IndexedImages,
-    check_run,
-    check_seed,
-    fit_epochs,
-    resolve_device,
-    whole_dataset,
-)
+from monai_cluster.engines.step_trainer import StepForward, run_stage
 from monai_cluster.losses.contrastive_autoencoder import ContrastiveAutoEncoderLoss, mean_reconstruction_error
+from monai_cluster.utils.device import resolve_device
+from monai_cluster.utils.distributed import broadcast_buffers, data_parallel
 from monai_cluster.utils.precision import amp_mode
+from monai_cluster.utils.seeding import check_seed
 from monai_cluster.utils.validation import check_choice, check_positive_float, check_positive_int, check_probability
 
 __all__ = [
@@ -152,7 +153,7 @@ def cluster_cae(
     tol = check_positive_float(tol, "tol", allow_zero=True)
     from_model = method == "prototypes" and trained_prototypes(model, num_clusters)
     max_iter = (0 if from_model else 50) if max_iter is None else check_positive_int(max_iter, "max_iter", minimum=0)
-    device = resolve_device(model, device)
+    device = resolve_device(device, model=model)
     dataset = IndexedImages(data, image_key, with_second_view=False)
     model.to(device)
     latents = whole_dataset(
@@ -220,6 +221,7 @@ def train_cae(
     prototype_assignment: str = "soft",
     prototype_momentum: float = 0.0,
     amp: bool = False,
+    handlers: Sequence | None = None,
 ) -> CAETrainingResult:
     """Train a :class:`ContrastiveAutoEncoder` with :class:`ContrastiveAutoEncoderLoss` (Adam), optionally run the
     prototype phase, then optionally cluster its latent space with :func:`cluster_cae`.
@@ -244,6 +246,7 @@ def train_cae(
     (:class:`~monai_cluster.engines.EpochCheckpoint`) each phase is saved after every epoch, the view generator's
     state included, and a rerun resumes exactly where it stopped. ``amp`` trains both phases under mixed precision
     (:func:`monai_cluster.utils.autocast`: bfloat16 on a CPU that has it, float16 on CUDA; losses in float32).
+    ``handlers`` (ignite handlers) are attached to the engine of each phase.
 
     Raises:
         ValueError/TypeError: for bad settings (each names the argument), ``prototype_epochs`` without
@@ -284,9 +287,9 @@ def train_cae(
     if conditioned is not None:
         model.clear_prototypes()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generators = (
-        {"augment": augment.generator} if isinstance(getattr(augment, "generator", None), torch.Generator) else None
-    )
+    generator = getattr(augment, "generator", None)
+    random_objects = [generator] if isinstance(generator, torch.Generator) else []
+    two_views = data_parallel(StepForward(model, _both_views), device)
 
     def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         x = batch["image"]
@@ -295,19 +298,21 @@ def train_cae(
 
     def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
         x1, x2 = views(batch)
-        return criterion.components(model(x1), model(x2), x1, x2), x1.shape[0]
+        return criterion.components(*two_views(x1, x2), x1, x2), x1.shape[0]
 
-    fit_epochs(
-        dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
-        "CAE training", "cae", drop_last=True, checkpoint=checkpoint, model=model, generators=generators,
-        settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon}, amp=amp,
+    common = {"writer": writer, "progress": progress, "drop_last": True, "checkpoint": checkpoint,
+              "random_objects": random_objects, "amp": amp, "handlers": handlers}  # fmt: skip
+    run_stage(
+        dataset, step, model, optimizer, history, tuple(history), epochs, batch_size, seed, device, "CAE training",
+        "cae", settings={"lr": lr, "temperature": temperature, "recon_weight": recon_weight, "recon": recon},
+        **common,
     )  # fmt: skip
     if prototype_epochs:
         if checkpoint is not None and checkpoint.resumed_epochs.get("cae", 0) < epochs:
             checkpoint.discard("cae/prototypes")  # phase 1 trained on in this call: a saved phase 2 is stale
         _prototype_phase(
-            model, dataset, views, prototype_epochs, batch_size, lr, recon, prototype_assignment, prototype_momentum,
-            seed, device, writer, progress, history, checkpoint, generators, amp=amp,
+            model, dataset, views, two_views, prototype_epochs, batch_size, lr, recon, prototype_assignment,
+            prototype_momentum, seed, device, history, common,
         )  # fmt: skip
     clustering = None
     if num_clusters is not None:
@@ -318,10 +323,15 @@ def train_cae(
     return CAETrainingResult(history=history, epochs_run=epochs, clustering=clustering)
 
 
+def _both_views(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> tuple[dict, dict]:
+    return model(x1), model(x2)
+
+
 def _prototype_phase(
     model: nn.Module,
     dataset: IndexedImages,
     views: Callable[[dict], tuple[torch.Tensor, torch.Tensor]],
+    two_views: nn.Module,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -330,15 +340,13 @@ def _prototype_phase(
     momentum: float,
     seed: int,
     device: torch.device,
-    writer: object,
-    progress: bool,
     history: dict[str, list[float]],
-    checkpoint: EpochCheckpoint | None,
-    generators: dict | None,
-    amp: bool = False,
+    common: Mapping[str, object],
 ) -> None:
     """Phase 2 of :func:`train_cae`: k-means prototypes, then reconstruction with the conditioned decoder and a
-    prototype update after every batch (history keys ``prototype_loss``, ``prototype_reconstruction``)."""
+    prototype update after every batch (history keys ``prototype_loss``, ``prototype_reconstruction``);
+    ``common``: :func:`~monai_cluster.engines.step_trainer.run_stage`'s shared arguments."""
+    broadcast_buffers(model)  # every rank clusters the same codes
     latents = whole_dataset(model, dataset, lambda m, x: m.encode(x), batch_size, device)
     model.set_prototypes(kmeans(latents.numpy(), model.num_prototypes, seed=seed)[1])
     model.train()
@@ -347,7 +355,7 @@ def _prototype_phase(
 
     def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
         x1, x2 = views(batch)
-        out1, out2 = model(x1), model(x2)
+        out1, out2 = two_views(x1, x2)
         error = torch.cat(
             [
                 mean_reconstruction_error(out1["reconstruction"], x1, recon, "x1"),
@@ -358,13 +366,21 @@ def _prototype_phase(
         model.update_prototypes(out1["latent"], assignment=assignment, momentum=momentum)
         return {"loss": error, "reconstruction": error}, x1.shape[0]
 
-    fit_epochs(
-        dataset, step, optimizer, history, ("loss", "reconstruction"), epochs, batch_size, seed + 1, device, writer,
-        progress, "CAE prototype phase", "cae/prototypes", prefix="prototype_", drop_last=True,
-        checkpoint=checkpoint, model=model, generators=generators,
+    run_stage(
+        dataset, step, model, optimizer, history, ("loss", "reconstruction"), epochs, batch_size, seed + 1, device,
+        "CAE prototype phase", "cae/prototypes", prefix="prototype_",
         settings={"lr": lr, "recon": recon, "assignment": assignment, "momentum": momentum,
-                  "prototype_temperature": model.prototype_temperature}, amp=amp,
+                  "prototype_temperature": model.prototype_temperature}, **common,
     )  # fmt: skip
+
+
+def _reconstruction(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model.decode(model.encode(x))`` for a network with those methods (:class:`ContrastiveAutoEncoder`: no
+    projection head, no prototypes), else ``model(x)`` (a tensor, or a dict's ``"reconstruction"``)."""
+    if callable(getattr(type(model), "encode", None)) and callable(getattr(type(model), "decode", None)):
+        return model.decode(model.encode(x))
+    out = model(x)
+    return out["reconstruction"] if isinstance(out, Mapping) else out
 
 
 def train_autoencoder(
@@ -382,14 +398,25 @@ def train_autoencoder(
     image_key: str = "image",
     checkpoint: EpochCheckpoint | None = None,
     amp: bool = False,
+    transform: Callable | None = None,
+    handlers: Sequence | None = None,
 ) -> CAETrainingResult:
-    """Train a :class:`ContrastiveAutoEncoder` on reconstruction alone (Adam), then optionally k-means its latent
-    space with :func:`cluster_cae`: the plain-autoencoder baseline of the contrastive autoencoder, with the same
-    network and optimiser but neither views nor projection head.
+    """Train an autoencoder on reconstruction alone (Adam), then optionally k-means its latent space with
+    :func:`cluster_cae`: the plain-autoencoder baseline of the contrastive autoencoder (the same network and
+    optimiser, neither views nor projection head), and stage 1 of the pretraining bundle (a
+    :class:`~monai_cluster.networks.FeatureAutoEncoder`, see :func:`monai_cluster.workflows.run_autoencoder_stage`).
 
     Args:
+        model: a :class:`ContrastiveAutoEncoder` (reconstruction ``decode(encode(x))``) or any network whose
+            ``forward(x)`` returns the reconstruction (a tensor, or a dict with ``"reconstruction"``).
+        data: as :func:`train_cae`'s; with ``transform``, a sequence of sample dicts (e.g. ``{"image": path}``)
+            loaded through ``monai.data.CacheDataset`` with that chain (a MONAI ``Randomizable`` chain is seeded with
+            ``seed``; its random transforms draw from their own states, which the checkpoint saves).
         recon: ``"mse"`` or ``"l1"``, the mean over channels and voxels of each image (as in
             :class:`ContrastiveAutoEncoderLoss`).
+        num_clusters: cluster the latent codes (needs a model with ``encode``).
+        transform: loading chain of ``data``'s dicts, or ``None`` for tensors and ready datasets.
+        handlers: ignite handlers attached to the training engine.
         The others as in :func:`train_cae`.
 
     Returns:
@@ -398,20 +425,34 @@ def train_autoencoder(
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
     amp_mode(amp, device)
     recon = check_choice(recon, "recon", ("mse", "l1"))
+    if num_clusters is not None and not callable(getattr(model, "encode", None)):
+        raise ValueError(f"num_clusters needs a model with encode(x) for its latent codes, got {type(model).__name__}.")
+    random_objects = []
+    if transform is not None:
+        from monai.data import CacheDataset
+        from monai.transforms import Randomizable
+
+        if not callable(transform):
+            raise TypeError(f"transform must be a callable on a sample dict, got {type(transform).__name__}.")
+        if isinstance(transform, Randomizable):
+            transform.set_random_state(seed=seed)  # the augmentation's draws follow ``seed`` too
+        data = CacheDataset(list(data), transform=transform, cache_rate=1.0, num_workers=0, progress=False)
+        random_objects = [transform]
     dataset = IndexedImages(data, image_key, with_second_view=False)
     history: dict[str, list[float]] = {"loss": [], "reconstruction": []}
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    reconstruct = data_parallel(StepForward(model, _reconstruction), device)
 
     def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
         x = batch["image"].to(device)
-        error = mean_reconstruction_error(model.decode(model.encode(x)), x, recon).mean()
+        error = mean_reconstruction_error(reconstruct(x), x, recon).mean()
         return {"loss": error, "reconstruction": error}, x.shape[0]
 
-    fit_epochs(
-        dataset, step, optimizer, history, tuple(history), epochs, batch_size, seed, device, writer, progress,
-        "autoencoder training", "autoencoder", checkpoint=checkpoint, model=model, settings={"lr": lr, "recon": recon},
-        amp=amp,
+    run_stage(
+        dataset, step, model, optimizer, history, tuple(history), epochs, batch_size, seed, device,
+        "autoencoder training", "autoencoder", writer=writer, progress=progress, checkpoint=checkpoint,
+        settings={"lr": lr, "recon": recon}, random_objects=random_objects, amp=amp, handlers=handlers,
     )  # fmt: skip
     clustering = None
     if num_clusters is not None:

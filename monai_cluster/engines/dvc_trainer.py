@@ -10,7 +10,10 @@ of the hard labels changed since the previous refresh (DEC's rule), or after ``e
 
 Data is a tensor/array ``(N, C, *spatial)`` or a map-style dataset of images, ``(image, ...)`` tuples or dicts
 with ``image_key``. Every function takes the device and a seed, shows tqdm progress over epochs and writes
-scalars to an optional TensorBoard ``SummaryWriter``.
+scalars to an optional TensorBoard ``SummaryWriter``. Both stages run on MONAI/Ignite engines
+(:class:`~monai_cluster.engines.step_trainer.StepTrainer`): the target refresh is an ``EPOCH_STARTED`` handler that
+stops the engine (``engine.terminate()``) on ``tol``; under ``torch.distributed`` the network trains through
+``DistributedDataParallel``.
 
 References:
     - [0] DVC, 2021, https://arxiv.org/abs/2109.10777
@@ -20,33 +23,25 @@ References:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import torch
+from ignite.engine import Engine
 from torch import nn
-from tqdm.auto import tqdm
 
 from monai_cluster.clustering.dec import assignment_change_fraction, target_distribution
 from monai_cluster.clustering.kmeans import kmeans
+from monai_cluster.engines._clustering_data import IndexedImages, check_run, log_scalars, whole_dataset
 from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
-from monai_cluster.engines._clustering_data import (
-    IndexedImages,
-    check_run,
-    check_seed,
-    fit_epochs,
-    log_scalars,
-    make_loader,
-    record_epoch,
-    resolve_device,
-    seeded,
-    train_epoch,
-    whole_dataset,
-)
+from monai_cluster.engines.step_trainer import run_stage
 from monai_cluster.losses.dec import DECClusteringLoss
 from monai_cluster.losses.elbo import ELBOLoss
+from monai_cluster.utils.device import resolve_device
+from monai_cluster.utils.distributed import broadcast_buffers, data_parallel
 from monai_cluster.utils.precision import amp_mode
+from monai_cluster.utils.seeding import check_seed
 from monai_cluster.utils.validation import check_positive_float, check_positive_int
 
 __all__ = ["DVCTrainingResult", "init_dvc_centroids", "pretrain_vae", "train_dvc", "train_dvc_clustering"]
@@ -98,11 +93,13 @@ def pretrain_vae(
     image_key: str = "image",
     checkpoint: EpochCheckpoint | None = None,
     amp: bool = False,
+    handlers: Sequence | None = None,
 ) -> dict[str, list[float]]:
     """DVC step 1: train the VAE of a :class:`DeepVariationalClustering` on the negative ELBO (Adam).
 
     With ``checkpoint`` (:class:`~monai_cluster.engines.EpochCheckpoint`) the stage is saved after every epoch and a
     rerun resumes exactly where it stopped. ``amp`` trains under mixed precision (:func:`monai_cluster.utils.autocast`).
+    ``handlers`` (ignite handlers) are attached to the stage's engine.
 
     Returns:
         per-epoch ``pretrain_loss``, ``pretrain_reconstruction``, ``pretrain_kl`` (means over samples).
@@ -114,16 +111,17 @@ def pretrain_vae(
     history: dict[str, list[float]] = {"pretrain_loss": [], "pretrain_reconstruction": [], "pretrain_kl": []}
     model.to(device).train()
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=lr)
+    network = data_parallel(model, device)
 
-    def step(batch: tuple) -> tuple[dict[str, torch.Tensor], int]:
+    def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
         x = batch["image"].to(device)
-        out = model(x)
+        out = network(x)
         return elbo.components(out["reconstruction"], x, out["mu"], out["logvar"]), x.shape[0]
 
-    fit_epochs(
-        dataset, step, optimizer, history, ("loss", "reconstruction", "kl"), epochs, batch_size, seed, device, writer,
-        progress, "DVC pretraining", "dvc/pretrain", prefix="pretrain_", checkpoint=checkpoint, model=model,
-        settings={"lr": lr, "beta": beta, "recon": recon}, amp=amp,
+    run_stage(
+        dataset, step, model, optimizer, history, ("loss", "reconstruction", "kl"), epochs, batch_size, seed, device,
+        "DVC pretraining", "dvc/pretrain", prefix="pretrain_", writer=writer, progress=progress, checkpoint=checkpoint,
+        settings={"lr": lr, "beta": beta, "recon": recon}, amp=amp, handlers=handlers,
     )  # fmt: skip
     return history
 
@@ -143,9 +141,10 @@ def init_dvc_centroids(
     Returns:
         ``(N,)`` k-means labels.
     """
-    device = resolve_device(model, device)
+    device = resolve_device(device, model=model)
     dataset = IndexedImages(data, image_key, with_second_view=False)
     model.to(device)
+    broadcast_buffers(model)  # every rank clusters the same codes
     mu = whole_dataset(
         model, dataset, lambda m, x: m.encode(x)[0], check_positive_int(batch_size, "batch_size"), device
     )
@@ -173,6 +172,7 @@ def train_dvc_clustering(
     image_key: str = "image",
     checkpoint: EpochCheckpoint | None = None,
     amp: bool = False,
+    handlers: Sequence | None = None,
 ) -> DVCTrainingResult:
     """DVC step 3: reconstruction + ``gamma`` * KL(P || Q) (+ ``beta`` * KL prior), P refreshed every
     ``update_interval`` epochs over the whole dataset, stopping when fewer than ``tol`` of the labels change.
@@ -196,6 +196,7 @@ def train_dvc_clustering(
         checkpoint: an :class:`~monai_cluster.engines.EpochCheckpoint`: the stage (with the target P and the last
             labels) is saved after every epoch, and a rerun resumes exactly where it stopped.
         amp: mixed precision for the training steps (the whole-dataset assignments stay float32).
+        handlers: ignite handlers attached to the stage's engine (after the target refresh).
         The others as in :func:`pretrain_vae`.
     """
     device, epochs, batch_size, lr, seed = check_run(model, device, epochs, batch_size, lr, seed, writer)
@@ -218,54 +219,51 @@ def train_dvc_clustering(
     history: dict[str, list[float]] = {key: [] for key in (*keys, "refresh_epochs", "changed_fraction")}
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    stop_reason, epochs_run, labels = "max_epochs", 0, None
+    network = data_parallel(model, device)
+    target: dict = {"p_all": None, "previous": previous, "labels": None, "stop_reason": "max_epochs"}
 
-    def step(p_all: torch.Tensor, batch: tuple) -> tuple[dict[str, torch.Tensor], int]:
+    def refresh(engine: Engine) -> None:
+        """At the start of epochs 0, u, 2u, ...: P over the whole dataset, and DEC's stop on ``tol``."""
+        epoch = engine.state.epoch - 1
+        if epoch % update_interval:
+            return
+        broadcast_buffers(model)  # every rank computes the same P and takes the same decision
+        q_all = whole_dataset(model, dataset, _dvc_q, batch_size, device)
+        target["p_all"], labels = target_distribution(q_all), q_all.argmax(1).numpy()
+        changed = assignment_change_fraction(target["previous"], labels)
+        history["refresh_epochs"].append(epoch)
+        history["changed_fraction"].append(changed)
+        log_scalars(writer, "dvc/cluster", {"changed_fraction": changed}, epoch)
+        target["previous"], target["labels"] = labels, labels
+        if len(history["refresh_epochs"]) > 1 and changed < tol:
+            target["stop_reason"] = "tol"
+            logger.info("DVC stopped at epoch %d: %.4g of the labels changed (< tol %.4g).", epoch, changed, tol)
+            engine.terminate()
+
+    def step(batch: dict) -> tuple[dict[str, torch.Tensor], int]:
         index, x = batch["index"], batch["image"].to(device)
-        out = model(x)
+        out = network(x)
         parts = elbo.components(out["reconstruction"], x, out["mu"], out["logvar"])
-        parts["clustering"] = dec(out["q"], p_all[index].to(device))
+        parts["clustering"] = dec(out["q"], target["p_all"][index].to(device))
         parts["loss"] = parts["loss"] + gamma * parts["clustering"]
         return parts, x.shape[0]
 
-    settings = {"batch_size": batch_size, "seed": seed, "lr": lr, "beta": beta, "gamma": gamma, "recon": recon,
-                "update_interval": update_interval, "tol": tol}  # fmt: skip
-    with seeded(seed, device) as generator:
-        start, p_all = 0, None
-        if checkpoint is not None:
-            state = checkpoint.load("dvc/cluster", model, optimizer, {"loader": generator}, settings, epochs)
-            if state is not None:
-                start, history = state["epoch"], {k: list(v) for k, v in state["history"].items()}
-                p_all, previous = state["extra"]["p_all"], state["extra"]["previous"].numpy()
-                epochs_run = start
-        bar = tqdm(range(start, epochs), desc="DVC clustering", disable=not progress, initial=start, total=epochs)
-        for epoch in bar:
-            if epoch % update_interval == 0:
-                q_all = whole_dataset(model, dataset, _dvc_q, batch_size, device)
-                p_all = target_distribution(q_all)
-                labels = q_all.argmax(1).numpy()
-                changed = assignment_change_fraction(previous, labels)
-                history["refresh_epochs"].append(epoch)
-                history["changed_fraction"].append(changed)
-                log_scalars(writer, "dvc/cluster", {"changed_fraction": changed}, epoch)
-                previous = labels
-                if len(history["refresh_epochs"]) > 1 and changed < tol:
-                    stop_reason = "tol"
-                    logger.info(
-                        "DVC stopped at epoch %d: %.4g of the labels changed (< tol %.4g).", epoch, changed, tol
-                    )
-                    break
-            batches = make_loader(dataset, batch_size, generator)
-            means = train_epoch(
-                batches, partial(step, p_all), optimizer, keys, f"in DVC clustering epoch {epoch}", amp=amp, device=device
-            )
-            record_epoch(history, means, "", writer, "dvc/cluster", epoch, bar)
-            epochs_run = epoch + 1
-            if checkpoint is not None:
-                checkpoint.save(
-                    "dvc/cluster", epochs_run, model, optimizer, history, {"loader": generator}, settings,
-                    extra={"p_all": p_all, "previous": torch.from_numpy(np.asarray(previous, dtype=np.int64))},
-                )  # fmt: skip
+    def extra() -> dict:
+        previous_labels = torch.from_numpy(np.asarray(target["previous"], dtype=np.int64))
+        return {"p_all": target["p_all"], "previous": previous_labels}
+
+    def restore(saved: dict) -> None:
+        target["p_all"], target["previous"] = saved["p_all"], saved["previous"].numpy()
+
+    settings = {"lr": lr, "beta": beta, "gamma": gamma, "recon": recon, "update_interval": update_interval,
+                "tol": tol}  # fmt: skip
+    trainer = run_stage(
+        dataset, step, model, optimizer, history, keys, epochs, batch_size, seed, device, "DVC clustering",
+        "dvc/cluster", writer=writer, progress=progress, checkpoint=checkpoint, settings=settings, amp=amp,
+        handlers=handlers, before=[refresh], extra_fn=extra, on_resume=restore,
+    )  # fmt: skip
+    stop_reason, labels = target["stop_reason"], target["labels"]
+    epochs_run = trainer.state.epoch - 1 if stop_reason == "tol" else trainer.state.epoch
     if stop_reason == "max_epochs":
         labels = whole_dataset(model, dataset, _dvc_q, batch_size, device).argmax(1).numpy()
     return DVCTrainingResult(
@@ -299,19 +297,20 @@ def train_dvc(
     cluster_beta: float = 0.0,
     checkpoint: EpochCheckpoint | None = None,
     amp: bool = False,
+    handlers: Sequence | None = None,
 ) -> DVCTrainingResult:
     """The whole DVC procedure: :func:`pretrain_vae`, :func:`init_dvc_centroids`, :func:`train_dvc_clustering`.
 
     ``pretrain_epochs`` and ``cluster_epochs`` are the stages' ``epochs``; the other arguments are passed to the
     stages that take them (``gamma=None`` scales with the image size, see :func:`train_dvc_clustering`); ``beta``
     weighs the KL prior in the VAE pretraining and ``cluster_beta`` in the clustering stage (0, the authors' loss);
-    ``amp`` trains both under mixed precision. The result's history also holds the pretraining curves
-    (``pretrain_loss``, ...).
+    ``amp`` trains both under mixed precision and ``handlers`` are attached to both stages' engines. The result's
+    history also holds the pretraining curves (``pretrain_loss``, ...).
     """
     common = {"batch_size": batch_size, "device": device, "seed": seed, "image_key": image_key}
     pre = pretrain_vae(
         model, data, pretrain_epochs, lr=lr, beta=beta, recon=recon, writer=writer, progress=progress,
-        checkpoint=checkpoint, amp=amp, **common,
+        checkpoint=checkpoint, amp=amp, handlers=handlers, **common,
     )  # fmt: skip
     if checkpoint is not None and checkpoint.resumed_epochs.get("dvc/pretrain", 0) < pretrain_epochs:
         checkpoint.discard("dvc/cluster")  # the VAE trained on in this call: a saved clustering stage is stale
@@ -319,7 +318,7 @@ def train_dvc(
     result = train_dvc_clustering(
         model, data, initial, cluster_epochs, lr=lr, beta=cluster_beta, gamma=gamma, recon=recon,
         update_interval=update_interval, tol=tol, writer=writer, progress=progress, checkpoint=checkpoint, amp=amp,
-        **common,
+        handlers=handlers, **common,
     )  # fmt: skip
     result.history.update(pre)
     return result

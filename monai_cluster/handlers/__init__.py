@@ -2,6 +2,15 @@
 local-discrimination warm-up, the EMA teacher of semi-supervised fine-tuning, a budget in steps and evaluations
 at chosen steps."""
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    TrainingCheckpointer,
+    checkpoint_path,
+    find_last_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .ema_teacher import EMATeacherHandler, ema_decay, make_teacher, unwrap_network
 from .ld_warmup import LocalDiscriminationWarmupHandler
 from .non_finite_loss import NonFiniteLossHandler
@@ -16,19 +25,26 @@ from .step_budget import (
 )
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "EMATeacherHandler",
     "LocalDiscriminationWarmupHandler",
     "NonFiniteLossHandler",
     "PeriodicEvaluationHandler",
     "PseudoClassUpdateHandler",
     "ShapePriorHandler",
+    "TrainingCheckpointer",
     "StepBudgetHandler",
     "assignment_from_output",
+    "checkpoint_path",
     "average_summaries",
     "budget_epochs",
     "count_changed",
     "ema_decay",
+    "find_last_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
     "evaluation_steps",
     "make_teacher",
+    "save_checkpoint",
     "unwrap_network",
 ]

@@ -76,7 +76,7 @@ from .segmentation_bundle import bundle_workflow, run_bundle, torchrun_command
 from .segmentation_data import labeled_subset, segmentation_splits
 from .segmentation_network import initialize_network, load_finetuned
 from .segmentation_outputs import SegmentationMetricsWriter, SegmentationOutputWriter
-from .pretrain_stages import build_autoencoder, cluster_pseudo_classes, load_autoencoder, train_autoencoder
+from .pretrain_stages import build_autoencoder, cluster_pseudo_classes, load_autoencoder, run_autoencoder_stage
 
 __all__ = [
     "BACKBONE_OPTION_DEFAULTS",
@@ -142,7 +142,7 @@ __all__ = [
     "seed_everything",
     "table_from_extra",
     "table_to_extra",
-    "train_autoencoder",
+    "run_autoencoder_stage",
     "TrainingCheckpointer",
     "validate_option",
     "validate_options",

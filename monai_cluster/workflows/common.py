@@ -7,10 +7,10 @@ The bundles' configs stay declarative and call these:
   before any training.
 - :func:`validate_options`: command-line overrides (``--epochs abc``, ``--learning_rate -1``) fail with the
   option's name and what was expected, before anything is built.
-- :func:`resolve_device`, :func:`seed_everything`, :func:`is_main_process`, :func:`barrier`.
-- :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`find_last_checkpoint` and the ignite handler
-  :class:`TrainingCheckpointer`: full training state (networks, optimizer, scheduler, epoch, iteration and
-  ``extra``) written atomically every epoch, and resumed from the last complete checkpoint.
+- re-exported for the configs: :func:`resolve_device`, :func:`seed_everything` (from :mod:`monai_cluster.utils`),
+  :func:`is_main_process`, :func:`barrier`, and :func:`save_checkpoint`, :func:`load_checkpoint`,
+  :func:`find_last_checkpoint` and the ignite handler :class:`TrainingCheckpointer` (from
+  :mod:`monai_cluster.handlers.checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.distributed as dist
-
 from monai_cluster.data import check_dataset, list_images, prepare_dataset
+from monai_cluster.handlers.checkpoint import (
+    CHECKPOINT_FORMAT,
+    TrainingCheckpointer,
+    checkpoint_path,
+    find_last_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from monai_cluster.utils.device import resolve_device
+from monai_cluster.utils.distributed import barrier, is_main_process
+from monai_cluster.utils.seeding import seed_everything
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -250,55 +259,5 @@ def validate_options(options: Mapping[str, Any], specs: Mapping[str, str]) -> di
 
 
 # ------------------------------------------------------------------------------------------ device, seed, ranks
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``"auto"``/``None``: CUDA when available (this rank's GPU under ``torchrun``), else CPU; otherwise ``device``.
-
-    Raises:
-        ValueError: for a string torch does not understand, or a CUDA device when CUDA is not available.
-    """
-    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be 'auto', a device string or torch.device, got {type(device).__name__}.")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available; use 'cpu' or 'auto'.")
-    return resolved
-
-
-def seed_everything(seed: int) -> int:
-    """Seed Python, numpy and torch (``monai.utils.set_determinism``); returns the seed."""
-    from monai.utils import set_determinism
-
-    seed = validate_option("seed", seed, "int>=0")
-    set_determinism(seed=seed)
-    return seed
-
-
-def is_main_process() -> bool:
-    """True outside ``torch.distributed`` or on rank 0."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def barrier() -> None:
-    """``torch.distributed.barrier()`` when a process group is initialised; nothing otherwise."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-from .checkpointing import (  # noqa: E402  (re-exported: the checkpoint half lives in its own module)
-    CHECKPOINT_FORMAT,
-    TrainingCheckpointer,
-    checkpoint_path,
-    find_last_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
+# One device resolver, one seeding helper and the rank helpers live in ``monai_cluster.utils``; the checkpoint
+# handler in ``monai_cluster.handlers``. They are re-exported here, where the bundle configs have always found them.

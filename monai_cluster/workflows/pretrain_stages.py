@@ -1,10 +1,13 @@
 """Stages 1 and 2 of cluster-guided contrastive pretraining: train the autoencoder, cluster its features.
 
-Stage 1 (:func:`train_autoencoder`) trains a :class:`~monai_cluster.networks.FeatureAutoEncoder` to reconstruct
-the unlabeled images and saves its ``state_dict`` atomically (``models/autoencoder.pt``). Stage 2
+Stage 1 (:func:`run_autoencoder_stage`) trains a :class:`~monai_cluster.networks.FeatureAutoEncoder` to
+reconstruct the unlabeled images with the package's one autoencoder training
+(:func:`monai_cluster.engines.train_autoencoder`, a MONAI/Ignite engine checkpointed after every epoch, so a killed
+stage resumes inside the stage) and saves its ``state_dict`` atomically (``models/autoencoder.pt``). Stage 2
 (:func:`cluster_pseudo_classes`) loads it, extracts one pooled feature vector per image, clusters the features
 hierarchically and writes the pseudo-class table atomically (``models/pseudo_classes.csv``, contract 4 of
-``docs/ARCHITECTURE.md``). Under ``torch.distributed`` both run on rank 0 while the other ranks wait.
+``docs/ARCHITECTURE.md``). Under ``torch.distributed`` stage 1 trains data-parallel (DDP) on every rank and rank 0
+writes the weights; stage 2 extracts features on every rank's shard and clusters on rank 0.
 
 References:
     - [0] Zhang et al., cluster-guided contrastive learning, BIBM 2022, https://arxiv.org/abs/2211.08557
@@ -14,15 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader
 from torch import nn
-from tqdm.auto import tqdm
 
 from monai_cluster.clustering import (
     PseudoClassTable,
@@ -31,12 +33,13 @@ from monai_cluster.clustering import (
     read_pseudo_class_table,
     write_pseudo_class_table,
 )
+from monai_cluster.engines import EpochCheckpoint, train_autoencoder
 from monai_cluster.networks import FeatureAutoEncoder
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
 
 from .common import barrier, is_main_process, resolve_device, validate_option
 
-__all__ = ["build_autoencoder", "cluster_pseudo_classes", "load_autoencoder", "train_autoencoder"]
+__all__ = ["build_autoencoder", "cluster_pseudo_classes", "load_autoencoder", "run_autoencoder_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ def build_autoencoder(
 
 
 def load_autoencoder(network: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load ``path`` (a ``state_dict`` written by :func:`train_autoencoder`) into ``network`` strictly.
+    """Load ``path`` (a ``state_dict`` written by :func:`run_autoencoder_stage`) into ``network`` strictly.
 
     Raises:
         ValueError: when the file is missing (run stage 1 first), unreadable or of another network.
@@ -106,12 +109,7 @@ def load_autoencoder(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     return network
 
 
-def _loader(items: Sequence[dict], transform: Callable, batch_size: int, shuffle: bool) -> DataLoader:
-    dataset = CacheDataset(list(items), transform=transform, cache_rate=1.0, num_workers=0, progress=False)
-    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, num_workers=0)
-
-
-def train_autoencoder(
+def run_autoencoder_stage(
     network: nn.Module,
     items: Sequence[dict],
     transform: Callable,
@@ -123,8 +121,15 @@ def train_autoencoder(
     log_dir: str | os.PathLike | None = None,
     resume: bool = False,
     image_key: str = "image",
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Stage 1: train ``network`` to reconstruct the images (mean squared error, Adam) and save it atomically.
+
+    The training is :func:`monai_cluster.engines.train_autoencoder` on the items loaded through ``transform``: an
+    Ignite engine whose state (weights, optimiser, every random state) is checkpointed after every epoch in
+    ``checkpoint_dir``, so a stage killed mid-way and rerun with ``resume`` ends with the weights of an
+    uninterrupted one.
 
     Args:
         network: the autoencoder (``forward(x)`` returns a reconstruction of ``x``'s shape).
@@ -135,71 +140,56 @@ def train_autoencoder(
         batch_size: batch size (>= 1; capped at the number of images).
         learning_rate: Adam learning rate (> 0).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-        log_dir: TensorBoard folder (scalar ``autoencoder/loss`` per epoch), or ``None``.
-        resume: when ``output_path`` already exists, load it and skip training (a finished stage is not redone).
+        log_dir: TensorBoard folder (scalars ``autoencoder/loss`` per epoch), or ``None``.
+        resume: when ``output_path`` already exists, load it and skip training (a finished stage is not redone);
+            otherwise continue from the stage's newest checkpoint. False trains afresh.
         image_key: the sample entry holding the image.
+        seed: seed of the batch order, the augmentation's draws and the other draws of the stage.
+        checkpoint_dir: the stage's checkpoints while it is unfinished (``None``: ``autoencoder_checkpoints`` beside
+            ``output_path``); deleted once the weights are written.
 
     Returns:
         ``{"epochs": int, "loss": [per-epoch mean], "seconds": float, "skipped": bool}``.
 
     Raises:
-        FloatingPointError: on a non-finite loss (nothing is written).
+        FloatingPointError: on a non-finite loss (the weights are not written; the last good epoch's checkpoint
+            stays).
     """
     epochs = validate_option("autoencoder_epochs", epochs, "int>=1")
     batch_size = validate_option("batch_size", batch_size, "int>=1")
     learning_rate = validate_option("learning_rate", learning_rate, "float>0")
     resume = validate_option("resume", resume, "bool")
+    seed = validate_option("seed", seed, "int>=0")
     output_path = Path(output_path)
     if resume and output_path.is_file():
+        barrier()  # every rank sees the file before loading it
         load_autoencoder(network, output_path)
         logger.info("resume: autoencoder %s exists; stage 1 skipped", output_path)
-        barrier()
         return {"epochs": 0, "loss": [], "seconds": 0.0, "skipped": True}
-    if not is_main_process():
-        barrier()  # rank 0 trains; the others load its weights
-        load_autoencoder(network, output_path)
-        return {"epochs": 0, "loss": [], "seconds": 0.0, "skipped": True}
-
-    device = resolve_device(device)
-    network.to(device).train()
-    loader = _loader(items, transform, batch_size, shuffle=True)
-    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    if not items:
+        raise ValueError("items must hold at least one image for the autoencoder stage, got none.")
+    checkpoint_dir = output_path.parent / "autoencoder_checkpoints" if checkpoint_dir is None else checkpoint_dir
     writer = None
-    if log_dir is not None:
+    if log_dir is not None and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(log_dir))
-    history: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc="autoencoder", unit="epoch", disable=not is_main_process())
     try:
-        for epoch in bar:
-            total, count = 0.0, 0
-            for batch in loader:
-                x = batch[image_key].to(device)
-                loss = torch.nn.functional.mse_loss(network(x), x)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"autoencoder: non-finite loss {float(loss)} at epoch {epoch}; nothing was saved. Lower "
-                        "autoencoder learning_rate or check the images for NaN/Inf."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * x.shape[0]
-                count += x.shape[0]
-            history.append(total / count)
-            bar.set_postfix(mse=f"{history[-1]:.4f}")
-            if writer is not None:
-                writer.add_scalar("autoencoder/loss", history[-1], epoch)
-            logger.info("autoencoder epoch %d/%d: reconstruction mse %.5f", epoch, epochs, history[-1])
+        result = train_autoencoder(
+            network, list(items), epochs=epochs, batch_size=min(batch_size, len(items)), lr=learning_rate,
+            device=resolve_device(device), seed=seed, writer=writer, progress=is_main_process(), image_key=image_key,
+            checkpoint=EpochCheckpoint(checkpoint_dir, resume=resume), transform=transform,
+        )  # fmt: skip
     finally:
-        bar.close()
         if writer is not None:
             writer.close()
-    atomic_torch_save(network.state_dict(), output_path)
+    history = result.history["loss"]
+    if is_main_process():
+        atomic_torch_save(network.state_dict(), output_path)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the stage is complete: its weights stand for it now
     seconds = time.perf_counter() - start
-    logger.info("autoencoder saved to %s (%d epochs, %.1f s)", output_path, epochs, seconds)
+    logger.info("autoencoder saved to %s (%d epochs, %.1f s, last mse %.5f)", output_path, epochs, seconds, history[-1])
     barrier()
     return {"epochs": epochs, "loss": history, "seconds": seconds, "skipped": False}
 

@@ -233,7 +233,8 @@ def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path, schedule):
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    assert out.count("Engine run finished") == (2 if schedule == "joint" else 4)  # both ranks trained every stage
+    # both ranks trained every stage (the autoencoder, then pretraining: joint, or global + local)
+    assert out.count("Engine run finished") == (4 if schedule == "joint" else 6)
     _assert_basicunet_checkpoint(tmp_path / "models" / "model.pt", 2, 3)
     assert [p.name for p in list_checkpoints(tmp_path / "models" / "checkpoints")] == ["checkpoint_epoch0001.pt"]
     # the overlay turns on gathering of negatives from every rank and wraps the network in DDP

@@ -15,18 +15,24 @@ class _Killed(Exception):
 
 
 class KillingCheckpoint(EpochCheckpoint):
-    """Saves like EpochCheckpoint, then 'kills' the run after ``after`` saves."""
+    """Saves like EpochCheckpoint, then 'kills' the run after ``after`` saves (over all stages)."""
 
     def __init__(self, directory, after: int, resume: bool = True) -> None:
         super().__init__(directory, resume)
         self.after, self.saves = after, 0
 
-    def save(self, *args, **kwargs):
-        path = super().save(*args, **kwargs)
-        self.saves += 1
-        if self.saves == self.after:
-            raise _Killed
-        return path
+    def handler(self, *args, **kwargs):
+        checkpointer = super().handler(*args, **kwargs)
+        save = checkpointer.save
+
+        def killing_save(engine):
+            save(engine)
+            self.saves += 1
+            if self.saves == self.after:
+                raise _Killed
+
+        checkpointer.save = killing_save
+        return checkpointer
 
 
 def _cae(seed=0):
@@ -92,14 +98,18 @@ def test_dvc_resumes_exactly_in_either_stage(tmp_path, blobs, kill_after):
     assert out.history["refresh_epochs"] == full.history["refresh_epochs"]
 
 
-def test_checkpoint_errors(tmp_path):
+def test_checkpoint_errors(tmp_path, blobs, caplog):
     with pytest.raises(TypeError, match="resume must be a bool"):
         EpochCheckpoint(tmp_path, resume="yes")
     ckpt = EpochCheckpoint(tmp_path)
-    ckpt.path("cae").write_bytes(b"not a checkpoint")
-    model = _cae()
-    with pytest.raises(ValueError, match="could not be read"):
-        ckpt.load("cae", model, torch.optim.Adam(model.parameters()), {}, {})
+    ckpt.path("cae").mkdir(parents=True)
+    (ckpt.path("cae") / "checkpoint_epoch0001.pt").write_bytes(b"not a checkpoint")
+    x, _ = blobs(n_per_class=6)
+    model, reference = _cae(), _cae()
+    train_cae(model, x, epochs=1, batch_size=8, progress=False, checkpoint=ckpt)  # a damaged file is skipped
+    assert "could not be read" in caplog.text and ckpt.resumed_epochs == {}
+    train_cae(reference, x, epochs=1, batch_size=8, progress=False)
+    assert _same(model, reference)
 
 
 @pytest.mark.parametrize("kill_after", [2, 4])  # in the contrastive phase, or in the prototype phase

@@ -22,8 +22,8 @@ from monai_cluster.workflows import (
     pretrain_transforms,
     run_pretrain,
     table_from_extra,
+    run_autoencoder_stage,
     table_to_extra,
-    train_autoencoder,
 )
 
 OPTIONS = {
@@ -104,16 +104,59 @@ def test_pretrain_transforms_make_aligned_views_with_pseudo_classes(items, tmp_p
         feature_transforms(2, 32, intensity_range=(1.0, 0.0))
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_autoencoder_stage_killed_mid_epoch_resumes_inside_the_stage(items, tmp_path, monkeypatch):
+    """Stage 1 killed in its third epoch and rerun with resume ends with the weights of an uninterrupted run."""
+    from ignite.engine import Events
+
+    from monai_cluster.engines import step_trainer
+
+    def stage(root, **kwargs):
+        torch.manual_seed(0)
+        net = build_autoencoder(2, 3, channels=(4, 8))
+        run_autoencoder_stage(net, items, autoencoder_transforms(2, 32), root / "autoencoder.pt", epochs=4,
+                              batch_size=4, learning_rate=5e-3, **kwargs)  # fmt: skip
+        return net
+
+    whole = stage(tmp_path / "whole")
+    original = step_trainer.StepTrainer.__init__
+
+    def killing_init(self, *args, **kwargs):  # a kill in the middle of epoch 3 (iteration 2 of 2)
+        original(self, *args, **kwargs)
+
+        @self.on(Events.ITERATION_COMPLETED(once=6))
+        def kill(engine):
+            raise _Killed
+
+    monkeypatch.setattr(step_trainer.StepTrainer, "__init__", killing_init)
+    with pytest.raises(_Killed):
+        stage(tmp_path / "cut")
+    monkeypatch.setattr(step_trainer.StepTrainer, "__init__", original)
+    assert not (tmp_path / "cut" / "autoencoder.pt").exists()
+    checkpoints = sorted(p.name for p in (tmp_path / "cut" / "autoencoder_checkpoints" / "autoencoder").iterdir())
+    assert checkpoints == ["checkpoint_epoch0002.pt"]
+    torch.manual_seed(7)  # another initialisation: everything comes from the checkpoint
+    resumed = build_autoencoder(2, 3, channels=(4, 8))
+    result = run_autoencoder_stage(resumed, items, autoencoder_transforms(2, 32), tmp_path / "cut" / "autoencoder.pt",
+                                   epochs=4, batch_size=4, learning_rate=5e-3, resume=True)  # fmt: skip
+    assert result["skipped"] is False and len(result["loss"]) == 4
+    assert not (tmp_path / "cut" / "autoencoder_checkpoints").exists()  # a finished stage keeps only its weights
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_autoencoder_and_clustering_stages(items, tmp_path):
     torch.manual_seed(0)
     net = build_autoencoder(2, 3, channels=(4, 8, 8, 8))
     weights = tmp_path / "models" / "autoencoder.pt"
-    result = train_autoencoder(net, items, autoencoder_transforms(2, 32), weights, epochs=4, batch_size=3,
-                               learning_rate=5e-3, log_dir=tmp_path / "runs")
+    result = run_autoencoder_stage(net, items, autoencoder_transforms(2, 32), weights, epochs=4, batch_size=3,
+                                   learning_rate=5e-3, log_dir=tmp_path / "runs")
     assert result["loss"][-1] < result["loss"][0] and weights.is_file()
     assert list((tmp_path / "runs").glob("events.out.tfevents.*"))
-    skipped = train_autoencoder(build_autoencoder(2, 3, channels=(4, 8, 8, 8)), items, autoencoder_transforms(2, 32),
-                                weights, epochs=4, resume=True)
+    skipped = run_autoencoder_stage(build_autoencoder(2, 3, channels=(4, 8, 8, 8)), items,
+                                    autoencoder_transforms(2, 32), weights, epochs=4, resume=True)
     assert skipped["skipped"] is True
 
     table_path = tmp_path / "models" / "pseudo_classes.csv"
