@@ -245,7 +245,16 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         return self.ema.teacher
 
     def _restart_unlabeled(self, engine: Any = None) -> None:
+        """At every epoch start: restart the unlabelled loader and give its sampler the epoch.
+
+        A sampler with ``set_epoch`` (a ``DistributedSampler`` under several processes: each rank draws its own
+        share of the unlabelled images) gets ``set_epoch(epoch)``, as ``SupervisedTrainer`` does for the labelled
+        loader, so every epoch shuffles anew and a resumed run draws the same order.
+        """
         self._unlabeled_iter = None
+        sampler = getattr(self.unlabeled_data_loader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(self.state.epoch)
 
     def _next_unlabeled(self) -> torch.Tensor:
         for attempt in range(2):
