@@ -38,6 +38,7 @@ __all__ = [
     "check_segmentation_options",
     "check_trained_network",
     "evaluation_run_settings",
+    "file_sha1",
     "network_settings",
     "preflight_segmentation",
     "segmentation_run_settings",
@@ -278,7 +279,8 @@ def network_settings(kind: str, options: Mapping[str, Any], network: Mapping[str
     return settings
 
 
-def _file_sha1(path: str | os.PathLike | None) -> str | None:
+def file_sha1(path: str | os.PathLike | None) -> str | None:
+    """The SHA-1 of a file's bytes (hex), or ``None`` for ``None`` or a path that is not a file."""
     if path is None or not os.path.isfile(path):
         return None
     digest = hashlib.sha1()
@@ -294,15 +296,20 @@ def segmentation_run_settings(
     data: Mapping[str, Any],
     network: Mapping[str, Any],
     semi_supervised: Mapping[str, Any] | None = None,
+    unlabeled: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The settings that define a training run's outputs, for :class:`~monai_cluster.workflows.RunOutputs`.
 
     ``train``: the network (:func:`network_settings`), the seed and data (folder, split and subset options, the
     training and validation listings), the loss's crop settings, batch size and learning rate, the start
     (``use_pretrained``, ``partial_transfer``, the pretrained file's SHA-1) and, when given, the checked
-    semi-supervised options (method and its weights). Not recorded: epochs, ``val_interval``, workers, AMP,
-    ``resume``.
+    semi-supervised options, one entry each (the method, ``unlabeled_dir``, ``ema_decay``, the consistency and
+    copy-paste settings and the ``unlabeled`` listing, see
+    :func:`~monai_cluster.workflows.semi_supervised.semi_supervised_settings`), so a resume with another value is
+    refused naming it. Not recorded: epochs, ``val_interval``, workers, AMP, ``resume``.
     """
+    from .semi_supervised import semi_supervised_settings  # the semi-supervised module imports the engines
+
     settings = network_settings(kind, options, network)
     settings.update({name: options[name] for name in _DATA_SETTINGS})
     settings.update({name: options[name] for name in _TRAIN_SETTINGS[_kind(kind)]})
@@ -310,9 +317,9 @@ def segmentation_run_settings(
     settings["use_pretrained"] = options["use_pretrained"]
     if options["use_pretrained"]:
         settings["partial_transfer"] = options["partial_transfer"]
-        settings["pretrained_sha1"] = _file_sha1(options["pretrained_path"])
+        settings["pretrained_sha1"] = file_sha1(options["pretrained_path"])
     if semi_supervised is not None:
-        settings["semi_supervised"] = dict(semi_supervised)
+        settings.update(semi_supervised_settings(semi_supervised, unlabeled))
     return {"train": settings}
 
 
@@ -320,7 +327,7 @@ def evaluation_run_settings(
     kind: str, options: Mapping[str, Any], network: Mapping[str, Any], checkpoint: str | os.PathLike
 ) -> dict[str, dict[str, Any]]:
     """The settings of an evaluate or inference run's outputs: the network settings and the checkpoint's SHA-1."""
-    return {"evaluate": {**network_settings(kind, options, network), "checkpoint_sha1": _file_sha1(checkpoint)}}
+    return {"evaluate": {**network_settings(kind, options, network), "checkpoint_sha1": file_sha1(checkpoint)}}
 
 
 def check_trained_network(

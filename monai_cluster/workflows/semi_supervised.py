@@ -9,6 +9,8 @@ With a method, their ``train.json`` builds from these functions:
   few-label selection (``label_fraction`` / ``num_labeled``) left without a label; validation images never;
 - :func:`unlabeled_transforms`: their weak view (the labelled chain's geometry, without labels);
 - :func:`with_teacher`: the checkpointer's objects plus the EMA teacher, so a resume restores it;
+- :func:`semi_supervised_settings`: what the run record (``run_settings.json``) keeps of them, so a resume with
+  other values is refused naming both;
 - :func:`segmentation_trainer`: ``SupervisedTrainer`` for ``none``, else
   :class:`~monai_cluster.engines.SemiSupervisedTrainer` with the unlabelled loader and the EMA teacher.
 
@@ -38,12 +40,14 @@ from monai_cluster.engines.semi_supervised import SemiSupervisedTrainer
 from monai_cluster.utils.validation import check_choice
 
 from .common import list_unlabeled, validate_options
+from .run_outputs import data_fingerprint
 from .segmentation_transforms import dermoscopy_transforms, heart_transforms
 
 __all__ = [
     "SEMI_SUPERVISED_CHOICES",
     "check_semi_supervised_options",
     "segmentation_trainer",
+    "semi_supervised_settings",
     "unlabeled_items",
     "unlabeled_transforms",
     "with_teacher",
@@ -211,6 +215,39 @@ def unlabeled_transforms(
             EnsureTyped("image", track_meta=False),
         ]
     )
+
+
+def semi_supervised_settings(
+    options: Mapping[str, Any], unlabeled: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The run record's entries for the semi-supervised options (:class:`~monai_cluster.workflows.RunOutputs`).
+
+    Args:
+        options: the result of :func:`check_semi_supervised_options`.
+        unlabeled: the unlabelled listing the run trains on (``{"key", ...}`` items), or ``None``.
+
+    Returns:
+        ``{"semi_supervised": "none"}`` without a method (its other options change nothing); else the method,
+        ``unlabeled_dir``, ``ema_decay``, ``consistency_threshold``, ``consistency_weight``, ``consistency_rampup``,
+        ``copy_paste_fraction`` and, given ``unlabeled``, ``unlabeled_data`` (its count and keys' SHA-1). The seed is
+        recorded by the bundle itself.
+
+    Raises:
+        ValueError: when ``options`` lacks one of those names.
+    """
+    if not isinstance(options, Mapping) or "semi_supervised" not in options:
+        raise ValueError(f"options must be check_semi_supervised_options' result, got {options!r}.")
+    if options["semi_supervised"] == "none":
+        return {"semi_supervised": "none"}
+    missing = [name for name in _SPECS if name != "seed" and name not in options]
+    if missing:
+        raise ValueError(f"options lack the semi-supervised settings {missing}.")
+    settings = {name: options[name] for name in _SPECS if name != "seed"}
+    if settings["unlabeled_dir"] is not None:
+        settings["unlabeled_dir"] = os.path.abspath(settings["unlabeled_dir"])
+    if unlabeled is not None:
+        settings["unlabeled_data"] = data_fingerprint(unlabeled)
+    return settings
 
 
 def with_teacher(objects: Mapping[str, Any], teacher: Any | None) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 
 from monai_cluster.engines import SemiSupervisedTrainer
-from monai_cluster.workflows import load_checkpoint
 from monai_cluster.workflows.segmentation_bundle import bundle_workflow
+
+from _semi_checks import assert_same_student_and_teacher, run_and_check_teacher
 
 pytestmark = pytest.mark.bundle
 
@@ -52,21 +53,11 @@ def test_method_trains_with_the_unlabelled_pool_and_checkpoints_the_teacher(kind
     pool = {d["key"] for d in data["all"]} - val
     assert {d["key"] for d in unlabeled} == pool - labeled and unlabeled and "label" not in unlabeled[0]
     start = {k: v.clone() for k, v in network.state_dict().items()}
-    losses = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
-    workflow.run()
-    workflow.finalize()
-    assert losses and all(torch.isfinite(torch.tensor(losses)))
-    assert trainer.ema.step == trainer.state.iteration == len(losses)
+    teacher = run_and_check_teacher(workflow, trainer, tmp_path / "models")
     student = network.state_dict()
     assert any(not torch.equal(student[k], start[k]) for k in start)
-    teacher = trainer.teacher.state_dict()
     assert any(not torch.equal(teacher[k], start[k]) for k in start)  # the teacher moved ...
     assert any(not torch.equal(teacher[k], student[k]) for k in start)  # ... and is not the student
-    ckpts = sorted((tmp_path / "models").glob("checkpoint_epoch*.pt"))
-    saved = load_checkpoint(ckpts[-1])["state"]["teacher"]
-    assert saved["step"] == trainer.ema.step
-    assert all(torch.equal(saved["teacher"][k], teacher[k]) for k in teacher)
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
@@ -139,9 +130,22 @@ def test_resume_after_a_kill_ends_with_the_student_and_teacher_of_an_uninterrupt
     resumed = _workflow("dermoscopy", tmp_path / "cut", resume=True, **settings)
     resumed.run()
     resumed.finalize()
-    for name in ("network", "ema_teacher"):
-        a, b = (w.parser.get_parsed_content(name).state_dict() for w in (whole, resumed))
-        if name == "ema_teacher":
-            assert a["step"] == b["step"] == 3 * per_epoch
-            a, b = a["teacher"], b["teacher"]
-        assert all(torch.equal(a[k], b[k]) for k in a), f"resumed {name} differs from the uninterrupted run"
+    assert_same_student_and_teacher(whole, resumed, 3 * per_epoch)
+
+
+def test_resume_with_other_semi_supervised_options_is_refused_naming_both(tmp_path):
+    settings = {"epochs": 1, "semi_supervised": "mean_teacher", "ema_decay": 0.9}
+    workflow = _workflow("dermoscopy", tmp_path, **settings)
+    workflow.run()
+    workflow.finalize()
+    for other, match in [
+        ({"ema_decay": 0.5}, "'ema_decay': outputs made with 0.9, this run asks for 0.5"),
+        ({"semi_supervised": "copy_paste"}, "'semi_supervised': outputs made with 'mean_teacher', this run asks for"),
+    ]:
+        resumed = _workflow("dermoscopy", tmp_path, resume=True, **{**settings, **other})
+        with pytest.raises(Exception) as raised:
+            resumed.run()
+        cause = raised.value
+        while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        assert match in str(cause), str(cause)
