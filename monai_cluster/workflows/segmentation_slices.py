@@ -39,18 +39,20 @@ from monai.transforms import (
 )
 
 from monai_cluster.data.patients import pathology_group, patient_id, stratified_draw, stratified_split
-
+from monai_cluster.networks.backbones import BACKBONES
 from monai_cluster.utils.io import atomic_write_json
 
 from .common import barrier, is_main_process, resolve_dataset, validate_options
 from .pretrain_data import check_image_size
 from .pretrain_slices import _check_pair, list_volume_slices, slice_base_transforms
+from .run_outputs import data_fingerprint
 
 __all__ = [
     "SEGMENTATION_SLICE_OPTION_SPECS",
     "check_segmentation_slice_options",
     "patient_table",
     "select_patients",
+    "slice_segmentation_run_settings",
     "slice_segmentation_splits",
     "slice_segmentation_transforms",
     "write_selection",
@@ -282,6 +284,64 @@ def slice_segmentation_splits(
     return {"train": train, "val": val, "val_volumes": val_volumes, "all_volumes": all_volumes, "selection": selection}
 
 
+_SLICE_RUN_SETTINGS = (
+    "num_classes", "image_size", "intensity_range", "intensity_percentiles", "crop_fraction", "seed", "split_seed",
+    "dataset_dir", "val_fraction", "num_val_patients", "label_fraction", "num_labeled", "augment", "batch_size",
+    "learning_rate", "eval_every_steps", "eval_last", "use_pretrained",
+)  # fmt: skip
+_BUDGET_RUN_SETTINGS = ("max_steps", "warmup_steps", "min_lr_ratio", "optimizer_name", "weight_decay")
+
+
+def slice_segmentation_run_settings(
+    options: Mapping[str, Any],
+    data: Mapping[str, Any],
+    network: Mapping[str, Any],
+    budget: Mapping[str, Any],
+    pretrained_path: str | os.PathLike | None = None,
+    semi_supervised: Mapping[str, Any] | None = None,
+    unlabeled: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The settings that define a slice fine-tuning run's outputs (``models_slices/run_settings.json``).
+
+    For :class:`~monai_cluster.workflows.RunOutputs`, so that ``--resume true`` continues only the same run and
+    refuses another, naming each setting and both values. ``train``: the network (backbone and its options,
+    ``num_classes``), the slice grid and intensity options, the seeds and the patient selection options, the
+    labeled and held-out slice listings (count and keys' SHA-1), ``augment``, ``batch_size``, ``learning_rate``,
+    the step budget (``max_steps``, ``warmup_steps``, ``min_lr_ratio``, ``optimizer_name``, ``weight_decay``),
+    the scoring during training (``eval_every_steps``, ``eval_last``), the start (``use_pretrained`` and with it
+    ``partial_transfer``, ``pretrained_exclude`` and the pretrained file's SHA-1) and the semi-supervised options
+    (:func:`~monai_cluster.workflows.semi_supervised.semi_supervised_settings`). Not recorded: ``epochs``,
+    ``val_interval``, workers, AMP, ``resume``.
+
+    Args:
+        options: :func:`check_segmentation_slice_options`'s result.
+        data: :func:`slice_segmentation_splits`'s result.
+        network: the checked backbone options (``check_backbone_bundle_options``).
+        budget: :func:`~monai_cluster.workflows.step_budget.check_step_budget_options`'s result.
+        pretrained_path: the pretrained weights (hashed when ``use_pretrained``).
+        semi_supervised: ``check_semi_supervised_options``' result, or ``None``.
+        unlabeled: the unlabelled slices, or ``None``.
+
+    Raises:
+        KeyError: when ``options``, ``network`` or ``budget`` lacks a recorded setting.
+    """
+    from .segmentation_checks import file_sha1
+    from .semi_supervised import semi_supervised_settings
+
+    settings: dict[str, Any] = {"backbone": network["backbone"]}
+    settings.update({name: network[name] for name in BACKBONES[network["backbone"]].options if name in network})
+    settings.update({name: options[name] for name in _SLICE_RUN_SETTINGS})
+    settings.update({name: budget[name] for name in _BUDGET_RUN_SETTINGS})
+    settings["data"] = {name: data_fingerprint(data[name]) for name in ("train", "val")}
+    if options["use_pretrained"]:
+        settings["partial_transfer"] = options["partial_transfer"]
+        settings["pretrained_exclude"] = options["pretrained_exclude"]
+        settings["pretrained_sha1"] = file_sha1(pretrained_path)
+    if semi_supervised is not None:
+        settings.update(semi_supervised_settings(semi_supervised, unlabeled))
+    return {"train": settings}
+
+
 def write_selection(selection: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write the patient selection of :func:`slice_segmentation_splits` as JSON (main process, atomically).
 
@@ -307,24 +367,29 @@ def slice_segmentation_transforms(
     so pretrained weights see the slices they were trained on). ``"train"`` with ``augment`` adds the ACDC
     protocol's augmentation: flips of both axes, an affine (rotation up to 15 degrees, scale 0.85-1.15, shift up to
     5% of the side; labels nearest neighbour, background brought in), gamma 0.7-1.5, intensity scale and shift,
-    and Gaussian noise.
+    and Gaussian noise. ``"unlabeled"`` is the weak view of the unlabelled slices of semi-supervised fine-tuning
+    (:mod:`~monai_cluster.workflows.segmentation_slices_semi`): the same chain without a label and, with
+    ``augment``, random flips of both axes (the trainer makes the strong view from it, voxel-aligned).
 
     Args:
-        mode: ``"train"`` or ``"val"``.
+        mode: ``"train"``, ``"val"`` or ``"unlabeled"``.
         image_size: the training grid ``(H, W)``.
         intensity_range: ``None`` (percentiles per volume) or a fixed window, as the pretraining overlay.
         percentiles: ``(low, high)`` percentiles used without ``intensity_range``.
         crop_fraction: centred square crop of each slice (fraction of its short side), or ``None``.
-        augment: add the random augmentation in ``"train"`` mode.
+        augment: add the random augmentation in ``"train"`` mode, the flips in ``"unlabeled"`` mode.
 
     Raises:
         ValueError: for an unknown ``mode`` or bad sizes.
     """
-    if mode not in ("train", "val"):
-        raise ValueError(f"mode must be 'train' or 'val', got {mode!r}.")
+    if mode not in ("train", "val", "unlabeled"):
+        raise ValueError(f"mode must be 'train', 'val' or 'unlabeled', got {mode!r}.")
     size = check_image_size(image_size, 2)
-    keys = ["image", "label"]
-    chain = slice_base_transforms(size, intensity_range, percentiles, crop_fraction=crop_fraction, label_key="label")
+    keys = ["image"] if mode == "unlabeled" else ["image", "label"]
+    label = None if mode == "unlabeled" else "label"
+    chain = slice_base_transforms(size, intensity_range, percentiles, crop_fraction=crop_fraction, label_key=label)
+    if mode == "unlabeled" and augment:
+        chain += [RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
     if mode == "train" and augment:
         chain += [
             RandFlipd(keys, prob=0.5, spatial_axis=0),
