@@ -12,6 +12,9 @@ protocol:
   (:func:`pretrain_overrides`, :func:`finetune_overrides`);
 - seeds and pairing: seed ``s`` is the fine-tuning bundle's ``seed`` (the labeled patients, the initialisation of
   what is not loaded, the batch order and the augmentation draws), identical for every method;
+- semi-supervised fine-tuning (issue 23) as the bundle's options: ``semi_supervised`` (``mean_teacher``,
+  ``copy_paste``) with ``ema_decay``, ``consistency_*`` and ``copy_paste_fraction``; the bundle's default unlabeled
+  set is every slice of the pool patients left unlabeled, so the test patients never enter it;
 - the records: one pretraining per (method, length), one fine-tuning per (labeled patients, seed, variant), each in
   its own ``bundle_root`` under ``--work-dir``, read back from the bundles' JSON outputs.
 
@@ -32,6 +35,7 @@ import nibabel as nib
 
 from monai_cluster.workflows.segmentation_bundle import run_bundle
 from monai_cluster.workflows.segmentation_slices import patient_table, select_patients
+from monai_cluster.workflows.semi_supervised import check_semi_supervised_options
 
 __all__ = [
     "BUNDLE_METHODS",
@@ -54,6 +58,7 @@ HEART_BUNDLE = REPO / "bundles" / "heart_ct_segmentation"
 PRETRAIN_CONFIGS = ("train.json", "train_slices.json")
 FINETUNE_CONFIGS = ("train.json", "train_slices.json")
 DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
+SEMI_OPTIONS = ("ema_decay", "consistency_threshold", "consistency_weight", "consistency_rampup", "copy_paste_fraction")
 
 BUNDLE_METHODS: dict[str, dict] = {
     "simclr": {"global_strategy": "G_R", "use_pseudo_classes": False, "local_weight": 0.0},
@@ -168,8 +173,14 @@ def pretrain_bundle(args, method: str, steps: int, pool: dict, root: Path) -> di
             "overrides": {k: v for k, v in overrides.items() if k != "dataset_dir"}}
 
 
-def finetune_overrides(args, num_labeled: int, seed: int, method: str, steps: int, init: str | None) -> dict:
-    """The fine-tuning bundle's overrides of one run: the protocol's patients, seed, budget and scoring."""
+def finetune_overrides(
+    args, num_labeled: int, seed: int, method: str, steps: int, init: str | None, semi: str = "none"
+) -> dict:
+    """The fine-tuning bundle's overrides of one run: the protocol's patients, seed, budget and scoring, and the
+    semi-supervised method ``semi`` with its settings (``--ema-decay`` ...) unless it is ``"none"``."""
+    semi_options = {}
+    if semi != "none":
+        semi_options = {"semi_supervised": semi, **{name: getattr(args, name) for name in SEMI_OPTIONS}}
     if args.augment == "flip":
         raise ValueError("--augment flip has no bundle equivalent (the bundle's augment is all or none); use full or none.")
     return {
@@ -182,25 +193,28 @@ def finetune_overrides(args, num_labeled: int, seed: int, method: str, steps: in
         "augment": args.augment == "full", "eval_every_steps": args.eval_every, "eval_last": args.eval_last,
         "val_interval": 10**6, "use_pretrained": init is not None,
         "pretrained_exclude": bundle_exclude(method, args.decoder_layer),
-        **({"pretrained_path": init} if init is not None else {}),
+        **({"pretrained_path": init} if init is not None else {}), **semi_options,
     }  # fmt: skip
 
 
-def finetune_bundle(args, num_labeled: int, seed: int, method: str, steps: int, init: str | None, root: Path) -> dict:
+def finetune_bundle(
+    args, num_labeled: int, seed: int, method: str, steps: int, init: str | None, root: Path, semi: str = "none"
+) -> dict:
     """One fine-tuning run through the heart bundle in ``root`` (a partial run is started over); its record.
 
     Returns:
         ``dice`` (mean over structures of the per-structure means over test volumes), ``dice_per_class``,
         ``hd95`` (same, in the labels' unit), ``hd95_unit``, ``labeled_patients``, ``steps``, ``evaluated_steps``,
-        ``seconds``.
+        ``seconds``, ``semi_supervised`` and ``unlabeled_slices`` (0 without a method).
     """
     if root.exists():
         shutil.rmtree(root)
-    overrides = finetune_overrides(args, num_labeled, seed, method, steps, init)
+    overrides = finetune_overrides(args, num_labeled, seed, method, steps, init, semi)
     start = time.time()
     workflow = run_bundle(HEART_BUNDLE, FINETUNE_CONFIGS, bundle_root=root, **overrides)
     metrics = json.loads((root / "eval_slices_steps" / "metrics.json").read_text())
     selection = workflow.parser.get_parsed_content("data")["selection"]
+    unlabeled = workflow.parser.get_parsed_content("unlabeled#data")
     report = getattr(workflow.parser.get_parsed_content("network"), "pretrained_report", None) or {}
     for path in root.glob("models_slices/*.pt"):  # the runs' weights are not kept: the records are
         path.unlink()
@@ -209,6 +223,8 @@ def finetune_bundle(args, num_labeled: int, seed: int, method: str, steps: int, 
         "hd95_per_class": metrics["hd95"], "hd95_unit": metrics["hd95_unit"], "test_volumes": metrics["num_volumes"],
         "labeled_patients": selection["labeled"], "test_patients": selection["val"], "steps": steps,
         "evaluated_steps": metrics["steps"], "loaded_tensors": int(report.get("matched", 0)),
+        "semi_supervised": semi, "unlabeled_slices": len(unlabeled),
+        "unlabeled_patients": sorted({item["patient"] for item in unlabeled}),
         "seconds": round(time.time() - start, 1),
     }  # fmt: skip
 
@@ -232,12 +248,17 @@ def check_bundle_args(args) -> None:
         raise ValueError("the bundle pipeline takes one --train-dir (images/ + labels/) and holds out --num-test "
                          f"patients itself; got --train-dir {args.train_dir} --test-dir {args.test_dir}.")
     bundle_exclude("global_local", args.decoder_layer)
+    for semi in getattr(args, "semi_supervised", None) or ["none"]:  # the bundle's own check, before any run
+        check_semi_supervised_options(semi, None, **{name: getattr(args, name) for name in SEMI_OPTIONS})
     if math.isnan(args.heart_crop) or not 0 < args.heart_crop <= 1:
         raise ValueError(f"--heart-crop must lie in (0, 1], got {args.heart_crop}.")
 
 
-def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, str, int | None]]) -> None:
+def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, str, int | None, str]]) -> None:
     """Every pretraining, then every fine-tuning of ``settings(pool patients)`` x ``args.seeds`` x ``variants``.
+
+    ``variants`` are ``(name, pretraining method, pretraining steps or None, semi_supervised)``; one pretraining
+    serves every semi-supervised variant of its initialisation.
 
     Runs already in ``result["runs"]`` are skipped; ``save()`` is called after each pretraining and each run.
     """
@@ -248,7 +269,7 @@ def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, st
     pool = pool_folder(args.train_dir[0], args.num_test, args.split_seed, work / "pool")
     result["data"] = {"test_patients": pool["test"], "pool_patients": pool["pool"], "pool_slices": pool["pool_slices"]}
     inits: dict[tuple[str, int], str] = {}
-    for _, method, steps in variants:
+    for _, method, steps, _ in variants:
         if steps is None or (method, steps) in inits:
             continue
         logger.info("pretraining %s: %s", method, epochs_note(steps, pool["pool_slices"], args.pretrain_batch))
@@ -263,12 +284,16 @@ def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, st
     for n in settings(len(pool["pool"])):
         steps = steps_for(args.steps_table, n)
         for seed in args.seeds:
-            for name, method, pre_steps in variants:
+            for name, method, pre_steps, semi in variants:
                 if (n, seed, name) in done:
                     continue
+                if semi != "none" and n >= len(pool["pool"]):
+                    logger.info("n=%d seed=%d %s skipped: every pool patient is labeled, none left unlabeled", n, seed,
+                                name)  # fmt: skip
+                    continue
                 init = None if pre_steps is None else inits[(method, pre_steps)]
-                root = work / "finetune" / f"{name.replace('@', '_')}_n{n}_s{seed}"
-                run = finetune_bundle(args, n, seed, method, steps, init, root)
+                root = work / "finetune" / f"{name.replace('@', '_').replace('+', '_')}_n{n}_s{seed}"
+                run = finetune_bundle(args, n, seed, method, steps, init, root, semi)
                 run.update({"num_labeled": n, "seed": seed, "variant": name, "method": method, "pretrain_steps": pre_steps})
                 result["runs"].append(run)
                 logger.info("n=%d seed=%d %s: dice %.4f %s hd95 %s %s (%d steps, %.0f s)", n, seed, name, run["dice"],

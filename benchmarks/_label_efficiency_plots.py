@@ -17,9 +17,11 @@ __all__ = ["plot_paired"]
 
 
 def _order(variant: str, reference: str) -> tuple:
-    """The reference first, then by method name and by pretraining length as a number (1000 before 10000)."""
-    method, _, steps = variant.partition("@")
-    return (variant != reference, method, int(steps) if steps.isdigit() else -1)
+    """The reference first, then by semi-supervised fine-tuning (``+<method>``; none first), method name and
+    pretraining length as a number (1000 before 10000)."""
+    init, _, semi = variant.partition("+")
+    method, _, steps = init.partition("@")
+    return (variant != reference, semi, method, int(steps) if steps.isdigit() else -1)
 
 
 def plot_paired(

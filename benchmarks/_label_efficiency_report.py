@@ -46,7 +46,7 @@ def _paired(a: list[dict], b: list[dict]) -> dict:
 
 def _rank(variant: str) -> tuple[int, str]:
     """Order of the first term of a pairwise difference: cluster-guided first, then later methods first."""
-    method = variant.split("@")[0]
+    method = variant.split("+")[0].split("@")[0]
     order = ["cluster_guided", *[m for m in reversed(METHOD_ORDER) if m != "cluster_guided"]]
     return (order.index(method) if method in order else len(order), variant)
 
@@ -56,8 +56,10 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
 
     Returns:
         ``(rows, pairwise)``: one row per (labeled units, variant) with Dice (mean and per structure) and HD95
-        statistics over seeds and the paired difference to ``random`` (same seeds); and one row per pair of
-        pretrained variants with the same pretraining length, ``a - b`` paired by seed, ``cluster_guided`` first.
+        statistics over seeds and the paired difference to ``random`` (labeled-only, same seeds); and one row per
+        pair of other variants with the same pretraining length (e.g. ``cluster_guided@3000+copy_paste`` against
+        ``cluster_guided@3000``) or the same semi-supervised method (``cluster_guided@3000+copy_paste`` against
+        ``random+copy_paste``), ``a - b`` paired by seed, ``cluster_guided`` first.
     """
     rows, pairwise = [], []
     for n in sorted({r["num_labeled"] for r in runs}):
@@ -72,7 +74,10 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
             rows.append(row)
         pretrained = sorted((v for v in by_variant if v != "random"), key=_rank)
         for a, b in itertools.combinations(pretrained, 2):
-            if by_variant[a][0].get("pretrain_steps") == by_variant[b][0].get("pretrain_steps"):
+            ra, rb = by_variant[a][0], by_variant[b][0]
+            semi = ra.get("semi_supervised", "none")
+            same_length = ra.get("pretrain_steps") == rb.get("pretrain_steps")
+            if same_length or semi == rb.get("semi_supervised", "none") != "none":
                 pairwise.append({"num_labeled": n, "a": a, "b": b, **_paired(by_variant[a], by_variant[b])})
     return rows, pairwise
 

@@ -21,6 +21,11 @@ between methods are paired. Fine-tuning (``_label_efficiency_finetune``) augment
 scale, shift, gamma, intensity scale/shift, noise), decays a cosine learning rate to zero and reports the mean of
 the last ``--eval-last`` evaluations on the held-out split: Dice per structure and its mean, and HD95.
 
+``--semi-supervised`` (bundles only) crosses every initialisation with semi-supervised fine-tuning (issue 23): the
+heart bundle's ``semi_supervised`` option (``mean_teacher``, ``copy_paste``; ``none`` is labeled-only), whose
+unlabeled set is every slice of the pool patients left unlabeled, never a test patient's; the variants are named
+``<initialisation>+<method>`` and paired by seed with the rest (same labeled patients, same seed).
+
 Heart (ACDC), modelled on Chaitanya et al. (NeurIPS 2020): 20 test patients stratified by pathology group (4 per
 group, ``--split-seed``), the other 50 are the unlabeled pretraining pool and the pool the labeled patients
 (1, 2, 8 and all 50, drawn round the groups by the seed) come from. ``--learning-curve`` instead holds out
@@ -31,6 +36,8 @@ Examples::
 
     python benchmarks/label_efficiency.py --dataset heart --learning-curve --methods random
     python benchmarks/label_efficiency.py --dataset heart --methods random --num-labeled 50 --seeds 0 1 2
+    python benchmarks/label_efficiency.py --dataset heart --methods random cluster_guided --num-labeled 1 2 \\
+        --semi-supervised none mean_teacher copy_paste --seeds 0 1 2 3 4 5 6 7 8 9
     python benchmarks/label_efficiency.py --dataset dermoscopy --image-size 64 --seeds 0 1 2 \\
         --label-fraction 0.1 1.0 --pretrain-steps 300 --finetune-steps 200
 
@@ -105,6 +112,10 @@ _PRETRAIN_KEYS = (
 _FINETUNE_KEYS = ("finetune_batch", "finetune_lr", "augment", "eval_every", "eval_last", "hd95")
 _CONFIG_KEYS = (*_PRETRAIN_KEYS, *_FINETUNE_KEYS, "finetune_steps", "epochs")
 _CURVE_KEYS = (*_PRETRAIN_KEYS[:8], "features", *_FINETUNE_KEYS, "val_patients", "curve_every")
+SEMI_SUPERVISED_CHOICES = ("none", "mean_teacher", "copy_paste")
+#: the heart bundle's semi-supervised settings and their defaults (``--ema-decay`` ...), passed as its options
+SEMI_DEFAULTS = {"ema_decay": 0.99, "consistency_threshold": 0.95, "consistency_weight": 1.0, "consistency_rampup": 0,
+                 "copy_paste_fraction": 0.6667}  # fmt: skip
 #: heart default: steps per labeled setting (the fallback for 8 and all 50 patients), chosen from the validation
 #: learning curve at 64 px, crop 0.66 (BENCHMARKS.md): 1-2 patients flat after 2000 steps, 8 and 40 still gaining
 #: up to 4000, where 40 patients pass the 0.85 Dice bar
@@ -156,6 +167,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--eval-last", type=int, default=4, help="report the mean of this many final evaluations")
     p.add_argument("--no-hd95", dest="hd95", action="store_false")
+    p.add_argument("--semi-supervised", nargs="+", choices=SEMI_SUPERVISED_CHOICES, default=["none"],
+                   help="fine-tuning variants crossed with every initialisation (--pipeline bundles): none = labeled "
+                        "only; mean_teacher / copy_paste also learn from the pool's unlabeled patients (issue 23)")
+    for name, default in SEMI_DEFAULTS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       help=f"the heart bundle's {name} (semi-supervised variants)")
     p.add_argument("--learning-curve", action="store_true",
                    help="random init only: fine-tune for each --curve-steps budget, scored on --val-patients")
     p.add_argument("--val-patients", type=int, default=10, help="learning curve: pool units held out for validation")
@@ -179,6 +196,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.pipeline = args.pipeline or ("bundles" if args.dataset == "heart" else "tensors")
     if args.dataset == "dermoscopy" and args.pipeline != "tensors":
         raise ValueError("--pipeline bundles runs the ACDC protocol only (--dataset heart); dermoscopy: --pipeline tensors.")
+    if args.pipeline != "bundles" and args.semi_supervised != ["none"]:
+        raise ValueError(f"--semi-supervised {args.semi_supervised} runs through the bundles only (--dataset heart, "
+                         "--pipeline bundles).")
+    args.semi_supervised = list(dict.fromkeys(args.semi_supervised))
     if args.dataset == "dermoscopy":
         derm = root / "dermoscopy"
         args.train_dir = args.train_dir or [str(derm / "ph2"), str(derm / "ham10000")]
@@ -229,21 +250,30 @@ def _settings(args, num_units: int) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def _variants(args) -> list[tuple[str, str, int | None]]:
-    """``(name, method, pretrain steps)`` for every fine-tuned initialisation."""
-    out = []
+def _variants(args) -> list[tuple[str, str, int | None, str]]:
+    """``(name, method, pretrain steps, semi_supervised)`` for every fine-tuned variant.
+
+    Every initialisation (``random``, ``<method>@<steps>``) crossed with every ``--semi-supervised`` fine-tuning;
+    ``none`` keeps the initialisation's name, a method appends it (``random+copy_paste``,
+    ``cluster_guided@3000+mean_teacher``).
+    """
+    inits = []
     for m in args.methods:
         if m == "random":
-            out.append(("random", m, None))
+            inits.append(("random", m, None))
         else:
-            out += [(f"{m}@{s}", m, s) for s in sorted(args.pretrain_steps)]
-    return out
+            inits += [(f"{m}@{s}", m, s) for s in sorted(args.pretrain_steps)]
+    semis = getattr(args, "semi_supervised", None) or ["none"]
+    return [(name if semi == "none" else f"{name}+{semi}", m, s, semi) for semi in semis for name, m, s in inits]
 
 
 def _config(args, keys: tuple[str, ...] = _CONFIG_KEYS) -> dict:
     cfg = {k: getattr(args, k) for k in keys}
     if getattr(args, "pipeline", "tensors") == "bundles":  # old records keep their hashes
         cfg["pipeline"] = "bundles"
+        semi = {name: getattr(args, name, default) for name, default in SEMI_DEFAULTS.items()}
+        if semi != SEMI_DEFAULTS:  # the semi-supervised settings, once they leave the bundle's defaults
+            cfg["semi_supervised_options"] = semi
     return json.loads(json.dumps(cfg, default=str))
 
 
@@ -410,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
             steps = steps_for(args.steps_table, n)
             if args.epochs is not None:  # passes over the labeled slices, at least the evaluation window
                 steps = max(args.eval_last * args.eval_every, math.ceil(args.epochs * len(idx) / args.finetune_batch))
-            for name, method, pre_steps in _variants(args):
+            for name, method, pre_steps, _ in _variants(args):
                 if (n, seed, name) in done:
                     continue
                 init = None if pre_steps is None else str(ckpt_dir / f"{method}_{pre_steps}.pt")

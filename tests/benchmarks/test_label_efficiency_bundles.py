@@ -86,3 +86,54 @@ def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="dermoscopy"):
         le.parse_args(["--dataset", "dermoscopy", "--pipeline", "bundles"])
     assert le.parse_args(["--dataset", "dermoscopy"]).pipeline == "tensors"
+
+
+SEMI_TOY = [
+    "--dataset", "heart", "--image-size", "32", "--heart-crop", "0.9", "--num-test", "5", "--num-labeled", "2",
+    "--seeds", "0", "1", "--methods", "random", "--semi-supervised", "none", "mean_teacher", "copy_paste",
+    "--consistency-threshold", "0.5", "--finetune-steps", "2", "--finetune-batch", "4", "--eval-every", "2",
+    "--eval-last", "1", "--features", "4", "4", "8", "8", "16", "4",
+]  # fmt: skip
+
+
+def test_semi_supervised_variants_run_through_the_bundle_options_paired_by_seed(tmp_path, monkeypatch):
+    data = _acdc_like(tmp_path / "acdc", depth=4)
+    argv = [*SEMI_TOY, "--train-dir", str(data), "--out", str(tmp_path / "le.json"), "--work-dir", str(tmp_path / "w")]
+    passed = []
+    run_bundle = leb.run_bundle
+    monkeypatch.setattr(leb, "run_bundle", lambda *a, **kw: passed.append(kw) or run_bundle(*a, **kw))
+    result = le.main(argv)
+    variants = ("random", "random+mean_teacher", "random+copy_paste")
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {(v, s) for v in variants for s in (0, 1)}
+    test = set(result["data"]["test_patients"])
+    for seed in (0, 1):
+        labeled = runs[("random", seed)]["labeled_patients"]
+        assert runs[("random", seed)]["semi_supervised"] == "none" and runs[("random", seed)]["unlabeled_slices"] == 0
+        for v in variants[1:]:
+            run = runs[(v, seed)]
+            assert run["labeled_patients"] == labeled and run["semi_supervised"] == v.split("+")[1]
+            # the unlabeled patients: the pool less the labeled ones, never a test patient
+            assert set(run["unlabeled_patients"]) == set(result["data"]["pool_patients"]) - set(labeled)
+            assert not set(run["unlabeled_patients"]) & test and run["unlabeled_slices"] == 3 * 2 * 4
+    # through the bundle's options only: the method and its settings, none of them for labeled-only runs
+    semi = [kw for kw in passed if "semi_supervised" in kw]
+    assert sorted(kw["semi_supervised"] for kw in semi) == ["copy_paste"] * 2 + ["mean_teacher"] * 2
+    assert all(kw["consistency_threshold"] == 0.5 and kw["ema_decay"] == 0.99 for kw in semi) and len(passed) == 6
+    rows = {r["variant"]: r for r in result["summary"]}
+    assert rows["random+copy_paste"]["dice_diff_to_random"]["n"] == 2
+    pairs = {(p["a"], p["b"]) for p in result["pairwise"]}
+    assert ("random+copy_paste", "random+mean_teacher") in pairs or ("random+mean_teacher", "random+copy_paste") in pairs
+    # settings off the bundle's defaults enter the configuration hash; the defaults leave earlier records' hash alone
+    assert result["config"]["semi_supervised_options"]["consistency_threshold"] == 0.5
+    default = le.parse_args([a for a in argv if a not in ("--consistency-threshold", "0.5")])
+    assert "semi_supervised_options" not in le._config(default)
+
+
+def test_semi_supervised_variants_are_refused_where_they_cannot_run(tmp_path):
+    with pytest.raises(ValueError, match="--semi-supervised"):
+        le.parse_args(["--dataset", "dermoscopy", "--semi-supervised", "copy_paste"])
+    base = ["--dataset", "heart", "--train-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+            "--out", str(tmp_path / "o.json"), "--methods", "random"]  # fmt: skip
+    with pytest.raises(ValueError, match="ema_decay"):
+        le.parse_args([*base, "--semi-supervised", "mean_teacher", "--ema-decay", "1.5"])
