@@ -1,4 +1,5 @@
-"""MONAI-style array and dictionary transforms: multi-view augmentation, recorded crops, pseudo-classes, partitions."""
+"""MONAI-style array and dictionary transforms: multi-view augmentation, recorded crops, pseudo-classes, partitions,
+slices and percentile intensity scaling."""
 
 from .compose import NoMetaCompose
 from .copy_paste import (
@@ -32,6 +33,13 @@ from .geometry import (
     identity_geometry,
     map_points,
 )
+from .intensity import (
+    ScalePercentiles,
+    ScalePercentilesd,
+    ScalePercentilesD,
+    ScalePercentilesDict,
+    check_percentiles,
+)
 from .multiview import MultiView, MultiViewd, MultiViewD, MultiViewDict, find_spatial_transforms, view_key
 from .partition import (
     RandSlice,
@@ -42,6 +50,9 @@ from .partition import (
     SlicePartitiond,
     SlicePartitionD,
     SlicePartitionDict,
+    TakeSliced,
+    TakeSliceD,
+    TakeSliceDict,
 )
 from .pseudo_class import PseudoClass, PseudoClassd, PseudoClassD, PseudoClassDict
 
@@ -78,11 +89,19 @@ __all__ = [
     "SlicePartitiond",
     "SlicePartitionD",
     "SlicePartitionDict",
+    "ScalePercentiles",
+    "ScalePercentilesd",
+    "ScalePercentilesD",
+    "ScalePercentilesDict",
+    "TakeSliced",
+    "TakeSliceD",
+    "TakeSliceDict",
     "apply_flip_rot90",
     "box_mask",
     "check_box_fraction",
     "copy_paste",
     "check_geometry",
+    "check_percentiles",
     "corresponding_points",
     "geometry_key",
     "identity_geometry",

@@ -9,9 +9,11 @@ strategies ``"G_D"`` / ``"G_D-"``) uses instead of pseudo-classes. The pieces th
 
 - :func:`list_volume_slices`: one listing item per slice of each volume, counted from the NIfTI header only, with
   its slice index, partition and volume id; :func:`prepare_volume_slices` lists (or generates) the volumes first.
-- :class:`TakeSliced` and :func:`slice_base_transforms`: the deterministic chain that loads a volume, normalises
-  its intensities, takes the sample's slice and brings it to ``image_size`` (the overlay's ``train#base_transforms``,
-  cached once; :func:`~monai_cluster.workflows.pretrain_transforms` takes it as ``base_chain``).
+- :func:`slice_base_transforms`: the deterministic chain that loads a volume, normalises its intensities, takes
+  the sample's slice (:class:`~monai_cluster.transforms.TakeSliced`; it and
+  :class:`~monai_cluster.transforms.ScalePercentilesd` are re-exported here from their former home) and brings it
+  to ``image_size`` (the overlay's ``train#base_transforms``, cached once;
+  :func:`~monai_cluster.workflows.pretrain_transforms` takes it as ``base_chain``).
 - :data:`SLICE_OPTION_SPECS` / :func:`check_slice_options`: the overlay's own options, checked before anything runs.
 
 The overlay runs the three stages of ``train.json`` on the slices: with ``use_pseudo_classes`` the autoencoder
@@ -27,26 +29,24 @@ References:
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
-    MapTransform,
     Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityRanged,
 )
 
 from monai_cluster.losses.global_contrastive import GLOBAL_STRATEGIES
-from monai_cluster.transforms.partition import SlicePartition, check_slice_axis, slice_count, take_slice
+from monai_cluster.transforms.intensity import ScalePercentilesd
+from monai_cluster.transforms.partition import SlicePartition, TakeSliceD, TakeSliced, TakeSliceDict, check_slice_axis
 from monai_cluster.transforms.slice_grid import CenterFractionCropd
 
 from .common import validate_option, validate_options
@@ -246,107 +246,6 @@ def prepare_volume_slices(
         channels=1, spatial_dims=3, check=check,
     )  # fmt: skip
     return list_volume_slices(volumes, num_partitions=num_partitions, axis=axis)
-
-
-class TakeSliced(MapTransform):
-    """Replace loaded channel-first volumes ``(C, H, W, D)`` by the slice the sample names: ``(C, H, W)``.
-
-    The slice index is read from the sample (``slice_key``, as :func:`list_volume_slices` writes it), so one
-    deterministic transform serves every slice of a listing (cacheable, unlike a random slice). When the sample
-    also records ``num_slices_key``, the loaded volume must have that many slices (the file changed otherwise).
-    ``MetaTensor`` metadata is kept with the affine reduced to 2D.
-
-    Args:
-        keys: keys of the volumes to slice.
-        slice_key: sample entry with the slice index.
-        num_slices_key: sample entry with the slice count recorded in the listing, or None to skip that check.
-        axis: spatial axis to slice along, ``-3 .. 2`` (``-1``: the last).
-        allow_missing_keys: skip keys absent from the sample instead of raising.
-
-    Raises:
-        ValueError: when the slice index is missing or out of range, a volume is not ``(C, H, W, D)``, or its
-            slice count differs from the recorded one (the file is named).
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        slice_key: str = "slice",
-        num_slices_key: str | None = "num_slices",
-        axis: int = -1,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.slice_key = slice_key
-        self.num_slices_key = num_slices_key
-        self.axis = check_slice_axis(axis)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Return a copy of ``data`` with each volume replaced by its slice ``data[slice_key]``."""
-        if self.slice_key not in data:
-            raise ValueError(
-                f"TakeSliced: the sample lacks {self.slice_key!r} (it has {list(data)}); list the volumes with "
-                "list_volume_slices."
-            )
-        d = dict(data)
-        index = d[self.slice_key]
-        for key in self.key_iterator(d):
-            volume = d[key]
-            source = volume.meta.get("filename_or_obj", key) if isinstance(volume, MetaTensor) else key
-            count = slice_count(volume, self.axis, name=f"{key} ({source})")
-            recorded = None if self.num_slices_key is None else d.get(self.num_slices_key)
-            if recorded is not None and int(recorded) != count:
-                raise ValueError(
-                    f"TakeSliced: {source} has {count} slices along axis {self.axis}, but the listing recorded "
-                    f"{int(recorded)}; the file changed since it was listed."
-                )
-            d[key] = take_slice(volume, self.axis, index)
-        return d
-
-
-TakeSliceD = TakeSliceDict = TakeSliced
-
-
-class ScalePercentilesd(MapTransform):
-    """Map the ``lower`` and ``upper`` percentiles of each image (all channels together) to 0 and 1, clipped.
-
-    MONAI's ``ScaleIntensityRangePercentilesd`` does the same but sorts volumes under a million voxels with
-    ``torch.quantile``, about ten times slower than ``numpy.percentile`` used here; it runs once per slice item,
-    so on a whole volume that cost counts. A constant image becomes 0.
-
-    Args:
-        keys: keys of the images to scale (numpy arrays or tensors; a tensor is returned as a tensor).
-        lower: lower percentile in ``[0, 100)``.
-        upper: upper percentile in ``(lower, 100]``.
-        allow_missing_keys: skip keys absent from the sample instead of raising.
-
-    Raises:
-        ValueError: when the percentiles are not ``0 <= lower < upper <= 100`` or an image is not finite.
-    """
-
-    def __init__(
-        self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        values = validate_option("intensity_percentiles", [lower, upper], "floats>=0")
-        self.lower, self.upper = _check_pair("intensity_percentiles", values, 100.0)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Return a copy of ``data`` with each image scaled to ``[0, 1]`` (float32)."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-            array = array.astype(np.float32, copy=False)
-            if not np.isfinite(array).all():
-                raise ValueError(f"ScalePercentilesd: {key!r} holds non-finite values.")
-            low, high = np.percentile(array, [self.lower, self.upper])
-            if high > low:
-                scaled = np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
-            else:
-                scaled = np.zeros_like(array)
-            d[key] = torch.from_numpy(scaled) if isinstance(image, torch.Tensor) else scaled
-        return d
 
 
 def slice_base_transforms(

@@ -1,4 +1,4 @@
-"""Tests for SlicePartition(d) and RandSlice(d): partition values, slicing, metadata and every error."""
+"""Tests for SlicePartition(d), RandSlice(d) and TakeSliced: partition values, slicing, metadata and every error."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from monai_cluster.transforms import (
     SlicePartitiond,
     SlicePartitionD,
     SlicePartitionDict,
+    TakeSliced,
+    TakeSliceD,
 )
 
 
@@ -176,3 +178,16 @@ def test_rand_slice_errors():
         RandSliced("label", allow_missing_keys=True)({"image": _volume()})
     out = RandSliced(["image", "label"], allow_missing_keys=True)({"image": _volume()})
     assert out["image"].shape == (2, 5, 6) and "label" not in out
+
+
+def test_take_sliced_checks_the_sample():
+    volume = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    out = TakeSliced("image")({"image": volume, "slice": 2, "num_slices": 5})
+    torch.testing.assert_close(out["image"], volume[..., 2])
+    with pytest.raises(ValueError, match="lacks 'slice'"):
+        TakeSliced("image")({"image": volume})
+    with pytest.raises(ValueError, match="has 5 slices along axis 2, but the listing recorded 6"):
+        TakeSliced("image")({"image": volume, "slice": 2, "num_slices": 6})
+    with pytest.raises(ValueError, match="slice_index must lie in"):
+        TakeSliced("image")({"image": volume, "slice": 5})
+    assert TakeSliceD is TakeSliced

@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from monai.networks.nets import BasicUNet
 from monai.transforms import Compose
 
+from monai_cluster import transforms
 from monai_cluster.losses import GlobalContrastiveLoss
 from monai_cluster.workflows import (
     TakeSliced,
@@ -187,23 +188,9 @@ def test_base_chain_bad_arguments(kwargs, error, match):
         slice_base_transforms(**kwargs)
 
 
-def test_take_sliced_checks_the_sample():
-    volume = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
-    out = TakeSliced("image")({"image": volume, "slice": 2, "num_slices": 5})
-    torch.testing.assert_close(out["image"], volume[..., 2])
-    with pytest.raises(ValueError, match="lacks 'slice'"):
-        TakeSliced("image")({"image": volume})
-    with pytest.raises(ValueError, match="has 5 slices along axis 2, but the listing recorded 6"):
-        TakeSliced("image")({"image": volume, "slice": 2, "num_slices": 6})
-    with pytest.raises(ValueError, match="slice_index must lie in"):
-        TakeSliced("image")({"image": volume, "slice": 5})
-
-
-def test_scale_percentiles_of_a_constant_image_is_zero():
-    out = ScalePercentilesd("image")({"image": np.full((1, 4, 4, 2), 7.0)})["image"]
-    assert out.dtype == np.float32 and not out.any()
-    with pytest.raises(ValueError, match="non-finite"):
-        ScalePercentilesd("image")({"image": np.full((1, 2, 2, 2), np.nan)})
+def test_moved_transforms_stay_importable_from_their_former_home():
+    assert TakeSliced is transforms.TakeSliced
+    assert ScalePercentilesd is transforms.ScalePercentilesd
 
 
 # ------------------------------------------------------------------------------------------------------ options

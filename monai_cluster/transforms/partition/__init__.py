@@ -1,4 +1,5 @@
-"""Slice partitions (``SlicePartition``/``SlicePartitiond``) and random 2D slices of 3D volumes (``RandSlice(d)``)."""
+"""Slice partitions (``SlicePartition``/``SlicePartitiond``) and random 2D slices of 3D volumes (``RandSlice(d)``), the
+slice a sample names (``TakeSliced``)."""
 
 from .array import RandSlice, SlicePartition, check_slice_axis, choose_slice, slice_count, take_slice
 from .dictionary import (
@@ -8,6 +9,9 @@ from .dictionary import (
     SlicePartitiond,
     SlicePartitionD,
     SlicePartitionDict,
+    TakeSliced,
+    TakeSliceD,
+    TakeSliceDict,
 )
 
 __all__ = [
@@ -19,6 +23,9 @@ __all__ = [
     "SlicePartitiond",
     "SlicePartitionD",
     "SlicePartitionDict",
+    "TakeSliced",
+    "TakeSliceD",
+    "TakeSliceDict",
     "check_slice_axis",
     "choose_slice",
     "slice_count",

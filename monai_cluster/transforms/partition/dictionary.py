@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
 from monai_cluster.transforms.partition.array import (
@@ -25,6 +26,9 @@ __all__ = [
     "RandSliced",
     "RandSliceD",
     "RandSliceDict",
+    "TakeSliced",
+    "TakeSliceD",
+    "TakeSliceDict",
 ]
 
 
@@ -141,3 +145,61 @@ class RandSliced(Randomizable, MapTransform):
 SlicePartitionD = SlicePartitionDict = SlicePartitiond
 RandSliceD = RandSliceDict = RandSliced
 
+
+class TakeSliced(MapTransform):
+    """Replace loaded channel-first volumes ``(C, H, W, D)`` by the slice the sample names: ``(C, H, W)``.
+
+    The slice index is read from the sample (``slice_key``, as :func:`monai_cluster.workflows.list_volume_slices`
+    writes it), so one deterministic transform serves every slice of a listing (cacheable, unlike a random slice). When the sample
+    also records ``num_slices_key``, the loaded volume must have that many slices (the file changed otherwise).
+    ``MetaTensor`` metadata is kept with the affine reduced to 2D.
+
+    Args:
+        keys: keys of the volumes to slice.
+        slice_key: sample entry with the slice index.
+        num_slices_key: sample entry with the slice count recorded in the listing, or None to skip that check.
+        axis: spatial axis to slice along, ``-3 .. 2`` (``-1``: the last).
+        allow_missing_keys: skip keys absent from the sample instead of raising.
+
+    Raises:
+        ValueError: when the slice index is missing or out of range, a volume is not ``(C, H, W, D)``, or its
+            slice count differs from the recorded one (the file is named).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        slice_key: str = "slice",
+        num_slices_key: str | None = "num_slices",
+        axis: int = -1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.slice_key = slice_key
+        self.num_slices_key = num_slices_key
+        self.axis = check_slice_axis(axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return a copy of ``data`` with each volume replaced by its slice ``data[slice_key]``."""
+        if self.slice_key not in data:
+            raise ValueError(
+                f"TakeSliced: the sample lacks {self.slice_key!r} (it has {list(data)}); list the volumes with "
+                "list_volume_slices."
+            )
+        d = dict(data)
+        index = d[self.slice_key]
+        for key in self.key_iterator(d):
+            volume = d[key]
+            source = volume.meta.get("filename_or_obj", key) if isinstance(volume, MetaTensor) else key
+            count = slice_count(volume, self.axis, name=f"{key} ({source})")
+            recorded = None if self.num_slices_key is None else d.get(self.num_slices_key)
+            if recorded is not None and int(recorded) != count:
+                raise ValueError(
+                    f"TakeSliced: {source} has {count} slices along axis {self.axis}, but the listing recorded "
+                    f"{int(recorded)}; the file changed since it was listed."
+                )
+            d[key] = take_slice(volume, self.axis, index)
+        return d
+
+
+TakeSliceD = TakeSliceDict = TakeSliced
