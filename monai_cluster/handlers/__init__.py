@@ -1,6 +1,7 @@
-"""Ignite handlers: pseudo-class re-clustering, the non-finite-loss stop, the shape-prior discriminator step, the
-local-discrimination warm-up, the EMA teacher of semi-supervised fine-tuning, a budget in steps and evaluations
-at chosen steps."""
+"""Ignite handlers and metrics: the checkpointer, pseudo-class re-clustering, the non-finite-loss stop, the
+shape-prior discriminator step, the local-discrimination warm-up, the EMA teacher of semi-supervised fine-tuning,
+a budget in steps and evaluations at chosen steps, loss logging (pretraining progress, loss components), the
+segmentation evaluator's metrics JSON and output files, and the ``BestClusterDice`` metric."""
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -13,8 +14,17 @@ from .checkpoint import (
 )
 from .ema_teacher import EMATeacherHandler, ema_decay, make_teacher, unwrap_network
 from .ld_warmup import LocalDiscriminationWarmupHandler
+from .loss_components import LossComponentsLogger
+from .metrics import BestClusterDice
 from .non_finite_loss import NonFiniteLossHandler
+from .pretrain_progress import PretrainProgress
 from .pseudo_class_update import PseudoClassUpdateHandler, count_changed
+from .segmentation_outputs import (
+    SegmentationMetricsWriter,
+    SegmentationOutputWriter,
+    add_source_paths,
+    summarize_metric,
+)
 from .shape_prior import ShapePriorHandler, assignment_from_output
 from .step_budget import (
     PeriodicEvaluationHandler,
@@ -25,15 +35,21 @@ from .step_budget import (
 )
 
 __all__ = [
+    "BestClusterDice",
     "CHECKPOINT_FORMAT",
     "EMATeacherHandler",
     "LocalDiscriminationWarmupHandler",
+    "LossComponentsLogger",
     "NonFiniteLossHandler",
     "PeriodicEvaluationHandler",
+    "PretrainProgress",
     "PseudoClassUpdateHandler",
+    "SegmentationMetricsWriter",
+    "SegmentationOutputWriter",
     "ShapePriorHandler",
     "TrainingCheckpointer",
     "StepBudgetHandler",
+    "add_source_paths",
     "assignment_from_output",
     "checkpoint_path",
     "average_summaries",
@@ -46,5 +62,6 @@ __all__ = [
     "evaluation_steps",
     "make_teacher",
     "save_checkpoint",
+    "summarize_metric",
     "unwrap_network",
 ]

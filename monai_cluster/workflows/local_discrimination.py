@@ -6,9 +6,9 @@ The bundle's configs are declarative and call these:
   (unlabeled), or a synthetic fundus set (2D, :func:`~monai_cluster.data.make_synthetic_fundus`) or heart set
   (3D) generated once under ``<bundle_root>/synthetic_data``;
 - :func:`validate_pretrain_options`: command-line overrides checked first, each named when wrong;
-- :class:`BestClusterDice`: an ignite metric for the evaluator, the Dice of the best-matching cluster of the
-  assignment against a (binary) reference mask, which tells whether the clusters found the structure;
-- :class:`LossComponentsLogger`: the loss terms (patch, mixup, region, entropy, shape prior) in TensorBoard;
+- the evaluator's metric :class:`~monai_cluster.handlers.BestClusterDice` and the trainer's
+  :class:`~monai_cluster.handlers.LossComponentsLogger` live in :mod:`monai_cluster.handlers` and are re-exported
+  here, their former home;
 - :func:`export_backbone`: ``models/model.pt``, a ``BasicUNet`` state dict with BasicUNet's own keys that the
   segmentation bundles load through ``pretrained_path``;
 - :func:`save_cluster_maps`: PNG cluster maps (argmax of the assignment) of a few images;
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
-from ignite.metrics import Metric
 
 from monai_cluster.data import check_dataset, list_fundus_pairs, prepare_dataset, read_image, write_png
+from monai_cluster.handlers.loss_components import LossComponentsLogger
+from monai_cluster.handlers.metrics import BestClusterDice
 from monai_cluster.networks.nets.local_discrimination import ASSIGNMENT_ACTIVATIONS
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
 from monai_cluster.workflows.common import list_unlabeled, resolve_dataset, validate_options
@@ -407,112 +407,6 @@ def prepare_pretrain_data(
             "are left to pretrain on; add images or lower num_val."
         )
     return {"train": items[:-num_val], "val": items[-num_val:]}
-
-
-class BestClusterDice(Metric):
-    """Dice of the best-matching cluster of hard cluster maps against a binary reference, over a whole dataset.
-
-    Every update adds, per cluster ``k``, the pixels assigned to ``k`` (argmax of the assignment), the pixels of
-    the reference mask (``label > 0``) and their overlap; :meth:`compute` returns
-    ``max_k 2 |C_k & M| / (|C_k| + |M|)``. Unsupervised clusters carry no names, so the best one is the fair
-    score of whether one cluster found the structure (vessels, a lesion). :attr:`best_cluster` is its index.
-
-    Args:
-        output_transform: maps the engine output to ``(assignment (B, K, *spatial), label (B, 1, *spatial))``;
-            the default reads MONAI's ``{"pred": {"assignment": ...}, "label": ...}`` (``decollate=False``).
-        device: where the counts are kept.
-    """
-
-    def __init__(self, output_transform: Callable = None, device: str | torch.device = "cpu") -> None:
-        self.best_cluster: int | None = None
-        super().__init__(output_transform=output_transform or _assignment_and_label, device=device)
-
-    def reset(self) -> None:
-        self._overlap = None
-        self._cluster = None
-        self._mask = 0.0
-
-    def update(self, output: Sequence[torch.Tensor]) -> None:
-        assignment, label = output
-        if not isinstance(assignment, torch.Tensor) or assignment.ndim not in (4, 5):
-            raise ValueError(
-                f"assignment must be a (B, K, H, W[, D]) tensor, got {getattr(assignment, 'shape', type(assignment))}."
-            )
-        label = torch.as_tensor(label)
-        if label.shape[0] != assignment.shape[0] or tuple(label.shape[2:]) != tuple(assignment.shape[2:]):
-            raise ValueError(
-                f"label shape {tuple(label.shape)} must match the assignment {tuple(assignment.shape)} in batch and "
-                "spatial size."
-            )
-        k = assignment.shape[1]
-        hard = F.one_hot(assignment.detach().argmax(1), k).to(torch.float64)  # (B, *spatial, K)
-        mask = (label[:, 0] > 0).to(hard.device, torch.float64).unsqueeze(-1)
-        overlap = (hard * mask).flatten(0, -2).sum(0)
-        cluster = hard.flatten(0, -2).sum(0)
-        self._overlap = overlap if self._overlap is None else self._overlap + overlap
-        self._cluster = cluster if self._cluster is None else self._cluster + cluster
-        self._mask += float(mask.sum())
-
-    def compute(self) -> float:
-        if self._overlap is None:
-            raise ValueError("BestClusterDice needs at least one update before compute().")
-        dice = 2 * self._overlap / (self._cluster + self._mask).clamp(min=1.0)
-        self.best_cluster = int(dice.argmax())
-        return float(dice.max())
-
-
-def _assignment_and_label(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    decollated = isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and output
-    if decollated and isinstance(output[0], Mapping):
-        raise ValueError("BestClusterDice needs the evaluator's batch output; run the evaluator with decollate=False.")
-    if not isinstance(output, Mapping) or "pred" not in output or "label" not in output:
-        raise ValueError(f"the evaluator output must hold 'pred' and 'label', got {type(output).__name__}.")
-    pred = output["pred"]
-    assignment = pred["assignment"] if isinstance(pred, Mapping) else pred
-    return assignment, output["label"]
-
-
-class LossComponentsLogger:
-    """Ignite handler: write the loss terms of ``loss.last_components`` to TensorBoard every ``interval`` iterations.
-
-    Args:
-        loss: a loss with a ``last_components`` dict (e.g. :class:`~monai_cluster.losses.LocalDiscriminationLoss`).
-        log_dir: TensorBoard folder (``<bundle_root>/runs``); ``None`` to only keep them on the engine state.
-        interval: iterations between writes.
-        tag: prefix of the scalar tags.
-    """
-
-    def __init__(
-        self, loss: Any, log_dir: str | os.PathLike | None = None, interval: int = 1, tag: str = "loss"
-    ) -> None:
-        if not isinstance(getattr(loss, "last_components", None), dict):
-            raise TypeError(f"loss must have a last_components dict, got {type(loss).__name__}.")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"interval must be an integer >= 1, got {interval!r}.")
-        self.loss, self.log_dir, self.interval, self.tag = loss, log_dir, interval, tag
-        self._writer = None
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
-        engine.add_event_handler(Events.COMPLETED, self.close)
-
-    def __call__(self, engine: Engine) -> None:
-        components = dict(self.loss.last_components)
-        engine.state.loss_components = components
-        if self.log_dir is None:
-            return
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(self.log_dir))
-        for name, value in components.items():
-            self._writer.add_scalar(f"{self.tag}/{name}", value, engine.state.iteration)
-
-    def close(self, engine: Engine | None = None) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:

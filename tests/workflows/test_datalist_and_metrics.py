@@ -14,7 +14,7 @@ import torch
 from monai_cluster.workflows.datalist import load_datalist
 from monai_cluster.workflows.pretrain_data import autoencoder_transforms, prepare_unlabeled
 from monai_cluster.workflows.segmentation_data import segmentation_splits
-from monai_cluster.workflows.segmentation_outputs import SegmentationMetricsWriter
+from monai_cluster.handlers import SegmentationMetricsWriter
 
 
 def _volumes(root: Path, n: int = 6) -> list[str]:

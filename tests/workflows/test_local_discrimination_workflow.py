@@ -10,9 +10,8 @@ from monai.transforms import Compose, EnsureTyped, LoadImaged, Resized, ScaleInt
 
 from monai_cluster.data import read_image
 from monai_cluster.networks import LocalDiscriminationNet, load_pretrained
+from monai_cluster.handlers import BestClusterDice, LossComponentsLogger
 from monai_cluster.workflows.local_discrimination import (
-    BestClusterDice,
-    LossComponentsLogger,
     export_backbone,
     load_prior_masks,
     prepare_pretrain_data,

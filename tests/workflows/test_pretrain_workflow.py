@@ -9,8 +9,8 @@ from ignite.engine import Engine
 
 from monai_cluster.clustering import PseudoClassTable, read_pseudo_class_table, write_pseudo_class_table
 from monai_cluster.transforms import PseudoClassd
+from monai_cluster.handlers import PretrainProgress
 from monai_cluster.workflows import (
-    PretrainProgress,
     autoencoder_transforms,
     build_autoencoder,
     check_pretrain_options,

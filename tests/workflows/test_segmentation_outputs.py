@@ -15,7 +15,7 @@ from PIL import Image
 
 from monai_cluster.networks import ContrastivePretrainNet
 from monai_cluster.workflows.segmentation_network import encoder_tensor_names, initialize_network, load_finetuned
-from monai_cluster.workflows.segmentation_outputs import (
+from monai_cluster.handlers import (
     SegmentationMetricsWriter,
     SegmentationOutputWriter,
     add_source_paths,
