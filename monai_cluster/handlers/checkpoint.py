@@ -171,7 +171,7 @@ def _check_resumed_learning_rates(path: Path, payload: Mapping[str, Any], object
     """Refuse a resume whose optimisers ask for another learning rate than the checkpoint was trained with.
 
     Loading the optimiser's state would silently bring back the old rate (and its schedule), so a changed
-    ``--learning_rate`` would do nothing; a clear error is the honest answer.
+    learning rate would do nothing; a clear error is the honest answer.
     """
     for name, obj in objects.items():
         if not isinstance(obj, torch.optim.Optimizer) or name not in payload.get("state", {}):
@@ -183,7 +183,7 @@ def _check_resumed_learning_rates(path: Path, payload: Mapping[str, Any], object
             raise ValueError(
                 f"resume: checkpoint {path} was trained with learning rate {saved} for {name!r}, but this run asks "
                 f"for {configured}. A resumed optimiser keeps the checkpoint's rate and schedule, so resume with the "
-                "same learning rate, or start a new run (another bundle_root or --resume false) to use a new one."
+                "same learning rate, or start a new run (resume=False, or another checkpoint_dir) to use a new one."
             )
 
 
@@ -306,7 +306,7 @@ class TrainingCheckpointer:
             detail = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
             raise ValueError(
                 f"resume: checkpoint {path} was trained with other settings ({detail}); resume with the same "
-                "settings, or start afresh (resume false, or another output folder)."
+                "settings, or start afresh (resume=False, or another checkpoint_dir)."
             )
         max_epochs = engine.state.max_epochs
         if self.strict_epochs and max_epochs is not None and payload["epoch"] > max_epochs:

@@ -277,7 +277,7 @@ def check_backbone_options(
         raise TypeError(f"depths must be a list of four SwinUNETR stage depths, got {type(depths).__name__}.")
     out["depths"] = [check_positive_int(d, f"depths[{i}]") for i, d in enumerate(depths)]
     if "features" in spec.options and len(out["features"]) != 6:
-        raise ValueError(f"option 'features' must be six BasicUNet feature sizes, got {out['features']}.")
+        raise ValueError(f"features must be six BasicUNet feature sizes, got {out['features']}.")
     if "init_filters" in spec.options and out["init_filters"] % 8:
         raise ValueError(
             f"init_filters={out['init_filters']} must be a multiple of 8 for backbone 'segresnet' (its group norm "

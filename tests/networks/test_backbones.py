@@ -101,7 +101,7 @@ def test_unknown_backbone_lists_the_known_ones():
 @pytest.mark.parametrize(
     "name, options, match",
     [
-        ("basic_unet", {"features": [4, 8]}, "option 'features' must be six BasicUNet feature sizes"),
+        ("basic_unet", {"features": [4, 8]}, "features must be six BasicUNet feature sizes"),
         ("segresnet", {"init_filters": 12}, "init_filters=12 must be a multiple of 8 for backbone 'segresnet'"),
         ("swin_unetr", {"feature_size": 16}, "feature_size=16 must be a multiple of 12 for backbone 'swin_unetr'"),
         ("swin_unetr", {"depths": [1, 1, 1]}, r"depths must be four SwinUNETR stage depths, got \[1, 1, 1\]"),

@@ -64,7 +64,7 @@ def test_check_pretrain_options_normalises_and_checks_combinations():
     assert checked["image_size"] == [32, 32] and checked["use_pseudo_classes"] is True
     with pytest.raises(ValueError, match="'global_weight' and 'local_weight' are both 0"):
         check_pretrain_options(**{**OPTIONS, "global_weight": 0, "local_weight": 0})
-    with pytest.raises(ValueError, match="option 'features' must be six BasicUNet feature sizes"):
+    with pytest.raises(ValueError, match="features must be six BasicUNet feature sizes"):
         check_pretrain_options(**{**OPTIONS, "features": [4, 8]})
     with pytest.raises(ValueError, match="option 'spatial_dims' must be 2 or 3, got 4"):
         check_pretrain_options(**{**OPTIONS, "spatial_dims": 4})
