@@ -29,9 +29,9 @@ LEVELS = (8, 64)
 
 
 def write_mixture(path: Path, n: int, dim: int, seed: int = 0, chunk: int = 250_000) -> Path:
-    """The planted mixture of ``pseudo_classes.mixture`` written to ``path`` (``.npy``) and ``path``'s
+    """The planted mixture of ``_mixture.mixture`` written to ``path`` (``.npy``) and ``path``'s
     ``.labels.npy`` without holding it in memory; an existing complete pair of files is kept."""
-    from pseudo_classes import mixture_centres
+    from _mixture import mixture_centres
 
     labels_path = path.with_suffix(".labels.npy")
     if path.is_file() and labels_path.is_file():

@@ -10,7 +10,6 @@ from .backbones import (
     BackboneSpec,
     backbone_spec,
     build_backbone,
-    build_pretrain_net,
     detect_backbone,
 )
 from .nets import (
@@ -20,6 +19,7 @@ from .nets import (
     FeatureAutoEncoder,
     FeatureVarAutoEncoder,
     LocalDiscriminationNet,
+    build_pretrain_net,
 )
 from .utils import load_pretrained
 

@@ -17,7 +17,11 @@ The layer names are those of MONAI 1.6's ``named_modules()`` (checked by the tes
   ``encoder1`` .. ``encoder4``), dense map ``decoder1``, decoder blocks ``decoder5`` .. ``decoder1``, sizes
   divisible by 32, head ``out``.
 
+:func:`~monai_cluster.networks.build_pretrain_net` (in :mod:`~monai_cluster.networks.nets.contrastive_pretrain`,
+which imports this registry; the registry imports no network wrapper) wraps a registered backbone for pretraining.
+
 Example:
+    >>> from monai_cluster.networks import build_pretrain_net
     >>> net = build_pretrain_net("segresnet", spatial_dims=2, in_channels=3, init_filters=8)  # doctest: +SKIP
     >>> net.encoder_layer, net.decoder_layer, net.size_divisor  # doctest: +SKIP
     ('down_layers.3', 'up_layers.2', (8, 8))
@@ -29,15 +33,12 @@ import importlib.util
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from monai.networks.nets import BasicUNet, SegResNet, SwinUNETR
 from torch import nn
 
 from monai_cluster.utils.validation import check_positive_int, check_spatial_dims
-
-if TYPE_CHECKING:
-    from monai_cluster.networks.nets.contrastive_pretrain import ContrastivePretrainNet
 
 __all__ = [
     "BACKBONES",
@@ -45,7 +46,6 @@ __all__ = [
     "backbone_of",
     "backbone_spec",
     "build_backbone",
-    "build_pretrain_net",
     "check_backbone_options",
     "check_backbone_size",
     "detect_backbone",
@@ -349,59 +349,3 @@ def build_backbone(
         feature_size=opts["feature_size"],
         spatial_dims=dims,
     )
-
-
-def build_pretrain_net(
-    backbone: str,
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int = 2,
-    features: Sequence[int] = DEFAULT_FEATURES,
-    init_filters: int = 16,
-    feature_size: int = 24,
-    depths: Sequence[int] = (2, 2, 2, 2),
-    encoder_layer: str | None = None,
-    decoder_layer: str | None = None,
-    **kwargs: Any,
-) -> ContrastivePretrainNet:
-    """A :class:`~monai_cluster.networks.ContrastivePretrainNet` around a registered backbone, layers looked up.
-
-    ``basic_unet`` builds exactly what ``ContrastivePretrainNet(spatial_dims, in_channels, out_channels,
-    features=features, ...)`` builds (the same random draws, so the same weights under one seed).
-
-    Args:
-        backbone, spatial_dims, in_channels, out_channels, features, init_filters, feature_size, depths: see
-            :func:`build_backbone`.
-        encoder_layer: ``None`` uses the backbone's bottleneck (:attr:`BackboneSpec.encoder_layer`).
-        decoder_layer: ``None`` uses the backbone's full-resolution decoder block; another of its
-            :attr:`BackboneSpec.decoder_blocks` puts the dense head (and the end of the ``staged`` schedule's
-            trained decoder) there.
-        kwargs: the other :class:`ContrastivePretrainNet` arguments (``global_dim``, ``dense_dim``,
-            ``encoder_only``, ...).
-
-    Returns:
-        The wrapper; ``forward(x)`` with ``x`` ``(B, in_channels, *spatial)``, every size a multiple of the
-        backbone's ``size_divisor``, gives ``{"global": (B, global_dim), "dense": (B, dense_dim, *spatial_dec),
-        "pooled": (B, F_enc)}``.
-
-    Raises:
-        ValueError/TypeError: as :func:`build_backbone`, or for layer names the backbone lacks.
-    """
-    from monai_cluster.networks.nets.contrastive_pretrain import ContrastivePretrainNet
-
-    spec = backbone_spec(backbone)
-    encoder_layer = spec.encoder_layer if encoder_layer is None else encoder_layer
-    decoder_layer = spec.decoder_layer if decoder_layer is None else decoder_layer
-    if backbone == "basic_unet":
-        check_backbone_options(backbone, spatial_dims, features)
-        return ContrastivePretrainNet(
-            spatial_dims, in_channels, out_channels, features=features,
-            encoder_layer=encoder_layer, decoder_layer=decoder_layer, **kwargs,
-        )  # fmt: skip
-    network = build_backbone(
-        backbone, spatial_dims, in_channels, out_channels, features, init_filters, feature_size, depths
-    )
-    return ContrastivePretrainNet(
-        spatial_dims, in_channels, out_channels, backbone=network, encoder_layer=encoder_layer,
-        decoder_layer=decoder_layer, size_divisor=size_divisor_of(network), **kwargs,
-    )  # fmt: skip

@@ -3,7 +3,7 @@
 Every bundle that builds a segmentation network (``cluster_contrastive_pretrain``, ``dermoscopy_segmentation``,
 ``heart_ct_segmentation``) takes the same five options, checked here before anything runs and then handed to
 :func:`monai_cluster.networks.backbones.build_backbone` (fine-tuning) or
-:func:`~monai_cluster.networks.backbones.build_pretrain_net` (pretraining):
+:func:`~monai_cluster.networks.build_pretrain_net` (pretraining):
 
 - ``backbone``: ``basic_unet`` (default), ``segresnet`` or ``swin_unetr``;
 - ``features``: BasicUNet's six feature sizes;

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from monai_cluster.networks.backbones import build_pretrain_net
+from monai_cluster.networks.nets.contrastive_pretrain import build_pretrain_net
 
 from .run_outputs import data_fingerprint
 

@@ -7,13 +7,12 @@ import torch
 from monai.networks.nets import SegResNet, SwinUNETR
 from torch import nn
 
-from monai_cluster.networks import ContrastivePretrainNet
+from monai_cluster.networks import ContrastivePretrainNet, build_pretrain_net
 from monai_cluster.networks.backbones import (
     BACKBONES,
     backbone_of,
     backbone_spec,
     build_backbone,
-    build_pretrain_net,
     check_backbone_options,
     check_backbone_size,
     detect_backbone,

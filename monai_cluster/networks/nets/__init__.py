@@ -2,7 +2,7 @@
 
 from .autoencoder import FeatureAutoEncoder, FeatureVarAutoEncoder
 from .contrastive_autoencoder import ContrastiveAutoEncoder
-from .contrastive_pretrain import ContrastivePretrainNet
+from .contrastive_pretrain import ContrastivePretrainNet, build_pretrain_net
 from .dvc import DeepVariationalClustering
 from .local_discrimination import LocalDiscriminationNet
 
@@ -13,4 +13,5 @@ __all__ = [
     "FeatureAutoEncoder",
     "FeatureVarAutoEncoder",
     "LocalDiscriminationNet",
+    "build_pretrain_net",
 ]

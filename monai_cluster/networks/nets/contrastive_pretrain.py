@@ -27,11 +27,19 @@ from monai.networks.nets import BasicUNet, UNet
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from monai_cluster.networks.backbones import BACKBONES, backbone_of, size_divisor_of
+from monai_cluster.networks.backbones import (
+    BACKBONES,
+    DEFAULT_FEATURES,
+    backbone_of,
+    backbone_spec,
+    build_backbone,
+    check_backbone_options,
+    size_divisor_of,
+)
 from monai_cluster.networks.blocks.heads import DenseProjectionHead, ProjectionHead
 from monai_cluster.utils.validation import check_positive_int, check_spatial_dims, check_spatial_tensor
 
-__all__ = ["ContrastivePretrainNet"]
+__all__ = ["ContrastivePretrainNet", "build_pretrain_net"]
 
 
 class _StopForward(Exception):
@@ -357,3 +365,57 @@ class ContrastivePretrainNet(nn.Module):
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         """The wrapped network's own ``state_dict`` (its keys, no ``backbone.`` prefix): the checkpoint to save."""
         return self.backbone.state_dict()
+
+
+def build_pretrain_net(
+    backbone: str,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int = 2,
+    features: Sequence[int] = DEFAULT_FEATURES,
+    init_filters: int = 16,
+    feature_size: int = 24,
+    depths: Sequence[int] = (2, 2, 2, 2),
+    encoder_layer: str | None = None,
+    decoder_layer: str | None = None,
+    **kwargs: Any,
+) -> ContrastivePretrainNet:
+    """A :class:`~monai_cluster.networks.ContrastivePretrainNet` around a registered backbone, layers looked up.
+
+    ``basic_unet`` builds exactly what ``ContrastivePretrainNet(spatial_dims, in_channels, out_channels,
+    features=features, ...)`` builds (the same random draws, so the same weights under one seed).
+
+    Args:
+        backbone, spatial_dims, in_channels, out_channels, features, init_filters, feature_size, depths: see
+            :func:`~monai_cluster.networks.backbones.build_backbone`.
+        encoder_layer: ``None`` uses the backbone's bottleneck (:attr:`BackboneSpec.encoder_layer`).
+        decoder_layer: ``None`` uses the backbone's full-resolution decoder block; another of its
+            :attr:`BackboneSpec.decoder_blocks` puts the dense head (and the end of the ``staged`` schedule's
+            trained decoder) there.
+        kwargs: the other :class:`ContrastivePretrainNet` arguments (``global_dim``, ``dense_dim``,
+            ``encoder_only``, ...).
+
+    Returns:
+        The wrapper; ``forward(x)`` with ``x`` ``(B, in_channels, *spatial)``, every size a multiple of the
+        backbone's ``size_divisor``, gives ``{"global": (B, global_dim), "dense": (B, dense_dim, *spatial_dec),
+        "pooled": (B, F_enc)}``.
+
+    Raises:
+        ValueError/TypeError: as :func:`build_backbone`, or for layer names the backbone lacks.
+    """
+    spec = backbone_spec(backbone)
+    encoder_layer = spec.encoder_layer if encoder_layer is None else encoder_layer
+    decoder_layer = spec.decoder_layer if decoder_layer is None else decoder_layer
+    if backbone == "basic_unet":
+        check_backbone_options(backbone, spatial_dims, features)
+        return ContrastivePretrainNet(
+            spatial_dims, in_channels, out_channels, features=features,
+            encoder_layer=encoder_layer, decoder_layer=decoder_layer, **kwargs,
+        )  # fmt: skip
+    network = build_backbone(
+        backbone, spatial_dims, in_channels, out_channels, features, init_filters, feature_size, depths
+    )
+    return ContrastivePretrainNet(
+        spatial_dims, in_channels, out_channels, backbone=network, encoder_layer=encoder_layer,
+        decoder_layer=decoder_layer, size_divisor=size_divisor_of(network), **kwargs,
+    )  # fmt: skip
