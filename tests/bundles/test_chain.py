@@ -102,18 +102,16 @@ def test_checkpoint_built_from_contrastive_pretrain_net_loads(tmp_path):
 
 def test_missing_pretrained_path_is_an_error(tmp_path):
     missing = tmp_path / "cluster_contrastive_pretrain" / "models" / "model.pt"
-    workflow = _finetune(tmp_path / "dermoscopy_segmentation", use_pretrained=True)
-    with pytest.raises(RuntimeError) as info:
-        workflow.parser.get_parsed_content("network")
+    with pytest.raises(RuntimeError) as info:  # refused in initialize, before anything is written
+        _finetune(tmp_path / "dermoscopy_segmentation", use_pretrained=True)
     assert isinstance(info.value.__cause__, ValueError)
     assert str(missing) in str(info.value.__cause__) and "run the pretraining bundle first" in str(info.value.__cause__)
 
 
 def test_mismatched_pretrained_checkpoint_is_an_error(pretrained, tmp_path):
     wider = [8, 8, 16, 16, 32, 8]  # another network than the one pretrained
-    workflow = _finetune(tmp_path, use_pretrained=True, pretrained_path=str(pretrained), features=wider)
-    with pytest.raises(RuntimeError) as info:
-        workflow.parser.get_parsed_content("network")
+    with pytest.raises(RuntimeError) as info:  # refused in initialize, before anything is written
+        _finetune(tmp_path, use_pretrained=True, pretrained_path=str(pretrained), features=wider)
     message = str(info.value.__cause__)
     assert str(pretrained) in message and "another shape" in message and "features" in message
 
@@ -186,10 +184,9 @@ def test_chain_for_each_backbone(tmp_path, backbone, spatial_dims):
     # the same checkpoint into a fine-tune bundle of another backbone: refused, naming both
     other = "segresnet" if backbone == "basic_unet" else "basic_unet"
     finetune = FINETUNE if spatial_dims == 2 else FINETUNE_3D
-    refused = bundle_workflow(finetune, bundle_root=tmp_path / "other", backbone=other, use_pretrained=True,
-                              pretrained_path=str(model), device="cpu")  # fmt: skip
-    with pytest.raises(RuntimeError) as info:
-        refused.parser.get_parsed_content("network")
+    with pytest.raises(RuntimeError) as info:  # refused in initialize, before anything is written
+        bundle_workflow(finetune, bundle_root=tmp_path / "other", backbone=other, use_pretrained=True,
+                        pretrained_path=str(model), device="cpu")  # fmt: skip
     message = str(info.value.__cause__)
     assert isinstance(info.value.__cause__, ValueError)
     assert f"was pretrained with backbone {backbone!r}" in message and f"builds {other!r}" in message
@@ -201,9 +198,8 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path):
     wrapper = build_pretrain_net("swin_unetr", 2, 3, feature_size=12, depths=(1, 1, 1, 1))
     path = tmp_path / "swin.pt"
     torch.save(wrapper.backbone_state_dict(), path)
-    workflow = _finetune(tmp_path / "dermoscopy_segmentation", use_pretrained=True, pretrained_path=str(path))
-    with pytest.raises(RuntimeError) as info:
-        workflow.parser.get_parsed_content("network")
+    with pytest.raises(RuntimeError) as info:  # refused in initialize, before anything is written
+        _finetune(tmp_path / "dermoscopy_segmentation", use_pretrained=True, pretrained_path=str(path))
     message = str(info.value.__cause__)
     assert isinstance(info.value.__cause__, ValueError) and str(path) in message
     assert "backbone 'swin_unetr' (from its tensor names), but this bundle builds 'basic_unet'" in message

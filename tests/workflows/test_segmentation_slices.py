@@ -106,6 +106,8 @@ def test_selection_is_the_acdc_benchmarks():
         ({"image_size": [20, 20]}, ValueError, r"image_size"),
         ({"intensity_percentiles": [99, 1]}, ValueError, r"option 'intensity_percentiles'"),
         ({"split_seed": "a"}, TypeError, r"option 'split_seed'"),
+        ({"eval_every_steps": 0}, ValueError, r"option 'eval_every_steps'"),
+        ({"eval_last": 0}, ValueError, r"option 'eval_last'"),
     ],
 )
 def test_options_are_refused_naming_the_option(override, error, match):
@@ -114,7 +116,7 @@ def test_options_are_refused_naming_the_option(override, error, match):
         "intensity_range": None, "intensity_percentiles": [0.5, 99.5], "crop_fraction": None, "num_classes": 4,
         "val_fraction": 0.2, "num_val_patients": None, "label_fraction": 1.0, "num_labeled": None, "seed": 0,
         "split_seed": 0, "augment": True, "use_pretrained": False, "partial_transfer": False, "resume": False,
-        "dataset_dir": None, "bundle_root": ".",
+        "dataset_dir": None, "bundle_root": ".", "eval_every_steps": None, "eval_last": 1,
     }  # fmt: skip
     assert check_segmentation_slice_options(**good)["image_size"] == [32, 32]
     with pytest.raises(error, match=match):
