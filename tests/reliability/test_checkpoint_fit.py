@@ -173,16 +173,13 @@ def test_bundle_partial_transfer_option(tmp_path):
     torch.save({k: v for k, v in wide.items() if not k.startswith("upcat_")}, path)
     toy = {"synthetic_n": 6, "synthetic_size": 32, "image_size": 32, "features": list(FEATURES), "device": "cpu",
            "use_pretrained": True, "pretrained_path": str(path)}  # fmt: skip
-    workflow = bundle_workflow(FINETUNE, bundle_root=tmp_path / "refused", **toy)
-    with pytest.raises(RuntimeError) as info:
-        workflow.parser.get_parsed_content("network")
+    with pytest.raises(RuntimeError) as info:  # refused in initialize, before anything is written
+        bundle_workflow(FINETUNE, bundle_root=tmp_path / "refused", **toy)
     message = str(info.value.__cause__)
     assert f"{len(decoder)} tensor(s) of BasicUNet are missing" in message and "upcat_4" in message
     assert "--partial_transfer true" in message
     with pytest.raises(RuntimeError) as info:
-        bundle_workflow(FINETUNE, bundle_root=tmp_path / "bad", **toy, partial_transfer="sometimes").parser.get_parsed_content(
-            "options"
-        )
+        bundle_workflow(FINETUNE, bundle_root=tmp_path / "bad", **toy, partial_transfer="sometimes")
     assert "partial_transfer" in str(info.value.__cause__)
     workflow = bundle_workflow(FINETUNE, bundle_root=tmp_path / "partial", **toy, partial_transfer=True)
     network = workflow.parser.get_parsed_content("network")

@@ -143,7 +143,8 @@ def test_pretrain_degenerate_settings_refused(tmp_path, overrides, option, reaso
 
 def test_slices_with_one_partition_have_no_negatives():
     options = {"global_strategy": "G_D", "num_partitions": 1, "intensity_range": None,
-               "intensity_percentiles": [0.5, 99.5], "use_pseudo_classes": False, "spatial_dims": 2, "in_channels": 1}
+               "intensity_percentiles": [0.5, 99.5], "use_pseudo_classes": False, "spatial_dims": 2, "in_channels": 1,
+               "crop_fraction": None}
     with pytest.raises(ValueError, match=r"option 'num_partitions'.*would have none"):
         check_slice_options(**options)
     assert check_slice_options(**{**options, "global_strategy": "G_R"})["num_partitions"] == 1  # SimCLR: fine
