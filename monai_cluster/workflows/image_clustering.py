@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ __all__ = [
     "preflight_clustering",
     "load_clustering_data",
     "load_image_items",
+    "scaled_epochs",
     "write_clusters_csv",
 ]
 
@@ -101,6 +103,7 @@ TRAINING_SETTINGS_SPECS = {
     "npz_split": "choice:all|train|val|test",
     "labels_csv": "path?",
     "cluster_epochs": "int>=1",
+    "budget_images": "int?>=1",
     "batch_size": "int>=2",
     "learning_rate": "float>0",
     "latent_dim": "int>=1",
@@ -247,9 +250,35 @@ def preflight_clustering(data: ClusteringData, settings: dict, **network_options
 def clustering_run_settings(data: ClusteringData, settings: dict, **options: object) -> dict[str, dict]:
     """The settings that define the bundle's outputs, for :class:`~monai_cluster.workflows.RunOutputs`: the
     checked ``settings`` but epochs, resume and output options, plus which images were clustered."""
-    left_out = {"epochs", "cluster_epochs", "resume", "progress", "montage_per_cluster", "bundle_root"}
+    left_out = {"epochs", "cluster_epochs", "budget_images", "resume", "progress", "montage_per_cluster", "bundle_root"}
     defining = {k: v for k, v in {**settings, **options}.items() if k not in left_out}
     return {"train": {**defining, "data": data_fingerprint(data.keys), "image_shape": list(data.image_shape)}}
+
+
+def scaled_epochs(epochs: int, num_images: int, budget_images: int | None) -> int:
+    """Epochs that give a folder of ``num_images`` as many training steps as ``epochs`` passes over ``budget_images``.
+
+    The bundle's defaults were measured on 1,000 images; a budget in epochs shrinks with the folder, so a folder of 468
+    images trained 40 epochs is undertrained (BENCHMARKS.md, "Image clustering", the budget floor). Folders of at least
+    ``budget_images`` images, ``epochs == 0`` and ``budget_images=None`` keep ``epochs``.
+
+    Args:
+        epochs: the stage's epochs as configured (``>= 0``).
+        num_images: images in the folder (``>= 1``).
+        budget_images: the folder size the budget was set for, or ``None`` for plain epochs.
+
+    Returns:
+        ``ceil(epochs * budget_images / num_images)`` when the folder is smaller, else ``epochs``.
+    """
+    epochs = validate_option("epochs", epochs, "int>=0")
+    num_images = validate_option("num_images", num_images, "int>=1")
+    budget_images = validate_option("budget_images", budget_images, "int?>=1")
+    if budget_images is None or epochs == 0 or num_images >= budget_images:
+        return epochs
+    scaled = math.ceil(epochs * budget_images / num_images)
+    logger.info("%d images < budget_images %d: %d epochs become %d (the same number of steps)", num_images,
+                budget_images, epochs, scaled)
+    return scaled
 
 
 def build_clustering_network(

@@ -12,7 +12,7 @@ import pytest
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "image_clustering"
 CONFIGS = BUNDLE / "configs"
 TINY = {"epochs": 1, "cluster_epochs": 1, "prototype_epochs": 1, "batch_size": 4, "channels": [4, 8], "latent_dim": 4,
-        "progress": False, "montage_per_cluster": 2}  # fmt: skip
+        "progress": False, "montage_per_cluster": 2, "budget_images": None}  # fmt: skip
 
 pytestmark = pytest.mark.bundle
 
@@ -162,3 +162,28 @@ def test_multi_gpu_overlay_with_two_gloo_processes(tmp_path, method):
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert (tmp_path / "models" / "checkpoints").is_dir()
+
+
+def test_small_folders_train_the_budgeted_number_of_steps(tmp_path):
+    """budget_images: a folder smaller than the budget trains proportionally more epochs (the measured defaults came
+    from 1,000 images; in epochs alone a 468-image folder was undertrained); null keeps plain epochs."""
+    from monai_cluster.workflows.image_clustering import scaled_epochs
+
+    assert scaled_epochs(40, 468, 1000) == 86 and scaled_epochs(20, 468, 1000) == 43
+    assert scaled_epochs(40, 1000, 1000) == 40 and scaled_epochs(40, 3000, 1000) == 40  # large folders: as configured
+    assert scaled_epochs(0, 10, 1000) == 0 and scaled_epochs(40, 10, None) == 40
+    with pytest.raises(ValueError, match="budget_images"):
+        scaled_epochs(40, 10, 0)
+    settings = {**TINY, "epochs": 2, "cluster_epochs": 1, "prototype_epochs": 1, "synthetic_n": 10}
+    trainer = _workflow(tmp_path / "a", **{**settings, "budget_images": 25})
+    trainer.initialize()
+    built = trainer.parser.get_parsed_content("train#trainer")
+    assert (built.epochs, built.cluster_epochs, built.prototype_epochs) == (5, 3, 3)  # x 25 / 10, rounded up
+    plain = _workflow(tmp_path / "b", **{**settings, "budget_images": None})
+    plain.initialize()
+    built = plain.parser.get_parsed_content("train#trainer")
+    assert (built.epochs, built.cluster_epochs, built.prototype_epochs) == (2, 1, 1)
+    bad = _workflow(tmp_path / "c", **{**settings, "budget_images": -3})
+    with pytest.raises(Exception) as info:
+        bad.initialize()
+    assert "budget_images" in str(_root_cause(info.value))

@@ -237,7 +237,7 @@ def test_image_clustering_bundle_runs_to_the_end_on_each_label_encoding(tmp_path
         config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"), workflow_type="train",
         bundle_root=str(tmp_path / "run"), dataset_dir=str(npz), npz_split="train", num_clusters=2, epochs=1,
         cluster_epochs=1, prototype_epochs=1, batch_size=4, channels=[4, 8], latent_dim=4, progress=False,
-        montage_per_cluster=2,
+        montage_per_cluster=2, budget_images=None,
     )  # fmt: skip
     workflow.initialize()
     workflow.run()

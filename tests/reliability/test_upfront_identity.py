@@ -28,7 +28,7 @@ TOY = {
     "num_clusters": [2, 3], "local_num_locations": 8, "device": "cpu",
 }  # fmt: skip
 CLUSTER_TOY = {"synthetic_n": 8, "synthetic_size": 32, "spatial_size": 16, "epochs": 1, "cluster_epochs": 1,
-               "batch_size": 4, "progress": False, "device": "cpu"}  # fmt: skip
+               "batch_size": 4, "progress": False, "device": "cpu", "budget_images": None}  # fmt: skip
 
 
 def _files(root: Path) -> dict[str, bytes]:
