@@ -245,7 +245,8 @@ def train_cae(
     soft assignments at ``prototype_temperature``; see :func:`cluster_cae`). With ``checkpoint``
     (:class:`~monai_cluster.engines.EpochCheckpoint`) each phase is saved after every epoch, the view generator's
     state included, and a rerun resumes exactly where it stopped. ``amp`` trains both phases under mixed precision
-    (:func:`monai_cluster.utils.autocast`: bfloat16 on a CPU that has it, float16 on CUDA; losses in float32).
+    (:func:`monai_cluster.utils.autocast`: bfloat16 on a CPU that has it, on CUDA bfloat16 where the GPU has it,
+    else float16; losses in float32).
     ``handlers`` (ignite handlers) are attached to the engine of each phase.
 
     Raises:

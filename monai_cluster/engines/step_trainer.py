@@ -46,8 +46,8 @@ class StepTrainer(Trainer):
         optimizer: updated after each step.
         step: the training step (forward passes and loss; see above).
         name: how errors and progress name this training (e.g. ``"CAE training"``).
-        amp: run ``step`` under :func:`monai_cluster.utils.autocast` (bfloat16 on a CPU that has it, float16 on
-            CUDA; the losses keep float32 themselves).
+        amp: run ``step`` under :func:`monai_cluster.utils.autocast` (bfloat16 on a CPU that has it; on CUDA
+            bfloat16 where the GPU has it, else float16; no gradient scaler; the losses keep float32 themselves).
         handlers: ignite handlers (objects with ``attach(engine)``) attached when the trainer is built.
     """
 

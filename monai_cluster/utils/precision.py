@@ -25,7 +25,17 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["amp_mode", "autocast", "cpu_bf16", "cpu_supports_bf16", "cuda_amp", "float32", "float32_forward", "to_float32"]
+__all__ = [
+    "amp_mode",
+    "autocast",
+    "cpu_bf16",
+    "cpu_supports_bf16",
+    "cuda_amp",
+    "cuda_autocast_dtype",
+    "float32",
+    "float32_forward",
+    "to_float32",
+]
 
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,8 +105,19 @@ def cpu_bf16(amp: object, device: object) -> bool:
     return amp_mode(amp, device) == "cpu_bf16"
 
 
+def cuda_autocast_dtype() -> torch.dtype:
+    """The reduced precision of :func:`autocast` on CUDA: bfloat16 where the GPU has it (Ampere and later), else
+    float16. The hand-written steps use no gradient scaler, and bfloat16 keeps float32's exponent range, so its
+    gradients cannot underflow as float16's can without one."""
+    try:
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    except (AssertionError, RuntimeError):  # a build without CUDA
+        return torch.float16
+
+
 def autocast(amp: bool, device: object) -> contextlib.AbstractContextManager:
-    """The autocast context of a hand-written training step: float16 on CUDA, bfloat16 on a CPU that has it.
+    """The autocast context of a hand-written training step (no gradient scaler): on CUDA bfloat16 where the GPU has
+    it, else float16 (:func:`cuda_autocast_dtype`); bfloat16 on a CPU that has it; otherwise none.
 
     Example::
 
@@ -108,7 +129,7 @@ def autocast(amp: bool, device: object) -> contextlib.AbstractContextManager:
     if mode is None:
         return contextlib.nullcontext()
     if mode == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=cuda_autocast_dtype())
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 

@@ -380,8 +380,9 @@ class ImageClusteringTrainer:
             checkpoint's are refused with a message.
         progress: tqdm progress bars.
         montage_per_cluster: images per cluster in the confident-images montage and decoded samples.
-        amp: mixed precision for the training steps: bfloat16 autocast on a CPU with native bfloat16, float16 on
-            CUDA (:func:`monai_cluster.utils.amp_mode`); losses and the clustering stay float32.
+        amp: mixed precision for the training steps: bfloat16 autocast on a CPU with native bfloat16, on CUDA
+            bfloat16 where the GPU has it, else float16 (:func:`monai_cluster.utils.autocast`); losses and the
+            clustering stay float32.
     """
 
     def __init__(

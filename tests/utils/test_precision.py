@@ -102,3 +102,16 @@ def test_float32_forward_casts_inputs_and_keeps_gradients():
     assert out.dtype == torch.float32
     out.backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16 and x.grad.abs().sum() > 0
+
+
+def test_cuda_steps_use_bfloat16_where_the_gpu_has_it(monkeypatch):
+    """The hand-written loops run without a gradient scaler: bfloat16 on a GPU that has it, float16 only on older."""
+    from monai_cluster.utils.precision import cuda_autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert cuda_autocast_dtype() == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert cuda_autocast_dtype() == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cuda_autocast_dtype() == torch.float16
