@@ -5,7 +5,8 @@ The bundle's configs are declarative and call these:
 - :func:`prepare_pretrain_data`: the training and monitoring listings: a DRIVE/CHASE_DB1 folder, any image folder
   (unlabeled), or a synthetic fundus set (2D, :func:`~monai_cluster.data.make_synthetic_fundus`) or heart set
   (3D) generated once under ``<bundle_root>/synthetic_data``;
-- :func:`validate_pretrain_options`: command-line overrides checked first, each named when wrong;
+- :func:`validate_pretrain_options`: command-line overrides checked first, each named when wrong (with the run
+  settings and the preflight in :mod:`.local_discrimination_checks`);
 - the evaluator's metric :class:`~monai_cluster.handlers.BestClusterDice` and the trainer's
   :class:`~monai_cluster.handlers.LossComponentsLogger` live in :mod:`monai_cluster.handlers` and are re-exported
   here, their former home;
@@ -21,7 +22,6 @@ References:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,10 +34,16 @@ import torch.nn.functional as F
 from monai_cluster.data import check_dataset, list_fundus_pairs, prepare_dataset, read_image, write_png
 from monai_cluster.handlers.loss_components import LossComponentsLogger
 from monai_cluster.handlers.metrics import BestClusterDice
-from monai_cluster.networks.nets.local_discrimination import ASSIGNMENT_ACTIVATIONS
 from monai_cluster.utils.io import atomic_torch_save, atomic_write_json
-from monai_cluster.workflows.common import list_unlabeled, resolve_dataset, validate_options
-from monai_cluster.workflows.run_outputs import data_fingerprint
+from monai_cluster.workflows.common import list_unlabeled, resolve_dataset
+
+from .local_discrimination_checks import (
+    PRETRAIN_OPTION_SPECS,
+    check_distributed_options,
+    local_discrimination_run_settings,
+    preflight_local_discrimination,
+    validate_pretrain_options,
+)
 
 __all__ = [
     "BestClusterDice",
@@ -54,280 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PRETRAIN_OPTION_SPECS = {
-    "bundle_root": "path",
-    "dataset_dir": "path?",
-    "data_kind": "choice:fundus|heart|dermoscopy",
-    "synthetic_n": "int?>=1",
-    "synthetic_size": "int?>=8",
-    "num_val": "int>=0",
-    "check_data": "bool",
-    "seed": "int>=0",
-    "amp": "bool",
-    "spatial_dims": "int>=2",
-    "in_channels": "int>=1",
-    "spatial_size": "ints>=8",
-    "features": "ints>=1",
-    "embed_dim": "int>=1",
-    "num_clusters": "int>=2",
-    "assignment_activation": "choice:" + "|".join(ASSIGNMENT_ACTIVATIONS),
-    "epochs": "int>=1",
-    "warmup_epochs": "int>=0",
-    "val_interval": "int>=1",
-    "batch_size": "int>=2",
-    "learning_rate": "float>0",
-    "patch_weight": "float>=0",
-    "mixup_weight": "float>=0",
-    "region_weight": "float>=0",
-    "entropy_weight": "float>=0",
-    "patch_temperature": "float>0",
-    "region_temperature": "float>0",
-    "grid_size": "ints>=1",
-    "shape_prior": "bool",
-    "shape_prior_weight": "float>=0",
-    "shape_prior_cluster": "int>=0",
-    "prior_mask_dir": "path?",
-    "num_cluster_maps": "int>=0",
-    "resume": "bool",
-}
-"""What :func:`validate_pretrain_options` expects of each bundle option (specs of
-:func:`~monai_cluster.workflows.common.validate_option`)."""
-
-_RUN_SETTINGS = (
-    "seed", "dataset_dir", "data_kind", "num_val", "spatial_dims", "in_channels", "spatial_size", "features",
-    "embed_dim", "num_clusters", "assignment_activation", "batch_size", "learning_rate", "patch_weight",
-    "mixup_weight", "region_weight", "entropy_weight", "patch_temperature", "region_temperature", "grid_size",
-    "shape_prior",
-)  # fmt: skip
-
-
-def validate_pretrain_options(**options: Any) -> dict[str, Any]:
-    """Check the bundle's options (overrides included) against :data:`PRETRAIN_OPTION_SPECS`, and their relations.
-
-    Only the options given are checked (the bundle gives them all). Beyond each option's own spec, and when the
-    options involved are given:
-
-    - ``dataset_dir`` and ``prior_mask_dir`` (with ``shape_prior``) must be existing folders; a 3D shape prior
-      needs ``prior_mask_dir`` (the synthetic priors are 2D vessel trees);
-    - ``spatial_dims`` is 2 or 3, ``spatial_size`` and ``grid_size`` have one value or one per spatial axis,
-      ``grid_size`` does not exceed ``spatial_size`` on any axis, ``features`` holds BasicUNet's six sizes;
-    - ``shape_prior_cluster`` is one of the ``num_clusters`` clusters;
-    - ``warmup_epochs`` leaves at least one epoch with the clustering terms.
-
-    Degenerate settings, under which a term or a part of the network would train nothing, are refused with the
-    reason: every loss weight 0; a ``grid_size`` of one patch per image while patch discrimination or mixup is on
-    (no local patch to tell apart: it would compare whole images); no term on the clustering head (``region_weight``
-    and ``entropy_weight`` 0 without the shape prior: the cluster maps would stay random); a warm-up while
-    ``patch_weight`` and ``mixup_weight`` are 0 (the warm-up epochs would train nothing); ``shape_prior`` with a
-    ``shape_prior_weight`` of 0 (the prior would never reach the network).
-
-    Returns:
-        the checked options, ``spatial_size`` and ``grid_size`` as one value per spatial axis when
-        ``spatial_dims`` is given.
-
-    Raises:
-        TypeError/ValueError: naming the first bad option, e.g. ``option 'epochs' (--epochs) must be an integer
-            >= 1, got str 'abc'``.
-    """
-    specs = {k: v for k, v in PRETRAIN_OPTION_SPECS.items() if k in options}
-    unknown = sorted(set(options) - set(PRETRAIN_OPTION_SPECS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; known: {sorted(PRETRAIN_OPTION_SPECS)}.")
-    checked = validate_options(options, specs)
-    dataset_dir = checked.get("dataset_dir")
-    if dataset_dir is not None and not Path(dataset_dir).is_dir():
-        raise ValueError(f"option 'dataset_dir' (--dataset_dir) must be an existing folder, got {dataset_dir!r}.")
-    if "warmup_epochs" in checked and "epochs" in checked and checked["warmup_epochs"] >= checked["epochs"]:
-        raise ValueError(
-            f"option 'warmup_epochs' (--warmup_epochs) must be below 'epochs' ({checked['epochs']}) so that the "
-            f"clustering terms train at all, got {checked['warmup_epochs']}."
-        )
-    _check_geometry(checked)
-    _check_terms(checked)
-    return checked
-
-
-def _per_axis(checked: dict[str, Any], name: str, dims: int) -> None:
-    values = checked[name]
-    if len(values) not in (1, dims):
-        raise ValueError(
-            f"option {name!r} (--{name}) must hold one value or one per spatial axis ({dims} for spatial_dims "
-            f"{dims}), got {values}."
-        )
-    checked[name] = list(values) * dims if len(values) == 1 else list(values)
-
-
-def _check_geometry(checked: dict[str, Any]) -> None:
-    """Ranks and sizes: spatial_dims, spatial_size, grid_size, features, the shape prior's cluster and masks."""
-    dims = checked.get("spatial_dims")
-    if dims is not None and dims not in (2, 3):
-        raise ValueError(f"option 'spatial_dims' (--spatial_dims) must be 2 or 3, got {dims}.")
-    if dims is not None:
-        for name in ("spatial_size", "grid_size"):
-            if name in checked:
-                _per_axis(checked, name, dims)
-        if "spatial_size" in checked and "grid_size" in checked:
-            if any(g > s for g, s in zip(checked["grid_size"], checked["spatial_size"])):
-                raise ValueError(
-                    f"option 'grid_size' (--grid_size) {checked['grid_size']} must not exceed 'spatial_size' "
-                    f"{checked['spatial_size']} on any axis: each patch must hold at least one pixel of the "
-                    "embedding map."
-                )
-    if "features" in checked and len(checked["features"]) != 6:
-        raise ValueError(
-            f"option 'features' (--features) must hold BasicUNet's six feature sizes, got {checked['features']}."
-        )
-    if checked.get("shape_prior") and "shape_prior_cluster" in checked and "num_clusters" in checked:
-        if checked["shape_prior_cluster"] >= checked["num_clusters"]:
-            raise ValueError(
-                f"option 'shape_prior_cluster' (--shape_prior_cluster) must be one of the {checked['num_clusters']} "
-                f"clusters of 'num_clusters' (0 to {checked['num_clusters'] - 1}), got {checked['shape_prior_cluster']}."
-            )
-    if checked.get("shape_prior") and "prior_mask_dir" in checked:
-        folder = checked["prior_mask_dir"]
-        if folder is not None and not Path(folder).is_dir():
-            raise ValueError(f"option 'prior_mask_dir' (--prior_mask_dir) must be an existing folder, got {folder!r}.")
-        if folder is None and dims == 3:
-            raise ValueError(
-                "option 'prior_mask_dir' (--prior_mask_dir) is needed for a 3D shape prior: the synthetic prior "
-                "shapes are 2D vessel trees; give a folder of 3D prior masks or set shape_prior false."
-            )
-
-
-def _check_terms(checked: dict[str, Any]) -> None:
-    """Refuse the settings under which a loss term, or the clustering head, would train nothing."""
-    weights = {k: checked[f"{k}_weight"] for k in ("patch", "mixup", "region", "entropy") if f"{k}_weight" in checked}
-    if len(weights) < 4:
-        return
-    prior = bool(checked.get("shape_prior")) and checked.get("shape_prior_weight", 1.0) > 0
-    if not any(weights.values()) and not prior:
-        raise ValueError(
-            "options 'patch_weight', 'mixup_weight', 'region_weight' and 'entropy_weight' are all 0 (and no shape "
-            "prior): the loss would train nothing; give at least one term a weight > 0."
-        )
-    local = weights["patch"] > 0 or weights["mixup"] > 0
-    if local and "grid_size" in checked and math.prod(checked["grid_size"]) == 1:
-        raise ValueError(
-            f"option 'grid_size' (--grid_size) {checked['grid_size']} gives one patch per image: patch "
-            "discrimination and mixup would compare whole images, with no local patch to tell apart; use a "
-            "grid_size of at least 2 on some axis."
-        )
-    if weights["region"] == 0 and weights["entropy"] == 0 and not prior:
-        raise ValueError(
-            "options 'region_weight' and 'entropy_weight' are both 0 without the shape prior: no term reaches the "
-            "clustering head, so the cluster maps would stay random; give region_weight (10 in the paper) a weight "
-            "> 0."
-        )
-    if not local and checked.get("warmup_epochs", 0) > 0:
-        raise ValueError(
-            f"option 'warmup_epochs' (--warmup_epochs) is {checked['warmup_epochs']} but 'patch_weight' and "
-            "'mixup_weight' are 0: the warm-up trains only those terms, so its epochs would train nothing; set "
-            "warmup_epochs 0."
-        )
-    if checked.get("shape_prior") and checked.get("shape_prior_weight", 1.0) == 0:
-        raise ValueError(
-            "option 'shape_prior_weight' (--shape_prior_weight) is 0 while 'shape_prior' is true: the "
-            "discriminator would train but the prior would never reach the network; give it a weight > 0 or set "
-            "shape_prior false."
-        )
-
-
-def _probe_embedding_size(options: Mapping[str, Any]) -> tuple[int, ...]:
-    """The spatial size of the embedding map at ``spatial_size``, from a throwaway network (global RNG untouched)."""
-    from monai_cluster.networks import LocalDiscriminationNet
-
-    with torch.random.fork_rng(devices=[]):
-        net = LocalDiscriminationNet(
-            options["spatial_dims"], options["in_channels"], embed_dim=options["embed_dim"],
-            num_clusters=options["num_clusters"], features=options["features"],
-            assignment_activation=options["assignment_activation"],
-        )  # fmt: skip
-        net.eval()
-        with torch.no_grad():
-            out = net(torch.zeros(1, options["in_channels"], *options["spatial_size"]))
-    return tuple(int(s) for s in out["embedding"].shape[2:])
-
-
-def preflight_local_discrimination(
-    options: Mapping[str, Any], data: Mapping[str, Sequence[Mapping]], prior_masks: torch.Tensor | None = None
-) -> dict[str, Any]:
-    """Check, before the run writes anything, what needs the listings or the built network.
-
-    Args:
-        options: the checked options (:func:`validate_pretrain_options`, every option given).
-        data: the listings (:func:`prepare_pretrain_data`).
-        prior_masks: the shape prior's masks (``load_prior_masks``) when ``shape_prior``, else ``None``.
-
-    Returns:
-        ``{"embedding_size": spatial size of the embedding map, "batches": full batches per epoch and process}``.
-
-    Raises:
-        ValueError: naming the option: ``batch_size`` above the training images per process (an epoch without a
-            full batch; at least 2 images are needed for mixup and for negatives from other images),
-            ``grid_size`` above the embedding map's size, prior masks of another rank than ``spatial_dims``.
-    """
-    from .pretrain_data import check_batch_fits
-
-    batches = check_batch_fits(data["train"], options["batch_size"])
-    size = _probe_embedding_size(options)
-    if any(g > s for g, s in zip(options["grid_size"], size)):
-        raise ValueError(
-            f"option 'grid_size' (--grid_size) {options['grid_size']} must not exceed the embedding map "
-            f"{list(size)} at spatial_size {options['spatial_size']}."
-        )
-    if options["shape_prior"] and prior_masks is not None and prior_masks.ndim - 2 != options["spatial_dims"]:
-        raise ValueError(
-            f"option 'prior_mask_dir' (--prior_mask_dir) gives {prior_masks.ndim - 2}D prior masks, but "
-            f"'spatial_dims' is {options['spatial_dims']}."
-        )
-    return {"embedding_size": list(size), "batches": batches}
-
-
-def local_discrimination_run_settings(
-    options: Mapping[str, Any], data: Mapping[str, Sequence[Mapping]]
-) -> dict[str, dict[str, Any]]:
-    """The settings that define a pretraining run's outputs, for :class:`~monai_cluster.workflows.RunOutputs`.
-
-    Seed, data (folder, kind, the training and monitoring listings), network, loss (weights, temperatures, grid,
-    the shape prior's weight, cluster and masks when it is on), batch size and learning rate. Not recorded:
-    ``epochs`` and ``warmup_epochs`` (a resume may extend the run; the warm-up defaults to a quarter of the epochs),
-    ``val_interval``, ``num_cluster_maps``, AMP, ``resume``.
-
-    Args:
-        options: the checked options (:func:`validate_pretrain_options`).
-        data: the listings (:func:`prepare_pretrain_data`).
-    """
-    settings = {name: options[name] for name in _RUN_SETTINGS}
-    settings["data"] = {"train": data_fingerprint(data["train"]), "val": data_fingerprint(data["val"])}
-    if options["shape_prior"]:
-        settings.update({name: options[name] for name in ("shape_prior_weight", "shape_prior_cluster", "prior_mask_dir")})
-    return {"pretrain": settings}
-
-
-def check_distributed_options(shape_prior: bool, num_train: int, batch_size: int) -> None:
-    """Refuse what the multi-GPU overlay cannot train correctly, before anything is built.
-
-    The shape prior's discriminator has its own optimiser outside ``DistributedDataParallel``, so its weights would
-    drift apart between ranks; and every rank needs at least one full batch of its share of the images.
-
-    Raises:
-        ValueError: for ``shape_prior=True``, or fewer than ``world_size * batch_size`` training images.
-    """
-    import torch.distributed as dist
-
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if shape_prior:
-        raise ValueError(
-            "option 'shape_prior' (--shape_prior) is not supported by multi_gpu_train.json: the discriminator "
-            "would train apart on every rank; pretrain with the shape prior on one GPU (configs/train.json)."
-        )
-    if num_train < world * batch_size:
-        raise ValueError(
-            f"multi-GPU pretraining needs at least world_size * batch_size = {world} * {batch_size} training images "
-            f"(one batch per rank), got {num_train}; lower --batch_size or use fewer processes."
-        )
-
 
 def _real_listing(dataset_dir: str, kind: str, bundle_root: str, check: bool, channels, spatial_dims) -> list[dict]:
     """Labelled pairs when the folder has a known layout, else its images without labels."""
