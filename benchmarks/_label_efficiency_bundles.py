@@ -41,6 +41,7 @@ __all__ = [
     "BUNDLE_METHODS",
     "bundle_exclude",
     "check_bundle_args",
+    "curve_bundles",
     "epochs_note",
     "finetune_bundle",
     "finetune_overrides",
@@ -198,35 +199,88 @@ def finetune_overrides(
 
 
 def finetune_bundle(
-    args, num_labeled: int, seed: int, method: str, steps: int, init: str | None, root: Path, semi: str = "none"
+    args, num_labeled: int, seed: int, method: str, steps: int, init: str | None, root: Path, semi: str = "none",
+    **extra,
 ) -> dict:
     """One fine-tuning run through the heart bundle in ``root`` (a partial run is started over); its record.
 
+    ``extra`` are further bundle overrides (the learning curve's ``dataset_dir``, ``num_val_patients`` and
+    ``eval_curve_every``).
+
     Returns:
-        ``dice`` (mean over structures of the per-structure means over test volumes), ``dice_per_class``,
-        ``hd95`` (same, in the labels' unit), ``hd95_unit``, ``labeled_patients``, ``steps``, ``evaluated_steps``,
+        ``dice`` (mean over structures of the per-structure means over held-out volumes), ``dice_per_class``,
+        ``hd95`` (same, in the labels' unit), ``hd95_unit``, ``labeled_patients``, ``labeled_slices``, ``steps``,
+        ``evaluated_steps``, ``evaluations`` (with ``eval_curve_every``: ``[{"step", "dice", "dice_per_class"}]``),
         ``seconds``, ``semi_supervised`` and ``unlabeled_slices`` (0 without a method).
     """
     if root.exists():
         shutil.rmtree(root)
-    overrides = finetune_overrides(args, num_labeled, seed, method, steps, init, semi)
+    overrides = {**finetune_overrides(args, num_labeled, seed, method, steps, init, semi), **extra}
     start = time.time()
     workflow = run_bundle(HEART_BUNDLE, FINETUNE_CONFIGS, bundle_root=root, **overrides)
     metrics = json.loads((root / "eval_slices_steps" / "metrics.json").read_text())
-    selection = workflow.parser.get_parsed_content("data")["selection"]
+    data = workflow.parser.get_parsed_content("data")
     unlabeled = workflow.parser.get_parsed_content("unlabeled#data")
     report = getattr(workflow.parser.get_parsed_content("network"), "pretrained_report", None) or {}
     for path in root.glob("models_slices/*.pt"):  # the runs' weights are not kept: the records are
         path.unlink()
-    return {
+    record = {
         "dice": metrics["mean_dice"], "dice_per_class": metrics["dice"], "hd95": metrics["mean_hd95"],
         "hd95_per_class": metrics["hd95"], "hd95_unit": metrics["hd95_unit"], "test_volumes": metrics["num_volumes"],
-        "labeled_patients": selection["labeled"], "test_patients": selection["val"], "steps": steps,
-        "evaluated_steps": metrics["steps"], "loaded_tensors": int(report.get("matched", 0)),
-        "semi_supervised": semi, "unlabeled_slices": len(unlabeled),
+        "labeled_patients": data["selection"]["labeled"], "test_patients": data["selection"]["val"],
+        "labeled_slices": len(data["train"]), "steps": steps, "evaluated_steps": metrics["steps"],
+        "loaded_tensors": int(report.get("matched", 0)), "semi_supervised": semi, "unlabeled_slices": len(unlabeled),
         "unlabeled_patients": sorted({item["patient"] for item in unlabeled}),
         "seconds": round(time.time() - start, 1),
     }  # fmt: skip
+    if "evaluations" in metrics:
+        record["evaluations"] = [
+            {"step": e["step"], "dice": e["mean_dice"], "dice_per_class": e["dice"]} for e in metrics["evaluations"]
+        ]
+    return record
+
+
+def curve_bundles(args, result: dict, save) -> None:
+    """``--learning-curve`` through the heart bundle: random-initialisation runs that choose the fine-tuning length.
+
+    The bundle fine-tunes on the folder of pool patients (:func:`pool_folder`: the test patients never enter) and
+    holds out ``--val-patients`` of them itself (``num_val_patients``, group-stratified by ``--split-seed``): the
+    validation patients. For every setting of ``--curve-labeled`` (``0``: the whole rest of the pool), seed and
+    budget of ``--curve-steps``, one run with its own schedule over that budget is scored like the protocol (the
+    mean of the last ``--eval-last`` evaluations every ``--eval-every`` steps, on the validation volumes) and also
+    evaluated every ``--curve-every`` steps (the bundle's ``eval_curve_every``). Entries already in
+    ``result["curve"]`` are skipped; ``save()`` is called after every run.
+    """
+    check_bundle_args(args)
+    work = Path(args.work_dir)
+    pool = pool_folder(args.train_dir[0], args.num_test, args.split_seed, work / "pool")
+    if args.val_patients >= len(pool["pool"]):
+        raise ValueError(f"--val-patients {args.val_patients} leaves no pool patient to label ({len(pool['pool'])} "
+                         "in the pool).")  # fmt: skip
+    result["data"] = {"test_patients": pool["test"], "pool_patients": pool["pool"], "pool_slices": pool["pool_slices"]}
+    done = {(e["num_labeled"], e["seed"], e["budget"]) for e in result.setdefault("curve", [])}
+    rest = len(pool["pool"]) - args.val_patients
+    for n in args.curve_labeled:
+        n = rest if n == 0 else n
+        for seed in args.seeds:
+            for budget in sorted(args.curve_steps):
+                if (n, seed, budget) in done:
+                    continue
+                root = work / "curve" / f"random_n{n}_s{seed}_b{budget}"
+                run = finetune_bundle(
+                    args, n, seed, "random", budget, None, root, dataset_dir=pool["dataset_dir"],
+                    num_val_patients=args.val_patients, eval_curve_every=args.curve_every,
+                )  # fmt: skip
+                val = run.pop("test_patients")
+                result["validation"] = {"names": val}
+                entry = {"num_labeled": n, "seed": seed, "budget": budget,
+                         "epochs": round(budget * args.finetune_batch / max(1, run["labeled_slices"]), 1),
+                         "seconds_per_step": round(run["seconds"] / budget, 3),
+                         "evals": run.pop("evaluations", []), "validation_patients": val, **run}  # fmt: skip
+                result["curve"].append(entry)
+                logger.info("curve n=%d seed=%d steps=%d: validation dice %.4f %s (%.0f s)", n, seed, budget,
+                            entry["dice"], entry["dice_per_class"], entry["seconds"])  # fmt: skip
+                save()
 
 
 def epochs_note(steps: int, pool_slices: int, batch: int) -> str:
@@ -236,8 +290,6 @@ def epochs_note(steps: int, pool_slices: int, batch: int) -> str:
 
 def check_bundle_args(args) -> None:
     """Refuse the options the bundle pipeline does not have, naming them."""
-    if args.learning_curve:
-        raise ValueError("--learning-curve runs with --pipeline tensors only (not yet through the bundles).")
     if args.epochs is not None:
         raise ValueError("--epochs: the bundle pipeline budgets fine-tuning in steps (--finetune-steps).")
     bad = [m for m in args.methods if m != "random" and m not in BUNDLE_METHODS]

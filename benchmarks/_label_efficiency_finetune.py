@@ -437,7 +437,7 @@ def format_curve_table(curve: list[dict]) -> str:
     settings = sorted({e["num_labeled"] for e in curve})
     budgets = sorted({e["budget"] for e in curve})
     head = "| fine-tuning steps | " + " | ".join(f"{n} labeled: epochs, Dice (per structure)" for n in settings)
-    lines = [head + " | train s/step |", "|---" * (len(settings) + 2) + "|"]
+    lines = [head + " | s/step |", "|---" * (len(settings) + 2) + "|"]
     for b in budgets:
         cells, rates = [], []
         for n in settings:
@@ -449,7 +449,7 @@ def format_curve_table(curve: list[dict]) -> str:
             per = " / ".join(f"{np.mean([e['dice_per_class'][k] for e in sel]):.3f}" for k in sel[0]["dice_per_class"])
             seeds = f", {len(sel)} seeds" if len(sel) > 1 else ""
             cells.append(f"{sel[0]['epochs']:g} ep, **{dice:.3f}** ({per}){seeds}")
-            rates += [e["train_seconds_per_step"] for e in sel]
+            rates += [e.get("train_seconds_per_step", e.get("seconds_per_step")) for e in sel]
         lines.append(f"| {b} | " + " | ".join(cells) + f" | {np.mean(rates):.3f} |")
     return "\n".join(lines)
 

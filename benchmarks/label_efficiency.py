@@ -10,7 +10,7 @@ pretraining and fine-tuning from the bundles' configs (``_label_efficiency_bundl
 own run, scored per volume at the labels' grid, HD95 in the labels' unit); this module then keeps only the
 protocol: split, seeds, pairing, statistics, tables, plots and the resumable JSON. ``tensors`` is the older
 in-memory pipeline (``_label_efficiency_data``/``_train``/``_finetune``: its own loop, augmentation and metrics at
-the training grid), kept for what the bundles do not run yet: ``--dataset dermoscopy``, ``--learning-curve``,
+the training grid), kept for what the bundles do not run yet: ``--dataset dermoscopy``,
 ``local_discrimination`` on slices, snapshots of one pretraining at several lengths, and the GPU script
 ``benchmarks/gpu/label_efficiency.sh``; the ACDC records of ``BENCHMARKS.md`` dated 2026-12-04 were measured by it.
 
@@ -30,7 +30,8 @@ Heart (ACDC), modelled on Chaitanya et al. (NeurIPS 2020): 20 test patients stra
 group, ``--split-seed``), the other 50 are the unlabeled pretraining pool and the pool the labeled patients
 (1, 2, 8 and all 50, drawn round the groups by the seed) come from. ``--learning-curve`` instead holds out
 ``--val-patients`` of the pool and fine-tunes random initialisations of several lengths, to choose
-``--finetune-steps`` on validation patients, never on the test patients.
+``--finetune-steps`` on validation patients, never on the test patients (through the bundles: the heart bundle on
+the pool's folder with ``num_val_patients`` and ``eval_curve_every``, :func:`_label_efficiency_bundles.curve_bundles`).
 
 Examples::
 
@@ -289,7 +290,7 @@ def _start(args, argv: list[str] | None, keys: tuple[str, ...]) -> dict:
     if args.out.is_file():
         old = json.loads(args.out.read_text())
         if old.get("config_hash") == digest:
-            result.update({k: old[k] for k in ("runs", "pretrain", "wall_seconds", "curve") if k in old})
+            result.update({k: old[k] for k in ("runs", "pretrain", "wall_seconds", "curve", "validation") if k in old})
             logger.info("resuming %s: %d runs done", args.out, len(result["runs"]) + len(result.get("curve", [])))
     for path in args.merge:
         other = json.loads(Path(path).read_text())
@@ -324,14 +325,19 @@ def _run_curve(args, argv: list[str] | None, t_start: float) -> dict:
         raise ValueError(f"--learning-curve fine-tunes random initialisations only; pass --methods random, "
                          f"got {args.methods}.")
     result = _start(args, argv, _CURVE_KEYS)
-    data = load_dataset(args, args.work_dir)
-    result["data"] = _describe(data)
 
     def save() -> None:
         result["wall_seconds"]["total_this_invocation"] = round(time.time() - t_start, 1)
         atomic_write_json(result, args.out)
 
-    learning_curve(data, args, result, save)
+    if args.pipeline == "bundles":
+        from _label_efficiency_bundles import curve_bundles
+
+        curve_bundles(args, result, save)
+    else:
+        data = load_dataset(args, args.work_dir)
+        result["data"] = _describe(data)
+        learning_curve(data, args, result, save)
     table = format_curve_table(result["curve"])
     save()
     with atomic_write(args.out.with_suffix(".md")) as handle:

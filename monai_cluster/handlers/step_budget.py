@@ -3,7 +3,8 @@
 - :class:`StepBudgetHandler`: terminates the engine at iteration ``max_steps`` (the epochs of a bundle are then
   ``ceil(max_steps / steps per epoch)``, :func:`budget_epochs`);
 - :class:`PeriodicEvaluationHandler`: calls an evaluation at chosen iterations, keeps each result as JSON (so a
-  resumed run keeps the evaluations made before the kill) and writes the mean of the last ones when training ends;
+  resumed run keeps the evaluations made before the kill) and writes the mean of the last ones when training ends,
+  with the learning curve of every evaluation beside it (``curve_steps``: evaluated, not averaged);
 - :func:`evaluation_steps`: the iterations of "every ``every`` steps, the last ``last`` of them".
 """
 
@@ -60,6 +61,17 @@ def evaluation_steps(total_steps: int, every: int, last: int) -> list[int]:
 def _mean(values: Sequence[Any]) -> float | None:
     finite = [float(v) for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
+
+
+def _numbers(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers of an evaluation summary (``mean_dice``) and its per-name numbers (``dice: {RV: ...}``)."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, Mapping) and all(isinstance(v, (int, float)) or v is None for v in value.values()):
+            out[key] = dict(value)
+    return out
 
 
 def average_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -124,15 +136,23 @@ class PeriodicEvaluationHandler:
     are averaged (:func:`average_summaries`) into ``<output_dir>/metrics.json`` with ``"steps"``, the iterations
     averaged. Evaluations already on disk are not redone, so a run resumed after a kill keeps them.
 
+    ``curve_steps`` are further iterations to evaluate at, for a learning curve: they are written like the others
+    and listed in ``metrics.json`` under ``"evaluations"`` (one ``{"step": ..., <numbers of the summary>}`` per
+    evaluated step, ``steps`` and ``curve_steps`` together, in order), but only ``steps`` enter the mean, so the
+    score of a run does not depend on whether its curve was recorded.
+
     Args:
         evaluate: ``evaluate(output_path=path) -> dict`` (e.g. a config component with ``"_mode_": "callable"``).
         steps: the iterations to evaluate at (e.g. :func:`evaluation_steps`); ``None`` or empty: the handler does
             nothing.
         output_dir: where the JSON files go.
         is_main: whether this process writes (``False`` on the other ranks of a multi-process run).
+        curve_steps: iterations evaluated for the curve only (e.g. ``range(every, max_steps + 1, every)``), or
+            ``None``.
 
     Raises:
         TypeError: when ``evaluate`` is not callable.
+        ValueError: when a step of ``steps`` or ``curve_steps`` is below 1.
     """
 
     def __init__(
@@ -141,10 +161,15 @@ class PeriodicEvaluationHandler:
         steps: Sequence[int] | None,
         output_dir: str | os.PathLike,
         is_main: bool = True,
+        curve_steps: Sequence[int] | None = None,
     ) -> None:
         if not callable(evaluate):
             raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}.")
         self.evaluate, self.steps = evaluate, sorted({int(s) for s in steps or ()})
+        self.curve_steps = sorted({int(s) for s in curve_steps or ()} - set(self.steps))
+        bad = [s for s in (*self.steps, *self.curve_steps) if s < 1]
+        if bad:
+            raise ValueError(f"steps and curve_steps must be iterations >= 1, got {bad}.")
         self.output_dir, self.is_main = Path(output_dir), bool(is_main)
 
     def path(self, step: int) -> Path:
@@ -159,7 +184,7 @@ class PeriodicEvaluationHandler:
 
     def iteration_completed(self, engine: Engine) -> None:
         step = engine.state.iteration
-        if step in self.steps and not self.path(step).is_file():
+        if (step in self.steps or step in self.curve_steps) and not self.path(step).is_file():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             summary = self.evaluate(output_path=str(self.path(step)))
             logger.info("evaluation at step %d: mean Dice %s", step, summary.get("mean_dice"))
@@ -171,6 +196,12 @@ class PeriodicEvaluationHandler:
             return None
         summary = average_summaries([json.loads(self.path(s).read_text()) for s in found])
         summary["steps"] = found
+        if self.curve_steps:
+            summary["evaluations"] = [
+                {"step": s, **_numbers(json.loads(self.path(s).read_text()))}
+                for s in sorted({*self.steps, *self.curve_steps})
+                if self.path(s).is_file()
+            ]
         atomic_write_json(summary, self.output_dir / "metrics.json")
         logger.info("mean of %d evaluations (steps %s): mean Dice %s", len(found), found, summary.get("mean_dice"))
         return summary

@@ -79,6 +79,7 @@ SEGMENTATION_SLICE_OPTION_SPECS: dict[str, str] = {
     "augment": "bool",
     "eval_every_steps": "int?>=1",
     "eval_last": "int>=1",
+    "eval_curve_every": "int?>=1",
     "use_pretrained": "bool",
     "partial_transfer": "bool",
     "resume": "bool",
@@ -96,7 +97,8 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
     and ``label_fraction`` lie in ``(0, 1]``; ``val_fraction`` lies in ``(0, 1)`` (the run validates on held-out
     patients); ``pretrained_exclude`` is ``None`` (only the task head starts fresh) or a list of submodule names
     that start at the seed's initialisation instead of the pretrained weights (what the pretraining did not train:
-    the decoder after a SimCLR run, the blocks below ``decoder_layer`` after a local loss).
+    the decoder after a SimCLR run, the blocks below ``decoder_layer`` after a local loss); ``eval_curve_every``
+    (further evaluations for a learning curve, not scored) needs ``eval_every_steps``.
 
     Returns:
         the options normalised.
@@ -115,6 +117,11 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
     for name in ("crop_fraction", "label_fraction"):
         if checked[name] is not None and checked[name] > 1:
             raise ValueError(f"option {name!r} (--{name}) must lie in (0, 1], got {checked[name]}.")
+    if checked["eval_curve_every"] is not None and checked["eval_every_steps"] is None:
+        raise ValueError(
+            f"option 'eval_curve_every' (--eval_curve_every {checked['eval_curve_every']}) records a learning curve "
+            "beside the scored evaluations; it needs 'eval_every_steps' (--eval_every_steps), got None."
+        )
     if checked["val_fraction"] >= 1:
         raise ValueError(
             f"option 'val_fraction' (--val_fraction) must lie in (0, 1) (patients must remain to label), "

@@ -79,8 +79,7 @@ def test_methods_map_to_bundle_options_and_exclusions():
 def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
     base = ["--dataset", "heart", "--train-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
             "--out", str(tmp_path / "o.json")]  # fmt: skip
-    with pytest.raises(ValueError, match="--learning-curve"):
-        leb.check_bundle_args(le.parse_args([*base, "--learning-curve", "--methods", "random"]))
+    leb.check_bundle_args(le.parse_args([*base, "--learning-curve", "--methods", "random"]))  # runs now
     with pytest.raises(ValueError, match="--epochs"):
         leb.check_bundle_args(le.parse_args([*base, "--epochs", "3"]))
     with pytest.raises(ValueError, match="dermoscopy"):
@@ -137,3 +136,43 @@ def test_semi_supervised_variants_are_refused_where_they_cannot_run(tmp_path):
             "--out", str(tmp_path / "o.json"), "--methods", "random"]  # fmt: skip
     with pytest.raises(ValueError, match="ema_decay"):
         le.parse_args([*base, "--semi-supervised", "mean_teacher", "--ema-decay", "1.5"])
+
+
+CURVE_TOY = [
+    "--dataset", "heart", "--image-size", "32", "--heart-crop", "0.9", "--num-test", "5", "--methods", "random",
+    "--learning-curve", "--val-patients", "2", "--curve-labeled", "1", "0", "--curve-steps", "4", "6",
+    "--curve-every", "2", "--seeds", "0", "--finetune-batch", "4", "--eval-every", "1", "--eval-last", "2",
+    "--features", "4", "4", "8", "8", "16", "4",
+]  # fmt: skip
+
+
+def test_learning_curve_runs_through_the_bundle_on_validation_patients_only(tmp_path, monkeypatch):
+    data = _acdc_like(tmp_path / "acdc", depth=4)
+    argv = [*CURVE_TOY, "--train-dir", str(data), "--out", str(tmp_path / "c.json"), "--work-dir", str(tmp_path / "w")]
+    result = le.main(argv)
+    assert result["config"]["pipeline"] == "bundles"
+    curve = {(e["num_labeled"], e["budget"]): e for e in result["curve"]}
+    assert set(curve) == {(1, 4), (1, 6), (3, 4), (3, 6)}  # 0 = the rest: 5 pool patients - 2 validation
+    val, test = set(result["validation"]["names"]), set(result["data"]["test_patients"])
+    assert len(val) == 2 and not val & test and val <= set(result["data"]["pool_patients"])
+    for (n, budget), e in curve.items():
+        assert len(e["labeled_patients"]) == n and not set(e["labeled_patients"]) & val
+        assert e["test_volumes"] == 4  # the 2 validation patients' two frames, never a test patient's
+        assert e["evaluated_steps"] == [budget - 1, budget]
+        steps = [v["step"] for v in e["evals"]]
+        assert steps == sorted({*range(2, budget + 1, 2), budget - 1, budget})
+        scored = [v["dice"] for v in e["evals"] if v["step"] in e["evaluated_steps"]]
+        assert e["dice"] == pytest.approx(sum(scored) / len(scored))  # the curve's extra steps are not averaged
+        assert e["epochs"] == pytest.approx(budget * 4 / e["labeled_slices"], abs=0.05)
+    table = le.format_curve_table(result["curve"])
+    assert "| 4 |" in table and "| 6 |" in table and "1 labeled" in table and "3 labeled" in table
+    md = (tmp_path / "c.md").read_text()
+    assert all(name in md for name in val) and (tmp_path / "c.png").is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished curve run was trained again")
+
+    monkeypatch.setattr(leb, "run_bundle", refuse)
+    assert len(le.main(argv)["curve"]) == 4
+    with pytest.raises(ValueError, match="--val-patients 5 leaves no pool patient"):
+        le.main([*argv[:argv.index("--val-patients") + 1], "5", *argv[argv.index("--val-patients") + 2:]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -94,3 +95,34 @@ def test_periodic_evaluation_averages_the_last_ones_and_keeps_them_on_resume(tmp
         evaluation_steps(5, 3, 3)
     with pytest.raises(ValueError, match="at least one"):
         average_summaries([])
+
+
+def test_periodic_evaluation_records_the_curve_without_averaging_it(tmp_path):
+    seen = []
+
+    def evaluate(output_path):
+        step = int(Path(output_path).stem.split("_")[1])
+        seen.append(step)
+        summary = {"mean_dice": step / 10, "dice": {"RV": step / 20}, "volumes": [step], "unit": "voxel"}
+        Path(output_path).write_text(json.dumps(summary))
+        return summary
+
+    engine = Engine(lambda e, b: None)
+    StepBudgetHandler(6).attach(engine)
+    handler = PeriodicEvaluationHandler(evaluate, [5, 6], tmp_path / "e", curve_steps=range(2, 7, 2))
+    handler.attach(engine)
+    engine.run(range(4), max_epochs=2)
+    assert seen == [2, 4, 5, 6]  # 6 is a scored step and a curve step: evaluated once
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["steps"] == [5, 6] and metrics["mean_dice"] == pytest.approx(0.55)  # the curve is not averaged
+    assert [e["step"] for e in metrics["evaluations"]] == [2, 4, 5, 6]
+    assert metrics["evaluations"][1] == {"step": 4, "mean_dice": pytest.approx(0.4), "dice": {"RV": pytest.approx(0.2)}}
+    assert "unit" not in metrics["evaluations"][0] and "volumes" not in metrics["evaluations"][0]
+    plain = PeriodicEvaluationHandler(evaluate, [5, 6], tmp_path / "p")
+    engine2 = Engine(lambda e, b: None)
+    StepBudgetHandler(6).attach(engine2)
+    plain.attach(engine2)
+    engine2.run(range(4), max_epochs=2)
+    assert "evaluations" not in json.loads((tmp_path / "p" / "metrics.json").read_text())
+    with pytest.raises(ValueError, match="curve_steps"):
+        PeriodicEvaluationHandler(evaluate, [5], tmp_path / "x", curve_steps=[0, 3])

@@ -108,6 +108,8 @@ def test_selection_is_the_acdc_benchmarks():
         ({"split_seed": "a"}, TypeError, r"option 'split_seed'"),
         ({"eval_every_steps": 0}, ValueError, r"option 'eval_every_steps'"),
         ({"eval_last": 0}, ValueError, r"option 'eval_last'"),
+        ({"eval_curve_every": 0}, ValueError, r"option 'eval_curve_every'"),
+        ({"eval_curve_every": 5}, ValueError, r"'eval_curve_every' \(--eval_curve_every 5\).*needs 'eval_every_steps'"),
     ],
 )
 def test_options_are_refused_naming_the_option(override, error, match):
@@ -117,6 +119,7 @@ def test_options_are_refused_naming_the_option(override, error, match):
         "val_fraction": 0.2, "num_val_patients": None, "label_fraction": 1.0, "num_labeled": None, "seed": 0,
         "split_seed": 0, "augment": True, "use_pretrained": False, "partial_transfer": False, "resume": False,
         "dataset_dir": None, "bundle_root": ".", "eval_every_steps": None, "eval_last": 1,
+        "eval_curve_every": None,
     }  # fmt: skip
     assert check_segmentation_slice_options(**good)["image_size"] == [32, 32]
     with pytest.raises(error, match=match):
