@@ -1,5 +1,8 @@
 """The ACDC protocol of ``label_efficiency.py`` run through the bundles (``--dataset heart``, ``--pipeline bundles``).
 
+(``--dataset dermoscopy`` runs through the same loop, :func:`run_bundles`, with the split, pretraining and fine-tuning
+of :mod:`_label_efficiency_dermoscopy_bundles`.)
+
 Pretraining is ``bundles/cluster_contrastive_pretrain`` with ``configs/train.json`` + ``train_slices.json``,
 fine-tuning and scoring ``bundles/heart_ct_segmentation`` with ``train.json`` + ``train_slices.json``, each run by
 :func:`~monai_cluster.workflows.segmentation_bundle.run_bundle` with overrides. This module keeps only the
@@ -292,11 +295,17 @@ def check_bundle_args(args) -> None:
     """Refuse the options the bundle pipeline does not have, naming them."""
     if args.epochs is not None:
         raise ValueError("--epochs: the bundle pipeline budgets fine-tuning in steps (--finetune-steps).")
-    bad = [m for m in args.methods if m != "random" and m not in BUNDLE_METHODS]
+    if args.dataset == "dermoscopy":
+        from _label_efficiency_dermoscopy_bundles import DERMOSCOPY_METHODS
+
+        methods = DERMOSCOPY_METHODS
+    else:
+        methods = BUNDLE_METHODS
+    bad = [m for m in args.methods if m != "random" and m not in methods]
     if bad:
-        raise ValueError(f"--methods {bad} have no bundle pretraining (bundle methods: random, {sorted(BUNDLE_METHODS)}); "
-                         "use --pipeline tensors.")
-    if args.test_dir or len(args.train_dir) != 1:
+        raise ValueError(f"--methods {bad} have no bundle pretraining for --dataset {args.dataset} (bundle methods: "
+                         f"random, {sorted(methods)}); use --pipeline tensors.")  # fmt: skip
+    if args.dataset == "heart" and (args.test_dir or len(args.train_dir) != 1):
         raise ValueError("the bundle pipeline takes one --train-dir (images/ + labels/) and holds out --num-test "
                          f"patients itself; got --train-dir {args.train_dir} --test-dir {args.test_dir}.")
     bundle_exclude("global_local", args.decoder_layer)
@@ -304,6 +313,30 @@ def check_bundle_args(args) -> None:
         check_semi_supervised_options(semi, None, **{name: getattr(args, name) for name in SEMI_OPTIONS})
     if math.isnan(args.heart_crop) or not 0 < args.heart_crop <= 1:
         raise ValueError(f"--heart-crop must lie in (0, 1], got {args.heart_crop}.")
+
+
+def _protocol(args, work: Path, result: dict):
+    """The dataset's split written out, and its ``(units, pretrain(method, steps, root), finetune(...))``."""
+    if args.dataset == "dermoscopy":
+        from _label_efficiency_dermoscopy_bundles import dermoscopy_split, finetune_dermoscopy, pretrain_dermoscopy
+
+        split = dermoscopy_split(args, work / "split")
+        result["data"] = {"test_images": split["test"], "pool_images": split["pool"],
+                          "pretrain_images": split["pretrain_images"]}  # fmt: skip
+
+        def finetune(n, seed, method, steps, init, root, semi):
+            exclude = bundle_exclude(method, args.decoder_layer)
+            return finetune_dermoscopy(args, n, seed, exclude, steps, init, split, root, semi)
+
+        return len(split["pool"]), lambda m, s, root: pretrain_dermoscopy(args, m, s, split, root), finetune
+    pool = pool_folder(args.train_dir[0], args.num_test, args.split_seed, work / "pool")
+    result["data"] = {"test_patients": pool["test"], "pool_patients": pool["pool"], "pool_slices": pool["pool_slices"]}
+
+    def finetune(n, seed, method, steps, init, root, semi):
+        return finetune_bundle(args, n, seed, method, steps, init, root, semi)
+
+    logger.info("pool: %s", epochs_note(max(args.pretrain_steps or [1]), pool["pool_slices"], args.pretrain_batch))
+    return len(pool["pool"]), lambda m, s, root: pretrain_bundle(args, m, s, pool, root), finetune
 
 
 def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, str, int | None, str]]) -> None:
@@ -318,14 +351,13 @@ def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, st
 
     check_bundle_args(args)
     work = Path(args.work_dir)
-    pool = pool_folder(args.train_dir[0], args.num_test, args.split_seed, work / "pool")
-    result["data"] = {"test_patients": pool["test"], "pool_patients": pool["pool"], "pool_slices": pool["pool_slices"]}
+    units, pretrain, finetune = _protocol(args, work, result)
     inits: dict[tuple[str, int], str] = {}
     for _, method, steps, _ in variants:
         if steps is None or (method, steps) in inits:
             continue
-        logger.info("pretraining %s: %s", method, epochs_note(steps, pool["pool_slices"], args.pretrain_batch))
-        log = pretrain_bundle(args, method, steps, pool, work / result["pretrain_dir"] / f"{method}_{steps}")
+        logger.info("pretraining %s for %d steps", method, steps)
+        log = pretrain(method, steps, work / result["pretrain_dir"] / f"{method}_{steps}")
         result["pretrain"][f"{method}@{steps}"] = {k: v for k, v in log.items() if k != "losses"} | {
             "last_losses": (log.get("losses") or [None])[-1]}
         inits[(method, steps)] = log["model"]
@@ -333,19 +365,19 @@ def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, st
     if args.pretrain_only:
         return
     done = {(r["num_labeled"], r["seed"], r["variant"]) for r in result["runs"]}
-    for n in settings(len(pool["pool"])):
+    for n in settings(units):
         steps = steps_for(args.steps_table, n)
         for seed in args.seeds:
             for name, method, pre_steps, semi in variants:
                 if (n, seed, name) in done:
                     continue
-                if semi != "none" and n >= len(pool["pool"]):
-                    logger.info("n=%d seed=%d %s skipped: every pool patient is labeled, none left unlabeled", n, seed,
+                if semi != "none" and n >= units:
+                    logger.info("n=%d seed=%d %s skipped: every pool unit is labeled, none left unlabeled", n, seed,
                                 name)  # fmt: skip
                     continue
                 init = None if pre_steps is None else inits[(method, pre_steps)]
                 root = work / "finetune" / f"{name.replace('@', '_').replace('+', '_')}_n{n}_s{seed}"
-                run = finetune_bundle(args, n, seed, method, steps, init, root, semi)
+                run = finetune(n, seed, method, steps, init, root, semi)
                 run.update({"num_labeled": n, "seed": seed, "variant": name, "method": method, "pretrain_steps": pre_steps})
                 result["runs"].append(run)
                 logger.info("n=%d seed=%d %s: dice %.4f %s hd95 %s %s (%d steps, %.0f s)", n, seed, name, run["dice"],

@@ -4,15 +4,17 @@ Compares, in one run and with paired seeds, initialisations of the same MONAI ``
 ``random`` (no pretraining) and pretrainings (SimCLR on the encoder, Chaitanya et al.'s global + local baseline,
 Zhang et al.'s cluster-guided contrastive learning, ...).
 
-Two pipelines run the protocol (``--pipeline``). ``bundles`` (the default for ``--dataset heart``) builds every
-pretraining and fine-tuning from the bundles' configs (``_label_efficiency_bundles``: the pretraining bundle's
-``train_slices.json`` and the heart bundle's ``train_slices.json`` with overrides; each pretraining length is its
-own run, scored per volume at the labels' grid, HD95 in the labels' unit); this module then keeps only the
-protocol: split, seeds, pairing, statistics, tables, plots and the resumable JSON. ``tensors`` is the older
-in-memory pipeline (``_label_efficiency_data``/``_train``/``_finetune``: its own loop, augmentation and metrics at
-the training grid), kept for what the bundles do not run yet: ``--dataset dermoscopy``,
-``local_discrimination`` on slices, snapshots of one pretraining at several lengths, and the GPU script
-``benchmarks/gpu/label_efficiency.sh``; the ACDC records of ``BENCHMARKS.md`` dated 2026-12-04 were measured by it.
+Two pipelines run the protocol (``--pipeline``). ``bundles`` (the default) builds every pretraining and fine-tuning
+from the bundles' configs (``_label_efficiency_bundles``: for ``heart`` the pretraining bundle's
+``train_slices.json`` and the heart bundle's ``train_slices.json`` with overrides, scored per volume at the labels'
+grid, HD95 in the labels' unit; for ``dermoscopy`` (``_label_efficiency_dermoscopy_bundles``) the pretraining
+bundle's ``train.json`` and the dermoscopy bundle's ``train.json`` on datalists of the split; each pretraining
+length is its own run); this module then keeps only the protocol: split, seeds, pairing, statistics, tables, plots
+and the resumable JSON. ``tensors`` is the older in-memory pipeline (``_label_efficiency_data``/``_train``/
+``_finetune``: its own loop, augmentation and metrics at the training grid), kept for what the bundles do not run
+yet: ``local_discrimination`` on slices, snapshots of one pretraining at several lengths, the dermoscopy learning
+curve, and the GPU script ``benchmarks/gpu/label_efficiency.sh``; the ACDC and dermoscopy records of
+``BENCHMARKS.md`` dated up to 2026-12-04 were measured by it.
 
 Each pretraining runs once (``--pretrain-seed``) and is saved at every length in ``--pretrain-steps``; every
 fine-tuning seed reuses those weights. Seed ``s`` fixes the labeled subset, the initialisation of the layers that
@@ -194,9 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_pretrain_args(p)
     args = p.parse_args(argv)
     root = Path(get_data_root())
-    args.pipeline = args.pipeline or ("bundles" if args.dataset == "heart" else "tensors")
-    if args.dataset == "dermoscopy" and args.pipeline != "tensors":
-        raise ValueError("--pipeline bundles runs the ACDC protocol only (--dataset heart); dermoscopy: --pipeline tensors.")
+    args.pipeline = args.pipeline or "bundles"
+    if args.dataset == "dermoscopy" and args.pipeline == "bundles" and args.learning_curve:
+        raise ValueError("--learning-curve runs through the bundles for --dataset heart; dermoscopy: --pipeline tensors.")
     if args.pipeline != "bundles" and args.semi_supervised != ["none"]:
         raise ValueError(f"--semi-supervised {args.semi_supervised} runs through the bundles only (--dataset heart, "
                          "--pipeline bundles).")
@@ -236,8 +238,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.work_dir = args.work_dir or Path.home() / ".cache" / "monai_cluster_runs" / "acdc_bundles"
     if args.pipeline == "bundles":
         from _label_efficiency_bundles import BUNDLE_METHODS, check_bundle_args
+        from _label_efficiency_dermoscopy_bundles import DERMOSCOPY_METHODS
 
-        args.methods = args.methods or ["random", *BUNDLE_METHODS]
+        methods = DERMOSCOPY_METHODS if args.dataset == "dermoscopy" else BUNDLE_METHODS
+        args.methods = args.methods or ["random", *methods]
         check_bundle_args(args)
     args.methods = args.methods or list(METHODS)
     args.out = args.out or results / f"{stem}.json"

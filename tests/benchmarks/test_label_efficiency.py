@@ -241,8 +241,8 @@ def test_summaries_pair_by_seed():
 def test_dermoscopy_run_is_paired_and_resumable(tmp_path):
     make_synthetic_dermoscopy(tmp_path / "derm", n=10, size=32, seed=0)
     out = tmp_path / "out.json"
-    argv = ["--dataset", "dermoscopy", "--train-dir", str(tmp_path / "derm"), "--unlabeled-dir", "--num-test", "4",
-            "--num-labeled", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
+    argv = ["--dataset", "dermoscopy", "--pipeline", "tensors", "--train-dir", str(tmp_path / "derm"), "--unlabeled-dir",
+            "--num-test", "4", "--num-labeled", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
     result = le.main(argv)
     runs = result["runs"]
     assert len(runs) == 2 * len(le.METHODS)

@@ -82,9 +82,11 @@ def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
     leb.check_bundle_args(le.parse_args([*base, "--learning-curve", "--methods", "random"]))  # runs now
     with pytest.raises(ValueError, match="--epochs"):
         leb.check_bundle_args(le.parse_args([*base, "--epochs", "3"]))
-    with pytest.raises(ValueError, match="dermoscopy"):
-        le.parse_args(["--dataset", "dermoscopy", "--pipeline", "bundles"])
-    assert le.parse_args(["--dataset", "dermoscopy"]).pipeline == "tensors"
+    with pytest.raises(ValueError, match="--learning-curve runs through the bundles for --dataset heart"):
+        le.parse_args(["--dataset", "dermoscopy", "--learning-curve", "--methods", "random"])
+    assert le.parse_args(["--dataset", "dermoscopy"]).pipeline == "bundles"
+    with pytest.raises(ValueError, match=r"--methods \['local_discrimination'\] have no bundle pretraining for --dataset dermoscopy"):
+        le.parse_args(["--dataset", "dermoscopy", "--methods", "random", "local_discrimination"])
 
 
 SEMI_TOY = [
@@ -131,7 +133,7 @@ def test_semi_supervised_variants_run_through_the_bundle_options_paired_by_seed(
 
 def test_semi_supervised_variants_are_refused_where_they_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="--semi-supervised"):
-        le.parse_args(["--dataset", "dermoscopy", "--semi-supervised", "copy_paste"])
+        le.parse_args(["--dataset", "dermoscopy", "--pipeline", "tensors", "--semi-supervised", "copy_paste"])
     base = ["--dataset", "heart", "--train-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
             "--out", str(tmp_path / "o.json"), "--methods", "random"]  # fmt: skip
     with pytest.raises(ValueError, match="ema_decay"):
@@ -176,3 +178,47 @@ def test_learning_curve_runs_through_the_bundle_on_validation_patients_only(tmp_
     assert len(le.main(argv)["curve"]) == 4
     with pytest.raises(ValueError, match="--val-patients 5 leaves no pool patient"):
         le.main([*argv[:argv.index("--val-patients") + 1], "5", *argv[argv.index("--val-patients") + 2:]])
+
+
+DERM_TOY = [
+    "--dataset", "dermoscopy", "--image-size", "32", "--num-test", "4", "--num-labeled", "2", "--seeds", "0", "1",
+    "--methods", "random", "cluster_guided", "--pretrain-steps", "3", "--ae-steps", "2", "--pretrain-batch", "4",
+    "--num-clusters", "2", "4", "--local-locations", "8", "--finetune-steps", "4", "--finetune-batch", "2",
+    "--eval-every", "2", "--eval-last", "2", "--features", "4", "4", "8", "8", "16", "4",
+]  # fmt: skip
+
+
+def test_dermoscopy_runs_through_the_bundles_paired_by_seed(tmp_path, monkeypatch):
+    from monai_cluster.data import make_synthetic_dermoscopy
+
+    make_synthetic_dermoscopy(tmp_path / "derm", n=12, size=32, seed=0)
+    make_synthetic_dermoscopy(tmp_path / "more", n=6, size=32, seed=1)
+    argv = [*DERM_TOY, "--train-dir", str(tmp_path / "derm"), "--unlabeled-dir", str(tmp_path / "more" / "images"),
+            "--out", str(tmp_path / "d.json"), "--work-dir", str(tmp_path / "w")]  # fmt: skip
+    result = le.main(argv)
+    assert result["config"]["pipeline"] == "bundles"
+    test, pool = set(result["data"]["test_images"]), set(result["data"]["pool_images"])
+    assert len(test) == 4 and len(pool) == 8 and not test & pool
+    pretrain = {item["image"] for item in json.loads((tmp_path / "w" / "split" / "pretrain.json").read_text())["training"]}
+    held_out = {item["image"] for item in json.loads((tmp_path / "w" / "split" / "finetune.json").read_text())["validation"]}
+    assert len(pretrain) == 14 and len(held_out) == 4 and not held_out & pretrain  # 6 unlabeled + 8 pool images
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {(v, s) for v in ("random", "cluster_guided@3") for s in (0, 1)}
+    for seed in (0, 1):
+        a, b = runs[("random", seed)], runs[("cluster_guided@3", seed)]
+        assert a["labeled_images"] == b["labeled_images"] and len(a["labeled_images"]) == 2
+        assert set(a["labeled_images"]) <= pool and a["test_images"] == 4
+        assert a["loaded_tensors"] == 0 and b["loaded_tensors"] > 0
+        assert a["evaluated_steps"] == [2, 4] and 0 <= a["dice"] <= 1 and a["dice_per_class"] == {"lesion": a["dice"]}
+    assert runs[("random", 0)]["labeled_images"] != runs[("random", 1)]["labeled_images"]
+    pre = result["pretrain"]["cluster_guided@3"]
+    assert pre["iterations"] == 3 and pre["overrides"]["use_pseudo_classes"] is True
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(leb, "run_bundle", refuse)
+    import _label_efficiency_dermoscopy_bundles as ldb
+
+    monkeypatch.setattr(ldb, "run_bundle", refuse)
+    assert len(le.main(argv)["runs"]) == 4
