@@ -36,6 +36,7 @@ PRETRAIN_OPTION_SPECS = {
     "spatial_dims": "int>=2",
     "in_channels": "int>=1",
     "spatial_size": "ints>=8",
+    "crop_size": "ints?>=8",
     "features": "ints>=1",
     "embed_dim": "int>=1",
     "num_clusters": "int>=2",
@@ -78,8 +79,9 @@ def validate_pretrain_options(**options: Any) -> dict[str, Any]:
 
     - ``dataset_dir`` and ``prior_mask_dir`` (with ``shape_prior``) must be existing folders; a 3D shape prior
       needs ``prior_mask_dir`` (the synthetic priors are 2D vessel trees);
-    - ``spatial_dims`` is 2 or 3, ``spatial_size`` and ``grid_size`` have one value or one per spatial axis,
-      ``grid_size`` does not exceed ``spatial_size`` on any axis, ``features`` holds BasicUNet's six sizes;
+    - ``spatial_dims`` is 2 or 3, ``spatial_size``, ``crop_size`` and ``grid_size`` have one value or one per
+      spatial axis, ``crop_size`` (the training crop, ``None``: the whole image) does not exceed ``spatial_size``
+      and ``grid_size`` not the training size on any axis, ``features`` holds BasicUNet's six sizes;
     - ``shape_prior_cluster`` is one of the ``num_clusters`` clusters;
     - ``warmup_epochs`` leaves at least one epoch with the clustering terms.
 
@@ -91,7 +93,7 @@ def validate_pretrain_options(**options: Any) -> dict[str, Any]:
     ``shape_prior_weight`` of 0 (the prior would never reach the network).
 
     Returns:
-        the checked options, ``spatial_size`` and ``grid_size`` as one value per spatial axis when
+        the checked options, ``spatial_size``, ``crop_size`` and ``grid_size`` as one value per spatial axis when
         ``spatial_dims`` is given.
 
     Raises:
@@ -132,15 +134,21 @@ def _check_geometry(checked: dict[str, Any]) -> None:
     if dims is not None and dims not in (2, 3):
         raise ValueError(f"option 'spatial_dims' (--spatial_dims) must be 2 or 3, got {dims}.")
     if dims is not None:
-        for name in ("spatial_size", "grid_size"):
-            if name in checked:
+        for name in ("spatial_size", "crop_size", "grid_size"):
+            if checked.get(name) is not None:
                 _per_axis(checked, name, dims)
-        if "spatial_size" in checked and "grid_size" in checked:
-            if any(g > s for g, s in zip(checked["grid_size"], checked["spatial_size"])):
+        crop = checked.get("crop_size")
+        if crop is not None and "spatial_size" in checked and any(c > s for c, s in zip(crop, checked["spatial_size"])):
+            raise ValueError(
+                f"option 'crop_size' (--crop_size) {crop} must not exceed 'spatial_size' {checked['spatial_size']} "
+                "on any axis: the training crops are cut from the image resized to spatial_size."
+            )
+        size, size_name = (crop, "crop_size") if crop is not None else (checked.get("spatial_size"), "spatial_size")
+        if size is not None and "grid_size" in checked:
+            if any(g > s for g, s in zip(checked["grid_size"], size)):
                 raise ValueError(
-                    f"option 'grid_size' (--grid_size) {checked['grid_size']} must not exceed 'spatial_size' "
-                    f"{checked['spatial_size']} on any axis: each patch must hold at least one pixel of the "
-                    "embedding map."
+                    f"option 'grid_size' (--grid_size) {checked['grid_size']} must not exceed {size_name!r} "
+                    f"{size} on any axis: each patch must hold at least one pixel of the embedding map."
                 )
     if "features" in checked and len(checked["features"]) != 6:
         raise ValueError(
@@ -152,6 +160,11 @@ def _check_geometry(checked: dict[str, Any]) -> None:
                 f"option 'shape_prior_cluster' (--shape_prior_cluster) must be one of the {checked['num_clusters']} "
                 f"clusters of 'num_clusters' (0 to {checked['num_clusters'] - 1}), got {checked['shape_prior_cluster']}."
             )
+    if checked.get("shape_prior") and checked.get("crop_size") is not None:
+        raise ValueError(
+            f"option 'crop_size' (--crop_size) {checked['crop_size']} cannot train with 'shape_prior': the prior "
+            "masks are shaped like whole images at spatial_size; set crop_size null or shape_prior false."
+        )
     if checked.get("shape_prior") and "prior_mask_dir" in checked:
         folder = checked["prior_mask_dir"]
         if folder is not None and not Path(folder).is_dir():
@@ -201,8 +214,16 @@ def _check_terms(checked: dict[str, Any]) -> None:
         )
 
 
+def _train_size(options: Mapping[str, Any]) -> tuple[list[int], str]:
+    """The size the network trains at and the option that sets it: ``crop_size`` when given, else ``spatial_size``."""
+    if options.get("crop_size") is not None:
+        return list(options["crop_size"]), "crop_size"
+    return list(options["spatial_size"]), "spatial_size"
+
+
 def _probe_embedding_size(options: Mapping[str, Any]) -> tuple[int, ...]:
-    """The spatial size of the embedding map at ``spatial_size``, from a throwaway network (global RNG untouched)."""
+    """The spatial size of the embedding map at the training size (``crop_size``, else ``spatial_size``), from a
+    throwaway network (global RNG untouched)."""
     from monai_cluster.networks import LocalDiscriminationNet
 
     with torch.random.fork_rng(devices=[]):
@@ -213,7 +234,7 @@ def _probe_embedding_size(options: Mapping[str, Any]) -> tuple[int, ...]:
         )  # fmt: skip
         net.eval()
         with torch.no_grad():
-            out = net(torch.zeros(1, options["in_channels"], *options["spatial_size"]))
+            out = net(torch.zeros(1, options["in_channels"], *_train_size(options)[0]))
     return tuple(int(s) for s in out["embedding"].shape[2:])
 
 
@@ -239,10 +260,11 @@ def preflight_local_discrimination(
 
     batches = check_batch_fits(data["train"], options["batch_size"])
     size = _probe_embedding_size(options)
+    train_size, size_name = _train_size(options)
     if any(g > s for g, s in zip(options["grid_size"], size)):
         raise ValueError(
             f"option 'grid_size' (--grid_size) {options['grid_size']} must not exceed the embedding map "
-            f"{list(size)} at spatial_size {options['spatial_size']}."
+            f"{list(size)} at {size_name} {train_size}."
         )
     if options["shape_prior"] and prior_masks is not None and prior_masks.ndim - 2 != options["spatial_dims"]:
         raise ValueError(
@@ -257,7 +279,8 @@ def local_discrimination_run_settings(
 ) -> dict[str, dict[str, Any]]:
     """The settings that define a pretraining run's outputs, for :class:`~monai_cluster.workflows.RunOutputs`.
 
-    Seed, data (folder, kind, the training and monitoring listings), network, loss (weights, temperatures, grid,
+    Seed, data (folder, kind, the training and monitoring listings), the training crop (``crop_size``, when
+    set), network, loss (weights, temperatures, grid,
     the shape prior's weight, cluster and masks when it is on), batch size and learning rate. Not recorded:
     ``epochs`` and ``warmup_epochs`` (a resume may extend the run; the warm-up defaults to a quarter of the epochs),
     ``val_interval``, ``num_cluster_maps``, AMP, ``resume``.
@@ -267,6 +290,8 @@ def local_discrimination_run_settings(
         data: the listings (:func:`prepare_pretrain_data`).
     """
     settings = {name: options[name] for name in _RUN_SETTINGS}
+    if options.get("crop_size") is not None:  # recorded when set, so that runs from before the option still resume
+        settings["crop_size"] = options["crop_size"]
     settings["data"] = {"train": data_fingerprint(data["train"]), "val": data_fingerprint(data["val"])}
     if options["shape_prior"]:
         settings.update({name: options[name] for name in ("shape_prior_weight", "shape_prior_cluster", "prior_mask_dir")})

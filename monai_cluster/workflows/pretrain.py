@@ -76,6 +76,7 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
     "schedule": "choice:joint|staged",
     "local_epochs": "int>=1",
     "crop_scale": "floats>0",
+    "crop_size": "ints?>=16",
     "resume": "bool",
     "seed": "int>=0",
     "spatial_dims": "int>=2",
@@ -96,6 +97,7 @@ PRETRAIN_OPTION_SPECS: dict[str, str] = {
 
 PRETRAIN_OPTION_DEFAULTS: dict[str, Any] = {
     "decoder_layer": None,
+    "crop_size": None,
     "local_num_locations": 32,
     "local_region_size": 4,
     "local_learning_rate": 1e-3,
@@ -129,7 +131,9 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
             with one size or one per spatial axis (returned as one size per axis), ``decoder_layer`` is not one of
             the backbone's decoder blocks, the autoencoder's strides cannot halve ``image_size`` evenly, the local
             loss samples a single location (no negatives), ``recluster_interval`` would never re-cluster, or
-            ``intensity_range`` is not ``[low, high]``.
+            ``intensity_range`` is not ``[low, high]``, or ``crop_size`` (the pretraining crop, ``None``: the whole
+            image) is not a multiple of 16 (returned as one size per axis), exceeds ``image_size`` or does not fit
+            the backbone.
     """
     checked = validate_options(
         {**BACKBONE_OPTION_DEFAULTS, **PRETRAIN_OPTION_DEFAULTS, **options}, PRETRAIN_OPTION_SPECS
@@ -144,6 +148,7 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
         checked["feature_size"], checked["depths"], size=checked["image_size"], size_option="image_size",
         strict_size=True,
     )  # fmt: skip
+    _check_crop_size(checked)
     low_high = checked["crop_scale"]
     if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
         raise ValueError(f"option 'crop_scale' must be [low, high] with 0 < low <= high <= 1, got {low_high}.")
@@ -185,6 +190,23 @@ def check_pretrain_options(**options: Any) -> dict[str, Any]:
                 f"option 'intensity_range' (--intensity_range) must be [low, high] with low < high, got {low_high}."
             )
     return checked
+
+
+def _check_crop_size(checked: dict[str, Any]) -> None:
+    """``crop_size``: ``None``, or one size per axis, multiples of 16, within ``image_size``, fit for the backbone."""
+    if checked["crop_size"] is None:
+        return
+    crop = check_image_size(checked["crop_size"], checked["spatial_dims"], name="crop_size")
+    if any(c > s for c, s in zip(crop, checked["image_size"])):
+        raise ValueError(
+            f"option 'crop_size' (--crop_size) {crop} must not exceed 'image_size' {checked['image_size']} on any "
+            "axis: the pretraining views are cut from the image resized to image_size."
+        )
+    check_backbone_options(
+        checked["backbone"], checked["spatial_dims"], checked["features"], checked["init_filters"],
+        checked["feature_size"], checked["depths"], size=crop, size_option="crop_size", strict_size=True,
+    )  # fmt: skip
+    checked["crop_size"] = crop
 
 
 def _check_decoder_layer(checked: Mapping[str, Any]) -> None:

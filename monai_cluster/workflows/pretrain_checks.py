@@ -25,9 +25,16 @@ __all__ = ["preflight_pretrain", "pretrain_run_settings"]
 _PARTITIONED = ("G_D", "G_D-")
 
 
+def _train_size(options: Mapping[str, Any]) -> tuple[list[int], str]:
+    """The size the pretraining views have and the option that sets it: ``crop_size`` when set, else ``image_size``."""
+    if options.get("crop_size") is not None:
+        return list(options["crop_size"]), "crop_size"
+    return list(options["image_size"]), "image_size"
+
+
 def _probe_network(options: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
     """Build a throwaway pretraining network (the global random state untouched) and return the dense map's
-    spatial size at ``image_size`` and the number of backbone tensors the local stage would train."""
+    spatial size at the views' size (``crop_size``, else ``image_size``) and the number of backbone tensors the local stage would train."""
     with torch.random.fork_rng(devices=[]):
         net = build_pretrain_net(
             options["backbone"], options["spatial_dims"], options["in_channels"], 2, features=options["features"],
@@ -36,7 +43,7 @@ def _probe_network(options: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
         )  # fmt: skip
         net.eval()
         with torch.no_grad():
-            dense = net(torch.zeros(1, options["in_channels"], *options["image_size"]))["dense"]
+            dense = net(torch.zeros(1, options["in_channels"], *_train_size(options)[0]))["dense"]
         head = {id(p) for p in net.dense_head.parameters()}
         trained = [p for p in net.decoder_parameters() if id(p) not in head]
     return tuple(int(s) for s in dense.shape[2:]), len(trained)
@@ -88,8 +95,8 @@ def preflight_pretrain(
         if min(dense_size) < region or regions < 2:
             raise ValueError(
                 f"option 'local_region_size' (--local_region_size) is {region}, but the local loss's map under "
-                f"decoder_layer {options['decoder_layer'] or 'default'} is {list(dense_size)} at image_size "
-                f"{options['image_size']}: it must hold at least 2 regions (each region's negatives are the others); "
+                f"decoder_layer {options['decoder_layer'] or 'default'} is {list(dense_size)} at "
+                f"{_train_size(options)[1]} {_train_size(options)[0]}: it must hold at least 2 regions (each region's negatives are the others); "
                 "use a smaller local_region_size or a finer decoder_layer."
             )
     if options["schedule"] == "staged" and options["local_weight"] > 0 and local_tensors == 0:
@@ -111,7 +118,7 @@ def pretrain_run_settings(
     learning rate and batch size. ``cluster``: those and ``num_clusters``. ``pretrain``: the cluster stage's (when
     pseudo-classes are used) and the network, loss, schedule, view and optimiser settings (slices: every stage
     also records the slice chain's intensity scaling and crop, the pretraining the global strategy and
-    partitions). Not recorded: epochs (a resume may extend them), workers, AMP, ``resume``.
+    partitions; the pretraining its ``crop_size`` when set). Not recorded: epochs (a resume may extend them), workers, AMP, ``resume``.
 
     Args:
         options: the checked options (:func:`~monai_cluster.workflows.check_pretrain_options`).
@@ -136,6 +143,8 @@ def pretrain_run_settings(
     pretrain.update({name: options[name] for name in names})
     if options["use_pseudo_classes"]:
         pretrain.update(pseudo_class_level=options["pseudo_class_level"], recluster_interval=options["recluster_interval"])
+    if options.get("crop_size") is not None:  # recorded when set, so that runs from before the option still resume
+        pretrain["crop_size"] = options["crop_size"]
     if slice_options is not None:
         pretrain.update({name: slice_options[name] for name in ("global_strategy", "num_partitions")})
     return {"autoencoder": autoencoder, "cluster": cluster, "pretrain": pretrain}

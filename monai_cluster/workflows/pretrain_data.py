@@ -34,6 +34,7 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSpatialCropd,
     RandZoomd,
     Resized,
     ScaleIntensityRanged,
@@ -321,6 +322,7 @@ def pretrain_augmentation(
     image_key: str = "image",
     crop_scale: Sequence[float] = (0.35, 1.0),
     track_meta: bool = False,
+    crop_size: int | Sequence[int] | None = None,
 ) -> Compose:
     """The random part of :func:`pretrain_transforms` alone: the views, then the pseudo-class lookup.
 
@@ -331,8 +333,16 @@ def pretrain_augmentation(
     views come out as plain tensors with the same values, and the metadata bookkeeping that
     :class:`~monai_cluster.engines.MultiViewPrepareBatch` would drop anyway is skipped (a third of the data time of
     the 2D bundle, ``benchmarks/pretrain_step.py``). ``True`` keeps MONAI's ``MetaTensor`` outputs.
+
+    With ``crop_size`` (multiples of 16, within ``image_size``) a random crop of that size is cut from the image
+    first, and the views are views of the crop, of size ``crop_size`` (at the resolution of ``image_size``).
     """
-    chain = [pretrain_view_transform(spatial_dims, image_size, views, num_views, image_key, crop_scale)]
+    chain = []
+    if crop_size is not None:
+        crop = check_image_size(crop_size, spatial_dims, name="crop_size")
+        chain.append(RandSpatialCropd(keys=image_key, roi_size=crop, random_size=False))
+        image_size = crop
+    chain.append(pretrain_view_transform(spatial_dims, image_size, views, num_views, image_key, crop_scale))
     if pseudo_class_transform is not None:
         if not isinstance(pseudo_class_transform, PseudoClassd):
             raise TypeError(

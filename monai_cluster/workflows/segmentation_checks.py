@@ -75,7 +75,14 @@ SEGMENTATION_OPTION_SPECS: dict[str, dict[str, str]] = {
         "output_dir": "path",
         "overlays": "bool",
     },
-    "dermoscopy": {"image_size": "int>=16"},
+    "dermoscopy": {
+        "image_size": "int>=16",
+        "datalist": "path?",
+        "fov_dir": "path?",
+        "crop_size": "int?>=16",
+        "eval_every_steps": "int?>=1",
+        "eval_last": "int>=1",
+    },
     "heart": {
         "roi_size": "ints>=16",
         "num_samples": "int>=1",
@@ -92,6 +99,13 @@ _DATA_SETTINGS = ("seed", "dataset_dir", "val_fraction", "label_fraction", "num_
 _INPUT_SETTINGS = {"dermoscopy": ("image_size",), "heart": ("intensity", "ct_window")}
 _TRAIN_SETTINGS = {"dermoscopy": ("batch_size", "learning_rate"),
                    "heart": ("batch_size", "learning_rate", "roi_size", "num_samples")}  # fmt: skip
+
+
+_DEFAULTED_SETTINGS = {"dermoscopy": {
+    "datalist": None, "fov_dir": None, "crop_size": None, "pretrained_exclude": None, "eval_every_steps": None,
+    "eval_last": 1, "max_steps": None, "warmup_steps": 0, "min_lr_ratio": 0.0, "optimizer_name": "AdamW",
+    "weight_decay": 1e-4,
+}}  # fmt: skip
 
 
 def _kind(kind: str) -> str:
@@ -117,13 +131,22 @@ def check_segmentation_options(kind: str, **options: Any) -> dict[str, Any]:
             of them can decide), ``partial_transfer`` is true while ``use_pretrained`` is false (nothing is
             transferred), ``sw_overlap`` is not below 1 (the sliding window would not advance; refused by MONAI
             only at the first validation, after training), ``ct_window`` is not ``[low, high]`` with low < high,
-            ``roi_size`` is not one size or three, or ``dataset_dir`` is not an existing folder.
+            ``roi_size`` is not one size or three, ``dataset_dir`` is not an existing folder; for the dermoscopy
+            bundle also when ``datalist`` is not an existing file, ``fov_dir`` not an existing folder, ``crop_size``
+            exceeds ``image_size`` or ``pretrained_exclude`` is not ``None`` or a list of submodule names.
     """
     specs = {**SEGMENTATION_OPTION_SPECS["common"], **SEGMENTATION_OPTION_SPECS[_kind(kind)]}
+    exclude_given = kind == "dermoscopy" and "pretrained_exclude" in options
+    exclude = options.pop("pretrained_exclude", None) if exclude_given else None
     unknown = sorted(set(options) - set(specs))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for the {kind} bundle; known: {sorted(specs)}.")
     checked = validate_options(options, {name: specs[name] for name in options})
+    if exclude_given:
+        from .segmentation_network import check_pretrained_exclude
+
+        checked["pretrained_exclude"] = check_pretrained_exclude(exclude)
+    _check_fixed_split(checked)
     dataset_dir = checked.get("dataset_dir")
     if dataset_dir is not None and not Path(dataset_dir).is_dir():
         raise ValueError(f"option 'dataset_dir' (--dataset_dir) must be an existing folder, got {dataset_dir!r}.")
@@ -171,6 +194,22 @@ def check_segmentation_options(kind: str, **options: Any) -> dict[str, Any]:
     return checked
 
 
+def _check_fixed_split(checked: Mapping[str, Any]) -> None:
+    """The dermoscopy bundle's ``datalist``, ``fov_dir`` and ``crop_size`` against the files and ``image_size``."""
+    datalist = checked.get("datalist")
+    if datalist is not None and not Path(datalist).is_file():
+        raise ValueError(f"option 'datalist' (--datalist) must be an existing JSON file, got {datalist!r}.")
+    fov_dir = checked.get("fov_dir")
+    if fov_dir is not None and not Path(fov_dir).is_dir():
+        raise ValueError(f"option 'fov_dir' (--fov_dir) must be an existing folder of masks, got {fov_dir!r}.")
+    crop, size = checked.get("crop_size"), checked.get("image_size")
+    if crop is not None and size is not None and crop > size:
+        raise ValueError(
+            f"option 'crop_size' (--crop_size) {crop} must not exceed 'image_size' {size}: the training crops are "
+            "cut from the image resized to image_size."
+        )
+
+
 def _world_size() -> int:
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     return torch.distributed.get_world_size() if distributed else 1
@@ -214,7 +253,10 @@ def _check_pretrained(options: Mapping[str, Any], network: Mapping[str, Any], sp
             features=network["features"], init_filters=network["init_filters"],
             feature_size=network["feature_size"], depths=network["depths"],
         )  # fmt: skip
-        initialize_network(net, "cpu", True, options["pretrained_path"], partial_transfer=options["partial_transfer"])
+        initialize_network(
+            net, "cpu", True, options["pretrained_path"], exclude=options.get("pretrained_exclude"),
+            partial_transfer=options["partial_transfer"],
+        )  # fmt: skip
 
 
 def preflight_segmentation(
@@ -297,6 +339,7 @@ def segmentation_run_settings(
     network: Mapping[str, Any],
     semi_supervised: Mapping[str, Any] | None = None,
     unlabeled: Sequence[Mapping[str, Any]] | None = None,
+    budget: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The settings that define a training run's outputs, for :class:`~monai_cluster.workflows.RunOutputs`.
 
@@ -306,7 +349,10 @@ def segmentation_run_settings(
     semi-supervised options, one entry each (the method, ``unlabeled_dir``, ``ema_decay``, the consistency and
     copy-paste settings and the ``unlabeled`` listing, see
     :func:`~monai_cluster.workflows.semi_supervised.semi_supervised_settings`), so a resume with another value is
-    refused naming it. Not recorded: epochs, ``val_interval``, workers, AMP, ``resume``.
+    refused naming it. The dermoscopy bundle's ``datalist``, ``fov_dir``, ``crop_size``, ``pretrained_exclude``,
+    scoring steps (``eval_every_steps``, ``eval_last``) and step budget (``budget``: ``max_steps``,
+    ``warmup_steps``, ``min_lr_ratio``, ``optimizer_name``, ``weight_decay``) are recorded when not at their
+    defaults. Not recorded: epochs, ``val_interval``, workers, AMP, ``resume``.
     """
     from .semi_supervised import semi_supervised_settings  # the semi-supervised module imports the engines
 
@@ -320,6 +366,10 @@ def segmentation_run_settings(
         settings["pretrained_sha1"] = file_sha1(options["pretrained_path"])
     if semi_supervised is not None:
         settings.update(semi_supervised_settings(semi_supervised, unlabeled))
+    for name, default in _DEFAULTED_SETTINGS.get(kind, {}).items():
+        value = (budget or {}).get(name, options.get(name, default))
+        if value != default:  # recorded when not the default, so that runs from before these options still resume
+            settings[name] = value
     return {"train": settings}
 
 

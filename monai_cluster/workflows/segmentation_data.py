@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_cluster.data import check_dataset, list_image_mask_pairs
+from monai_cluster.data import IMAGE_EXTENSIONS, check_dataset, list_image_mask_pairs, split_extension
 from monai_cluster.utils.validation import check_choice, check_positive_int
 
 from .common import barrier, images_outside_mask_folders, is_main_process, resolve_dataset
 from .datalist import load_datalist
 
-__all__ = ["inference_items", "labeled_subset", "segmentation_splits", "split_train_val"]
+__all__ = ["attach_fov_masks", "inference_items", "labeled_subset", "segmentation_splits", "split_train_val"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,3 +276,43 @@ def inference_items(
                 raise ValueError(f"dataset_dir {root} holds no images outside mask folders.") from err
     check_dataset(items, channels=channels, spatial_dims=spatial_dims, label_key="label")
     return items
+
+
+def attach_fov_masks(data: dict, fov_dir: str | os.PathLike | None, key: str = "fov") -> dict:
+    """Give every validation item of ``data`` (:func:`segmentation_splits`) the field-of-view mask it is scored in.
+
+    The mask of ``images/21_training.tif`` is the image file in ``fov_dir`` named ``21_training`` or
+    ``21_training_mask`` (DRIVE's ``mask/`` folder), any image extension; non-zero pixels are the field of view.
+
+    Args:
+        data: the splits; ``data["val"]`` items gain ``key``.
+        fov_dir: the folder of masks, or ``None`` (``data`` is returned unchanged).
+        key: the entry the mask path goes to.
+
+    Returns:
+        ``data`` with the validation items copied and given their mask.
+
+    Raises:
+        ValueError: naming ``fov_dir`` and the first validation image without a mask there.
+    """
+    if fov_dir is None or str(fov_dir) == "":
+        return data
+    folder = Path(os.path.abspath(fov_dir))
+    if not folder.is_dir():
+        raise ValueError(f"option 'fov_dir' (--fov_dir) must be an existing folder of masks, got {str(fov_dir)!r}.")
+    by_stem = {}
+    for path in sorted(folder.iterdir()):
+        stem, ext = split_extension(path.name)
+        if path.is_file() and ext.lower() in IMAGE_EXTENSIONS:
+            by_stem.setdefault(stem, path)
+    val = []
+    for item in data["val"]:
+        stem = split_extension(Path(item["image"]).name)[0]
+        mask = by_stem.get(stem) or by_stem.get(f"{stem}_mask")
+        if mask is None:
+            raise ValueError(
+                f"option 'fov_dir' (--fov_dir) {folder} holds no field-of-view mask for the validation image "
+                f"{item['image']} (looked for {stem}.* and {stem}_mask.*)."
+            )
+        val.append({**item, key: str(mask)})
+    return {**data, "val": val}

@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,12 +32,36 @@ from monai_cluster.utils.io import atomic_write_json
 
 from .common import is_main_process, validate_option
 
-__all__ = ["checkpoint_backbone", "encoder_tensor_names", "initialize_network", "load_finetuned"]
+__all__ = [
+    "check_pretrained_exclude",
+    "checkpoint_backbone",
+    "encoder_tensor_names",
+    "initialize_network",
+    "load_finetuned",
+]
 
 SUMMARY_NAME = "pretrain_summary.json"
 """The pretraining bundle's summary next to ``models/model.pt``; its ``"backbone"`` names the pretrained network."""
 
 logger = logging.getLogger(__name__)
+
+
+def check_pretrained_exclude(exclude: Any) -> list[str] | None:
+    """The option ``pretrained_exclude``: ``None`` (the task head) or submodule names that start at the seed's
+    initialisation instead of the pretrained weights (one name is taken as a list of one).
+
+    Raises:
+        TypeError: naming the option, for anything else.
+    """
+    if exclude is None:
+        return None
+    names = [exclude] if isinstance(exclude, str) else exclude
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise TypeError(
+            "option 'pretrained_exclude' (--pretrained_exclude) must be None or a non-empty list of submodule names "
+            f"(e.g. [\"final_conv\", \"upcat_2\", \"upcat_1\"]), got {type(exclude).__name__} {exclude!r}."
+        )
+    return list(names)
 
 
 def encoder_tensor_names(network: nn.Module, prefixes: Sequence[str] | None = None) -> list[str]:

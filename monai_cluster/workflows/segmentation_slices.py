@@ -46,6 +46,7 @@ from .common import barrier, is_main_process, resolve_dataset, validate_options
 from .pretrain_data import check_image_size
 from .pretrain_slices import _check_pair, list_volume_slices, slice_base_transforms
 from .run_outputs import data_fingerprint
+from .segmentation_network import check_pretrained_exclude as _check_exclude
 
 __all__ = [
     "SEGMENTATION_SLICE_OPTION_SPECS",
@@ -128,19 +129,6 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
             f"got {checked['val_fraction']}."
         )
     return checked
-
-
-def _check_exclude(exclude: Any) -> list[str] | None:
-    """``pretrained_exclude``: ``None`` (the task head) or submodule names (one name is taken as a list of one)."""
-    if exclude is None:
-        return None
-    names = [exclude] if isinstance(exclude, str) else exclude
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
-        raise TypeError(
-            "option 'pretrained_exclude' (--pretrained_exclude) must be None or a non-empty list of submodule names "
-            f"(e.g. [\"final_conv\", \"upcat_2\", \"upcat_1\"]), got {type(exclude).__name__} {exclude!r}."
-        )
-    return list(names)
 
 
 def patient_table(volumes: Sequence[Mapping[str, Any]], image_key: str = "image") -> dict[str, Any]:

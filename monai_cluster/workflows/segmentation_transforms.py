@@ -26,6 +26,7 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSpatialCropd,
     Resized,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
@@ -34,7 +35,7 @@ from monai.transforms import (
 
 from monai_cluster.utils.validation import check_choice, check_positive_int
 
-__all__ = ["INTENSITY_MODES", "binarize_mask", "dermoscopy_transforms", "heart_transforms"]
+__all__ = ["INTENSITY_MODES", "binarize_mask", "dermoscopy_transforms", "heart_transforms", "restrict_to_fov"]
 
 INTENSITY_MODES = ("ct", "mri")
 """Intensity options of :func:`heart_transforms`: CT windowing or MRI percentile normalisation."""
@@ -56,29 +57,52 @@ def _check_size(value: object, name: str, spatial_dims: int) -> tuple[int, ...]:
     return tuple(check_positive_int(v, f"{name}[{i}]", minimum=16) for i, v in enumerate(value))
 
 
-def dermoscopy_transforms(mode: str, image_size: int | Sequence[int] = 96) -> Compose:
-    """Transforms for 2D RGB dermoscopy with binary lesion masks.
+def restrict_to_fov(data: dict, keys: Sequence[str] = ("pred", "label"), fov_key: str = "fov") -> dict:
+    """Zero ``keys`` (``(C, H, W)`` one-hot prediction and label) outside the field of view ``data[fov_key]``
+    (``(1, H, W)``, non-zero inside), so that a Dice counts only pixels inside it; without ``fov_key``, ``data``
+    is returned unchanged."""
+    if fov_key not in data:
+        return data
+    inside = torch.as_tensor(data[fov_key]) > 0
+    return {**data, **{key: data[key] * inside.to(torch.as_tensor(data[key]).dtype) for key in keys}}
+
+
+def dermoscopy_transforms(
+    mode: str, image_size: int | Sequence[int] = 96, crop_size: int | None = None, fov: bool = False
+) -> Compose:
+    """Transforms for 2D RGB dermoscopy (or fundus) images with binary masks.
 
     Args:
         mode: ``"train"`` (with random augmentation), ``"val"`` or ``"infer"`` (deterministic; ``"label"`` is
             optional in both).
         image_size: the ``(H, W)`` (or one int) every image and mask is resized to; at least 16 per axis
             (BasicUNet pools four times).
+        crop_size: ``"train"`` only: a random ``crop_size`` x ``crop_size`` crop of the resized image and mask
+            before the augmentation (``None``: the whole image).
+        fov: ``"val"``/``"infer"``: also load a field-of-view mask under ``"fov"`` (optional per item), resized
+            and binarised like the label (see :func:`restrict_to_fov`).
 
     Returns:
         a ``Compose`` mapping ``{"image": path, "label": path}`` to ``image`` ``(3, H, W)`` float in
-        ``[0, 1]`` and ``label`` ``(1, H, W)`` float 0/1.
+        ``[0, 1]`` and ``label`` ``(1, H, W)`` float 0/1 (``(1, crop, crop)`` with ``crop_size``).
     """
     mode = check_choice(mode, "mode", _MODES)
     size = _check_size(image_size, "image_size", 2)
     optional = mode != "train"
+    masks = ("label", "fov") if fov and optional else ("label",)
+    keys = ("image", *masks)
     xforms = [
-        LoadImaged(_KEYS, reader=PILReader(reverse_indexing=False), image_only=True, allow_missing_keys=optional),
-        EnsureChannelFirstd(_KEYS, allow_missing_keys=optional),
+        LoadImaged(keys, reader=PILReader(reverse_indexing=False), image_only=True, allow_missing_keys=optional),
+        EnsureChannelFirstd(keys, allow_missing_keys=optional),
         ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
-        Lambdad("label", binarize_mask, allow_missing_keys=optional),
-        Resized(_KEYS, spatial_size=size, mode=("bilinear", "nearest"), allow_missing_keys=optional),
+        Lambdad(masks, binarize_mask, allow_missing_keys=optional),
+        Resized(keys, spatial_size=size, mode=("bilinear",) + ("nearest",) * len(masks), allow_missing_keys=optional),
     ]
+    if mode == "train" and crop_size is not None:
+        crop = _check_size(crop_size, "crop_size", 2)
+        if any(c > s for c, s in zip(crop, size)):
+            raise ValueError(f"crop_size {list(crop)} must not exceed image_size {list(size)}.")
+        xforms.append(RandSpatialCropd(_KEYS, roi_size=crop, random_size=False))
     if mode == "train":
         xforms += [
             RandFlipd(_KEYS, prob=0.5, spatial_axis=0),
@@ -87,7 +111,7 @@ def dermoscopy_transforms(mode: str, image_size: int | Sequence[int] = 96) -> Co
             RandScaleIntensityd("image", factors=0.1, prob=0.5),
             RandShiftIntensityd("image", offsets=0.05, prob=0.5),
         ]
-    xforms.append(EnsureTyped(_KEYS, dtype=torch.float32, track_meta=False, allow_missing_keys=optional))
+    xforms.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False, allow_missing_keys=optional))
     return Compose(xforms)
 
 

@@ -9,11 +9,17 @@ per-epoch ``CosineAnnealingLR``.
 
 - :data:`STEP_BUDGET_OPTION_SPECS` / :func:`check_step_budget_options`: the options, checked before anything runs;
 - :func:`build_lr_scheduler`: the scheduler the options describe, and :func:`per_step_schedule` whether the
-  ``LrScheduleHandler`` steps it per iteration.
+  ``LrScheduleHandler`` steps it per iteration;
+- :func:`evaluation_plan` (the steps of ``eval_every_steps``/``eval_last``, refused naming them when they do not
+  fit) and :func:`evaluate_to_json` (one run of a bundle's evaluator as the JSON summary that
+  :class:`~monai_cluster.handlers.PeriodicEvaluationHandler` averages), for the dermoscopy bundle's scoring at
+  chosen steps.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,7 +28,14 @@ from monai_cluster.optimizers import OPTIMIZERS, WarmupCosineLR
 
 from .common import validate_options
 
-__all__ = ["STEP_BUDGET_OPTION_SPECS", "build_lr_scheduler", "check_step_budget_options", "per_step_schedule"]
+__all__ = [
+    "STEP_BUDGET_OPTION_SPECS",
+    "build_lr_scheduler",
+    "check_step_budget_options",
+    "evaluate_to_json",
+    "evaluation_plan",
+    "per_step_schedule",
+]
 
 STEP_BUDGET_OPTION_SPECS: dict[str, str] = {
     "epochs": "int>=1",
@@ -83,3 +96,48 @@ def build_lr_scheduler(
     if max_steps is None:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(epochs))
     return WarmupCosineLR(optimizer, int(max_steps), int(warmup_steps), float(min_lr_ratio))
+
+
+def evaluation_plan(eval_every_steps: int | None, eval_last: int, total_steps: int) -> list[int] | None:
+    """The iterations to evaluate at: the last ``eval_last`` of every ``eval_every_steps`` up to ``total_steps``.
+
+    Returns:
+        ``None`` without ``eval_every_steps``, else
+        :func:`~monai_cluster.handlers.step_budget.evaluation_steps`'s list.
+
+    Raises:
+        ValueError: naming ``eval_every_steps`` and ``eval_last`` when the evaluations do not fit in the run.
+    """
+    from monai_cluster.handlers import evaluation_steps
+
+    if eval_every_steps is None:
+        return None
+    first = int(total_steps) - int(eval_every_steps) * (int(eval_last) - 1)
+    if first < 1:
+        raise ValueError(
+            f"options 'eval_every_steps' ({eval_every_steps}) and 'eval_last' ({eval_last}) ask for evaluations "
+            f"before the first step of a {total_steps}-step run (the first would be at step {first}); lower them "
+            "or train longer (max_steps or epochs)."
+        )
+    return evaluation_steps(total_steps, eval_every_steps, eval_last)
+
+
+def evaluate_to_json(evaluator: Any, output_path: str | os.PathLike | None = None, extra: Mapping | None = None) -> dict:
+    """Run a bundle's ``SupervisedEvaluator`` once and write its metrics as JSON (``mean_dice`` = its key metric).
+
+    Args:
+        evaluator: the evaluator (``validate#evaluator``), whose network is the one being trained.
+        output_path: where the JSON goes, or ``None``.
+        extra: entries added to the summary (e.g. the number of images).
+
+    Returns:
+        ``{"mean_dice": key metric, <every metric by name>, **extra}``.
+    """
+    from monai_cluster.utils.io import atomic_write_json
+
+    evaluator.run()
+    metrics = {name: float(value) for name, value in evaluator.state.metrics.items()}
+    summary = {"mean_dice": metrics.get(evaluator.state.key_metric_name), **metrics, **dict(extra or {})}
+    if output_path is not None:
+        atomic_write_json(summary, output_path)
+    return summary
