@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import nibabel as nib
+from _bundle_runs import SEMI_OPTIONS, epochs_for
 
 from monai_cluster.workflows.segmentation_bundle import run_bundle
 from monai_cluster.workflows.segmentation_slices import patient_table, select_patients
@@ -62,7 +63,6 @@ HEART_BUNDLE = REPO / "bundles" / "heart_ct_segmentation"
 PRETRAIN_CONFIGS = ("train.json", "train_slices.json")
 FINETUNE_CONFIGS = ("train.json", "train_slices.json")
 DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
-SEMI_OPTIONS = ("ema_decay", "consistency_threshold", "consistency_weight", "consistency_rampup", "copy_paste_fraction")
 
 BUNDLE_METHODS: dict[str, dict] = {
     "simclr": {"global_strategy": "G_R", "use_pseudo_classes": False, "local_weight": 0.0},
@@ -106,7 +106,9 @@ def pool_folder(dataset_dir: str | os.PathLike, num_test: int, split_seed: int, 
     """Link the volumes of the pretraining pool (every patient the fine-tuning bundle does not hold out) into ``out``.
 
     The held-out patients are :func:`~monai_cluster.workflows.segmentation_slices.select_patients`'s, as the
-    fine-tuning bundle draws them with ``num_val_patients=num_test`` and ``split_seed``.
+    fine-tuning bundle draws them with ``num_val_patients=num_test`` and ``split_seed``. A folder that already holds
+    exactly these links is kept as it is, and a new one is built aside and renamed into place, so processes that
+    run in parallel (the GPU script's) never see a half-built or removed pool.
 
     Returns:
         ``{"dataset_dir": str(out), "test": [...], "pool": [...], "pool_slices": int}``.
@@ -114,22 +116,30 @@ def pool_folder(dataset_dir: str | os.PathLike, num_test: int, split_seed: int, 
     dataset_dir = Path(dataset_dir)
     table = patient_table(_volumes(dataset_dir))
     chosen = select_patients(table, num_val_patients=num_test, num_labeled=1, split_seed=split_seed)
+    items = [item for name in chosen["pool"] for item in table["volumes"][name]]
+    links = {f"{sub}s/{Path(item[sub]).name}": Path(item[sub]).resolve() for item in items for sub in ("image", "label")}
+    slices = sum(int(nib.load(item["image"]).shape[-1]) for item in items)
+    result = {"dataset_dir": str(out), "test": chosen["val"], "pool": chosen["pool"], "pool_slices": slices}
+
+    def current() -> dict:
+        found = [p for sub in ("images", "labels") if (out / sub).is_dir() for p in (out / sub).iterdir()]
+        return {f"{p.parent.name}/{p.name}": p.resolve() for p in found}
+
+    if out.is_dir() and current() == links:
+        return result
     if out.exists():
         shutil.rmtree(out)
-    slices = 0
-    for sub in ("images", "labels"):
-        (out / sub).mkdir(parents=True)
-    for name in chosen["pool"]:
-        for item in table["volumes"][name]:
-            for sub in ("image", "label"):
-                src = Path(item[sub])
-                (out / f"{sub}s" / src.name).symlink_to(src.resolve())
-            slices += int(nib.load(item["image"]).shape[-1])
-    return {"dataset_dir": str(out), "test": chosen["val"], "pool": chosen["pool"], "pool_slices": slices}
-
-
-def _epochs_for(steps: int, pool_slices: int, batch: int) -> int:
-    return max(1, round(steps / max(1, pool_slices // batch)))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    for rel, src in links.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).symlink_to(src)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process put the same pool in place meanwhile
+        shutil.rmtree(tmp)
+        if current() != links:
+            raise
+    return result
 
 
 def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
@@ -149,9 +159,9 @@ def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
         "local_num_locations": args.local_locations, "local_region_size": args.local_region,
         "decoder_layer": args.decoder_layer, "num_clusters": list(args.num_clusters),
         "pseudo_class_level": args.mask_level,
-        "autoencoder_epochs": _epochs_for(args.ae_steps, pool["pool_slices"], args.pretrain_batch),
+        "autoencoder_epochs": epochs_for(args.ae_steps, pool["pool_slices"], args.pretrain_batch),
         "autoencoder_learning_rate": 1e-3,
-        "local_epochs": _epochs_for(args.local_steps, pool["pool_slices"], args.pretrain_batch),
+        "local_epochs": epochs_for(args.local_steps, pool["pool_slices"], args.pretrain_batch),
         "local_learning_rate": args.local_lr,
         **({"local_weight": args.local_weight} if method != "simclr" else {}),
     }  # fmt: skip

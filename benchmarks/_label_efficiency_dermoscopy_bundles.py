@@ -25,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+from _bundle_runs import SEMI_OPTIONS, epochs_for
 from _label_efficiency_data import split_indices
 
 from monai_cluster.data import list_image_mask_pairs, list_images
@@ -84,8 +85,6 @@ def dermoscopy_split(args, out: Path) -> dict:
 
 def pretrain_overrides_dermoscopy(args, method: str, steps: int, split: dict) -> dict:
     """The pretraining bundle's overrides of ``method`` on the dermoscopy split (``train.json``, RGB images)."""
-    from _label_efficiency_bundles import _epochs_for
-
     images = split["pretrain_images"]
     return {
         **DERMOSCOPY_METHODS[method],
@@ -97,9 +96,9 @@ def pretrain_overrides_dermoscopy(args, method: str, steps: int, split: dict) ->
         "local_num_locations": args.local_locations, "local_region_size": args.local_region,
         "decoder_layer": args.decoder_layer, "num_clusters": list(args.num_clusters),
         "pseudo_class_level": args.mask_level,
-        "autoencoder_epochs": _epochs_for(args.ae_steps, images, args.pretrain_batch),
+        "autoencoder_epochs": epochs_for(args.ae_steps, images, args.pretrain_batch),
         "autoencoder_learning_rate": 1e-3,
-        "local_epochs": _epochs_for(args.local_steps, images, args.pretrain_batch),
+        "local_epochs": epochs_for(args.local_steps, images, args.pretrain_batch),
         "local_learning_rate": args.local_lr,
         **({"local_weight": args.local_weight} if method != "simclr" else {}),
     }  # fmt: skip
@@ -128,8 +127,6 @@ def finetune_overrides_dermoscopy(
     semi: str = "none",
 ) -> dict:
     """The dermoscopy bundle's overrides of one run: the split, seed, labeled images, budget and scoring."""
-    from _label_efficiency_bundles import SEMI_OPTIONS
-
     if args.augment == "flip":
         raise ValueError("--augment flip has no bundle equivalent; the dermoscopy bundle always augments.")
     semi_options = {}

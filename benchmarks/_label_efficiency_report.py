@@ -13,7 +13,7 @@ import numpy as np
 
 from _stats import mean_ci
 
-__all__ = ["format_pairwise", "format_table", "reference_line", "summarize"]
+__all__ = ["choose_finetune_steps", "format_pairwise", "format_table", "reference_line", "summarize"]
 
 #: the methods in the order of their introduction (the first term of a pairwise difference: later ones first)
 METHOD_ORDER = (
@@ -134,3 +134,38 @@ def reference_line(rows: list[dict], unit: str) -> str:
     return (f"Reference: Chaitanya et al. (NeurIPS 2020) report that two labeled volumes come within 8% of the "
             f"all-labels benchmark. Here 2 labeled {unit} reach, as a fraction of the Dice with {most}: "
             + ", ".join(ratios) + ".")
+
+
+def choose_finetune_steps(
+    curve: list[dict], few: int | None = None, many: int | None = None, tolerance: float = 0.005
+) -> list[str]:
+    """The pre-registered rule that turns a validation learning curve into ``--finetune-steps``.
+
+    For ``few`` labeled units: the shortest budget whose mean validation Dice (over the curve's seeds) is within
+    ``tolerance`` of the best budget's, used for every setting up to ``few``; the same rule at ``many`` gives the
+    budget of ``many`` and the fallback (every larger setting). ``few`` and ``many`` default to the curve's
+    smallest and largest settings. BENCHMARKS.md, "ACDC (2D slices) through the bundles at 128 px": 2 and 8
+    patients, 0.005.
+
+    Returns:
+        ``["1:<steps>", ..., "<few>:<steps>", "<many>:<steps>", "<steps>"]`` for ``parse_steps``.
+
+    Raises:
+        ValueError: when the curve has no entry at ``few`` or at ``many``.
+    """
+    settings = sorted({e["num_labeled"] for e in curve})
+    few = settings[0] if few is None and settings else few
+    many = settings[-1] if many is None and settings else many
+    if few is None or many is None:
+        raise ValueError("the learning curve is empty: no run to choose a budget from.")
+    chosen = {}
+    for n in (few, many):
+        budgets = sorted({e["budget"] for e in curve if e["num_labeled"] == n})
+        if not budgets:
+            raise ValueError(f"the learning curve has no run with {n} labeled units (has "
+                             f"{sorted({e['num_labeled'] for e in curve})}).")  # fmt: skip
+        means = {b: float(np.mean([e["dice"] for e in curve if e["num_labeled"] == n and e["budget"] == b]))
+                 for b in budgets}  # fmt: skip
+        best = max(means.values())
+        chosen[n] = min(b for b in budgets if means[b] >= best - tolerance)
+    return [*(f"{n}:{chosen[few]}" for n in range(1, few + 1)), f"{many}:{chosen[many]}", str(chosen[many])]

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _bundle_runs import epochs_for
 
 from monai_cluster.data import list_fundus_pairs
 from monai_cluster.handlers import find_last_checkpoint, load_checkpoint
@@ -82,14 +83,9 @@ def finetune_datalist(root: Path, out: Path) -> dict:
             "train": len(split["training"]), "test": len(split["validation"])}  # fmt: skip
 
 
-def _epochs_for(steps: int, images: int, batch: int) -> int:
-    """Epochs of ``images // batch`` full batches that come closest to ``steps`` steps (at least 1)."""
-    return max(1, round(steps / max(1, images // batch)))
-
-
 def ld_overrides(args, pool: dict) -> dict:
     """The local-discrimination bundle's overrides; ``--ld-steps`` and ``--ld-warmup`` become its epochs."""
-    epochs = _epochs_for(args.ld_steps, pool["images"], args.ld_batch)
+    epochs = epochs_for(args.ld_steps, pool["images"], args.ld_batch)
     return {
         "dataset_dir": pool["dataset_dir"], "seed": args.pretrain_seed, "device": "cpu", "num_val": 0,
         "spatial_size": [args.image_size] * 2, "crop_size": [args.crop] * 2, "features": list(args.features),
@@ -107,7 +103,7 @@ def cg_overrides(args, pool: dict) -> dict:
         "image_size": [args.image_size] * 2, "crop_size": [args.crop] * 2, "features": list(args.features),
         "num_clusters": list(args.cg_levels), "pseudo_class_level": len(args.cg_levels) - 1,
         "batch_size": args.cg_batch, "learning_rate": args.lr, "max_steps": args.cg_steps,
-        "autoencoder_epochs": _epochs_for(args.ae_steps, pool["images"], args.cg_batch),
+        "autoencoder_epochs": epochs_for(args.ae_steps, pool["images"], args.cg_batch),
     }  # fmt: skip
 
 

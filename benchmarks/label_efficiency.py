@@ -69,7 +69,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _label_efficiency_data import labeled_subset, load_dataset  # noqa: E402
 from _label_efficiency_plots import plot_paired  # noqa: E402
-from _label_efficiency_report import format_pairwise, format_table, reference_line, summarize  # noqa: E402
+from _label_efficiency_report import (  # noqa: E402
+    choose_finetune_steps,
+    format_pairwise,
+    format_table,
+    reference_line,
+    summarize,
+)
 from _label_efficiency_finetune import (  # noqa: E402
     AUGMENTATIONS,
     EvalSet,
@@ -188,6 +194,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the pretraining stages (to run them apart)")
     p.add_argument("--report-only", action="store_true", help="train nothing: summarise the (merged) finished runs")
+    p.add_argument("--choose-steps", type=Path, metavar="CURVE_JSON",
+                   help="train nothing: print the --finetune-steps that the pre-registered rule takes from a "
+                        "--learning-curve result (shortest budget within 0.005 of the best, at 2 and at 8 labeled)")
     p.add_argument("--plot", type=Path, help="also write a PNG of every seed's Dice per initialisation (paired)")
     p.add_argument("--merge", type=Path, nargs="*", default=[],
                    help="result JSONs of the same configuration (e.g. one process per seed) whose runs are taken over")
@@ -401,6 +410,10 @@ def _print_report(result: dict, unit: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark (or ``--learning-curve``) the command line describes; returns the result dict."""
     args = parse_args(argv)
+    if args.choose_steps is not None:
+        steps = choose_finetune_steps(json.loads(args.choose_steps.read_text())["curve"])
+        print(" ".join(steps))
+        return {"finetune_steps": steps}
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     t_start = time.time()

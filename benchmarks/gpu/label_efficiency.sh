@@ -1,32 +1,41 @@
 #!/usr/bin/env bash
-# The label-efficiency protocol of BENCHMARKS.md ("Label efficiency on ACDC") in one prepared script for one CUDA GPU:
-# ACDC 2D slices at 128 x 128, 10k pretraining steps per method with bfloat16 autocast, snapshots at 1k / 3k / 10k,
-# then paired fine-tuning of random init and every pretraining at 1, 2, 8 and 50 labeled patients, and the report.
+# The pre-registered protocols of BENCHMARKS.md, through the bundles, in one prepared script for one CUDA GPU:
 #
-#   bash benchmarks/gpu/label_efficiency.sh                      # on the GPU machine (what BENCHMARKS.md reports)
-#   DEVICE=cpu SIZE=32 STEPS=4 SEEDS=0 LABELED=1 FT_STEPS=8 WORKERS=0 TRAIN_DIR=<tiny ACDC-like folder> \
-#       EXTRA="--num-test 5 --eval-every 2 --eval-last 2 --ae-steps 2 --num-clusters 2 4" \
+#   ACDC  "ACDC (2D slices) through the bundles at 128 px": the validation learning curve (random, CURVE_LABELED
+#         patients, CURVE_STEPS budgets) and the pretraining of every method (PRE_STEPS steps each) side by side;
+#         then the fine-tuning length by the pre-registered rule (label_efficiency.py --choose-steps), then every
+#         initialisation fine-tuned at LABELED patients with SEEDS, one process per initialisation; then the report.
+#   LA    "Left atrium (3D)": benchmarks/la_3d.py --protocol gpu (the same split, seeds and scores as the CPU
+#         protocol, with the full-width network on whole volumes; reported apart from the CPU results).
+#
+#   bash benchmarks/gpu/label_efficiency.sh                      # on the GPU machine
+#   DEVICE=cpu SIZE=32 PRE_STEPS=2 SEEDS=0 LABELED=1 CURVE_LABELED="1 2" CURVE_STEPS="2 4" CURVE_EVERY=2 \
+#       METHODS=simclr TRAIN_DIR=<tiny ACDC-like folder> LA_ARGS="--toy --data-dir <tiny LA folder>" \
+#       EXTRA="--num-test 5 --val-patients 2 --eval-every 1 --eval-last 2 --ae-steps 2 --num-clusters 2 4" \
 #       bash benchmarks/gpu/label_efficiency.sh                  # toy size on CPU (tests/benchmarks/test_gpu_script.py)
 #
-# Every setting is an environment variable (defaults below). Pretrainings run as parallel processes on the one GPU,
-# each with WORKERS data-loader processes for the bundle's per-sample view augmentation (16 cores: 5 processes x 3);
-# fine-tuning runs one process per method. Every process writes its own JSON (resumable: rerun the script after a
-# kill and finished pretraining steps and fine-tuning runs are skipped), and the last step merges them into
-# $OUT/label_efficiency_gpu.json and .md. The CPU results of the same protocol are in BENCHMARKS.md beside these.
+# Every setting is an environment variable (defaults below); ACDC=0 or LA=0 skips a protocol. Every process writes
+# its own JSON and log under $OUT (resumable: rerun the script after a kill and finished pretrainings, curve runs and
+# fine-tunings are skipped); FT_STEPS set by hand skips the rule (then say so beside the results).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 DEVICE=${DEVICE:-cuda}
 SIZE=${SIZE:-128}
-STEPS=${STEPS:-10000}
+PRE_STEPS=${PRE_STEPS:-3000}
 SEEDS=${SEEDS:-"0 1 2 3 4 5 6 7 8 9"}
-LABELED=${LABELED:-"1 2 8 50"}
-FT_STEPS=${FT_STEPS:-"1:1000 2:1000 8:2000 3000"}
-WORKERS=${WORKERS:-3}
+LABELED=${LABELED:-2}
+CURVE_LABELED=${CURVE_LABELED:-"2 8"}
+CURVE_STEPS=${CURVE_STEPS:-"250 500 1000 2000 4000"}
+CURVE_EVERY=${CURVE_EVERY:-250}
+FT_STEPS=${FT_STEPS:-}
+METHODS=${METHODS:-"simclr global_local cluster_guided cluster_guided_gd"}
 OUT=${OUT:-benchmarks/results/gpu}
 TRAIN_DIR=${TRAIN_DIR:-}
 EXTRA=${EXTRA:-}
-METHODS=${METHODS:-"simclr global_local cluster_guided cluster_guided_staged local_discrimination"}
+ACDC=${ACDC:-1}
+LA=${LA:-1}
+LA_ARGS=${LA_ARGS:-}
 mkdir -p "$OUT/logs"
 
 AMP=""
@@ -39,37 +48,52 @@ if not torch.cuda.is_available():
 print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__)
 PYEOF
 fi
-SNAPSHOTS="$(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) $(( STEPS * 3 / 10 > 0 ? STEPS * 3 / 10 : 1 )) $STEPS"
-SNAPSHOTS=$(echo $SNAPSHOTS | tr ' ' '\n' | sort -nu | tr '\n' ' ')
-COMMON=(--dataset heart --pipeline tensors --image-size "$SIZE" --heart-crop 0.66 --pretrain-steps $SNAPSHOTS --local-steps $(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
-        --pretrain-batch 64 --ld-batch 16 --ld-steps-factor 0.5 --device "$DEVICE" $AMP --workers "$WORKERS"
-        --work-dir "$OUT/work" --log-every 250 --save-every 500)
-if [ -n "$TRAIN_DIR" ]; then COMMON+=(--train-dir "$TRAIN_DIR"); fi
-# shellcheck disable=SC2206
-COMMON+=($EXTRA)
 start=$(date +%s)
-echo "pretraining: $METHODS (snapshots $SNAPSHOTS) on $DEVICE"
-pids=()
-for group in "simclr" "global_local" "cluster_guided cluster_guided_staged" "local_discrimination"; do
-  todo=""
-  for m in $group; do case " $METHODS " in *" $m "*) todo="$todo $m";; esac; done
-  [ -z "$todo" ] && continue
-  name=$(echo $todo | tr ' ' '+')
-  "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --pretrain-only --methods $todo --out "$OUT/pre_$name.json" \
-      > "$OUT/logs/pre_$name.log" 2>&1 &
+
+if [ "$ACDC" = "1" ]; then
+  COMMON=(--dataset heart --pipeline bundles --image-size "$SIZE" --heart-crop 0.66 --device "$DEVICE" $AMP
+          --work-dir "$OUT/acdc_work")
+  if [ -n "$TRAIN_DIR" ]; then COMMON+=(--train-dir "$TRAIN_DIR"); fi
+  # shellcheck disable=SC2206
+  COMMON+=($EXTRA)
+  echo "ACDC: learning curve and pretraining ($METHODS, $PRE_STEPS steps each) on $DEVICE"
+  pids=()
+  "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --learning-curve --methods random --seeds 0 \
+      --curve-labeled $CURVE_LABELED --curve-steps $CURVE_STEPS --curve-every "$CURVE_EVERY" \
+      --out "$OUT/acdc_curve.json" > "$OUT/logs/acdc_curve.log" 2>&1 &
   pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { echo "a pretraining failed; see $OUT/logs"; exit 1; }; done
-echo "pretraining done in $(( $(date +%s) - start )) s"
-pids=()
-for m in random $METHODS; do
-  "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --methods $m --seeds $SEEDS --num-labeled $LABELED \
-      --finetune-steps $FT_STEPS --out "$OUT/ft_$m.json" > "$OUT/logs/ft_$m.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { echo "a fine-tuning failed; see $OUT/logs"; exit 1; }; done
-echo "fine-tuning done at $(( $(date +%s) - start )) s"
-"$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --methods random $METHODS --seeds $SEEDS --num-labeled $LABELED \
-    --finetune-steps $FT_STEPS --report-only --merge "$OUT"/ft_*.json --out "$OUT/label_efficiency_gpu.json" \
-    | tee "$OUT/label_efficiency_gpu.md"
+  for m in $METHODS; do
+    "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --pretrain-only --methods "$m" --pretrain-steps "$PRE_STEPS" \
+        --out "$OUT/acdc_pre_$m.json" > "$OUT/logs/acdc_pre_$m.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || { echo "a curve or pretraining process failed; see $OUT/logs"; exit 1; }; done
+  if [ -z "$FT_STEPS" ]; then
+    FT_STEPS=$("$PY" benchmarks/label_efficiency.py --dataset heart --choose-steps "$OUT/acdc_curve.json")
+    echo "fine-tuning steps by the pre-registered rule: $FT_STEPS"
+  else
+    echo "fine-tuning steps set by hand (not the pre-registered rule): $FT_STEPS"
+  fi
+  echo "$FT_STEPS" > "$OUT/acdc_finetune_steps.txt"
+  echo "ACDC: curve and pretraining done at $(( $(date +%s) - start )) s; fine-tuning at $LABELED patients"
+  pids=()
+  for m in random $METHODS; do
+    "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --methods "$m" --pretrain-steps "$PRE_STEPS" --seeds $SEEDS \
+        --num-labeled $LABELED --finetune-steps $FT_STEPS --out "$OUT/acdc_ft_$m.json" > "$OUT/logs/acdc_ft_$m.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || { echo "a fine-tuning process failed; see $OUT/logs"; exit 1; }; done
+  "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --methods random $METHODS --pretrain-steps "$PRE_STEPS" \
+      --seeds $SEEDS --num-labeled $LABELED --finetune-steps $FT_STEPS --report-only --merge "$OUT"/acdc_ft_*.json \
+      --out "$OUT/acdc_label_efficiency_gpu.json" --plot "$OUT/acdc_paired.png" | tee "$OUT/acdc_label_efficiency_gpu.md"
+  echo "ACDC done at $(( $(date +%s) - start )) s"
+fi
+
+if [ "$LA" = "1" ]; then
+  echo "LA: la_3d.py on $DEVICE"
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/la_3d.py --device "$DEVICE" ${LA_ARGS:---protocol gpu} --work-dir "$OUT/la_work" \
+      --out "$OUT/la3d_gpu.json" --records "$OUT" --plot "$OUT/la3d_gpu_paired.png" 2>&1 | tee "$OUT/logs/la3d.log"
+  echo "LA done at $(( $(date +%s) - start )) s"
+fi
 echo "total $(( $(date +%s) - start )) s; results in $OUT"

@@ -107,3 +107,16 @@ def test_resume_skips_finished_runs(toy_run, monkeypatch):
     monkeypatch.setattr(driver, "pretrain", refuse)
     again = driver.main(argv)
     assert again["runs"] == results["runs"]
+
+
+def test_protocols_are_chosen_by_name_and_the_gpu_one_differs_only_in_size():
+    driver = _load_driver()
+    assert driver.parse_args(["--toy"]).protocol == "toy" and driver.parse_args([]).protocol == "cpu"
+    assert driver.parse_args(["--protocol", "gpu"]).protocol == "gpu"
+    with pytest.raises(ValueError, match="--toy and --protocol gpu"):
+        driver.parse_args(["--toy", "--protocol", "gpu"])
+    cpu, gpu = driver.PROTOCOL, driver.PROTOCOL_GPU
+    assert {k: v for k, v in gpu.items() if k not in ("pretrain", "finetune")} == {
+        k: v for k, v in cpu.items() if k not in ("pretrain", "finetune")}  # split, seeds, epochs: the same
+    assert gpu["pretrain"]["epochs"] == cpu["pretrain"]["epochs"] and gpu["finetune"]["features"][1] == 32
+    assert all(s % 16 == 0 for s in gpu["pretrain"]["image_size"] + gpu["finetune"]["roi_size"])

@@ -222,3 +222,39 @@ def test_dermoscopy_runs_through_the_bundles_paired_by_seed(tmp_path, monkeypatc
 
     monkeypatch.setattr(ldb, "run_bundle", refuse)
     assert len(le.main(argv)["runs"]) == 4
+
+
+def test_the_pre_registered_rule_chooses_the_shortest_budget_near_the_best(tmp_path, capsys):
+    from _label_efficiency_report import choose_finetune_steps
+
+    def entry(n, budget, dice, seed=0):
+        return {"num_labeled": n, "budget": budget, "dice": dice, "seed": seed}
+
+    curve = [entry(2, 250, 0.40), entry(2, 500, 0.478), entry(2, 1000, 0.484), entry(2, 2000, 0.47),
+             entry(8, 500, 0.70), entry(8, 1000, 0.79), entry(8, 2000, 0.80), entry(8, 2000, 0.81, seed=1),
+             entry(8, 4000, 0.804)]  # fmt: skip
+    # 2 patients: best 0.484 at 1000, 500 is 0.006 below (out), so 1000; 8: best 0.805 (2000, two seeds' mean)
+    assert choose_finetune_steps(curve) == ["1:1000", "2:1000", "8:2000", "2000"]
+    assert choose_finetune_steps(curve, tolerance=0.01) == ["1:500", "2:500", "8:2000", "2000"]
+    with pytest.raises(ValueError, match="no run with 8 labeled units"):
+        choose_finetune_steps([e for e in curve if e["num_labeled"] == 2], few=2, many=8)
+    assert choose_finetune_steps([e for e in curve if e["budget"] <= 1000]) == ["1:1000", "2:1000", "8:1000", "1000"]
+    with pytest.raises(ValueError, match="empty"):
+        choose_finetune_steps([])
+    path = tmp_path / "curve.json"
+    path.write_text(json.dumps({"curve": curve}))
+    assert le.main(["--dataset", "heart", "--choose-steps", str(path)])["finetune_steps"][-1] == "2000"
+    assert capsys.readouterr().out.strip() == "1:1000 2:1000 8:2000 2000"
+
+
+def test_pool_folder_is_kept_when_it_holds_the_pool_and_rebuilt_when_it_does_not(tmp_path):
+    data = _acdc_like(tmp_path / "acdc", depth=2)
+    first = leb.pool_folder(data, 5, 0, tmp_path / "pool")
+    inode = (tmp_path / "pool").stat().st_ino
+    assert leb.pool_folder(data, 5, 0, tmp_path / "pool") == first
+    assert (tmp_path / "pool").stat().st_ino == inode  # the same folder: a parallel reader never loses it
+    assert len(list((tmp_path / "pool" / "images").iterdir())) == 2 * len(first["pool"])
+    other = leb.pool_folder(data, 4, 0, tmp_path / "pool")  # another split: rebuilt with its patients
+    assert len(other["pool"]) == len(first["pool"]) + 1
+    assert len(list((tmp_path / "pool" / "labels").iterdir())) == 2 * len(other["pool"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pool.")]
