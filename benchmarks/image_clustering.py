@@ -1,37 +1,56 @@
-"""Image clustering benchmark: contrastive autoencoder and DVC against k-means baselines on real images.
+"""Image clustering benchmark: contrastive autoencoder and DVC against k-means baselines on real images, every trained
+method run through the ``bundles/image_clustering`` bundle.
+
+Each trained run is the bundle's ``configs/train.json`` with overrides (:func:`bundle_overrides`), run in this process
+by :func:`monai_cluster.workflows.segmentation_bundle.run_bundle` in a ``bundle_root`` of its own under
+``--work-dir``; the scores are recomputed here from the bundle's ``eval/clusters.csv`` and checked against its
+``eval/metrics.json``. This module keeps only the protocol: the datasets and the chest subset (a small ``.npz``
+written under the work folder, the split), the seeds and their pairing, the methods as bundle options, the
+statistics (``_stats.py``), the tables and the resumable JSON. The training loops, optimisers, views, schedules and
+the clustering of the latent codes are the bundle's.
 
 Datasets (labels are used only for scoring):
 
-- ``ph2``: the 200 PH2 dermoscopy images (``images/`` 45 + ``unlabeled/`` 155), RGB resized to ``--ph2-size``
-  (default 64x64), three diagnoses from ``diagnosis.csv`` (Common Nevus 80, Atypical Nevus 80, Melanoma 40), K=3.
+- ``ph2``: the 200 PH2 dermoscopy images (``images/`` 45 + ``unlabeled/`` 155), the PH2 folder as the bundle's
+  ``dataset_dir``, RGB resized to ``--ph2-size`` (default 64x64, the bundle's ``spatial_size``), three diagnoses from
+  ``diagnosis.csv`` (Common Nevus 80, Atypical Nevus 80, Melanoma 40), K=3.
 - ``chest``: a class-balanced random subset (``--chest-n``, drawn once with seed 0) of the balanced PneumoniaMNIST
-  file (all splits), 28x28 grey, normal / pneumonia, K=2.
+  file (all splits), written as the ``train`` split of ``<work-dir>/data/pneumoniamnist_balanced_n<N>.npz``
+  (the original 8-bit pixels), 28x28 grey, normal / pneumonia, K=2.
 
-Methods, all on the same image tensor per dataset (scaled to [0, 1]), K = number of classes:
+Methods, all on the images as the bundle loads them (:func:`~monai_cluster.workflows.image_clustering.load_clustering_data`,
+scaled to [0, 1]), K = number of classes:
 
-- ``kmeans_raw``: faiss k-means on the flattened pixels.
-- ``ae_kmeans``: the contrastive autoencoder's network trained on reconstruction alone
-  (:func:`monai_cluster.engines.train_autoencoder`), k-means on its latent codes.
-- ``cae``: the contrastive autoencoder (NT-Xent between two augmented views + reconstruction,
-  :func:`monai_cluster.engines.train_cae`), k-means on its latent codes (Ferrante et al.).
-- ``cae_prototypes``: the same trained contrastive autoencoder (one training serves both when both are asked for),
-  its latent codes clustered by Ferrante et al.'s prototypes (``cluster_method="prototypes"``, soft assignments at
-  ``--prototype-temperature``): with ``--cae-prototype-epochs N`` the prototypes trained in the authors' second
-  phase (decoder conditioned on the soft assignments, prototypes moved every batch), else k-means centres refined
-  over the whole dataset. ``--cae-head reference`` uses the authors' projection head.
-- ``dvc``: deep variational clustering (:func:`monai_cluster.engines.train_dvc`): VAE pretraining, k-means init,
-  Student's-t clustering with reconstruction + gamma * KL(P || Q), the authors' loss (Soleymani et al.); labels are
-  the argmax of Q. Reconstruction by ``--dvc-recon``: ``mse`` (default, as the bundle) or ``bce`` (the authors').
-- ``dvc_prior``: the same with the KL prior also trained in the clustering stage (``cluster_beta=1``, the
-  package's default before 0.2 of the image-clustering bundle).
+- ``kmeans_raw``: faiss k-means (:func:`monai_cluster.clustering.kmeans`) on the flattened pixels; no training, so
+  no bundle.
+- ``ae_kmeans``: the bundle with ``contrastive false``: the contrastive autoencoder's network trained on
+  reconstruction alone, k-means on its latent codes.
+- ``cae``: the bundle's ``contrastive_ae`` (NT-Xent between two views + reconstruction; ``--cae-prototype-epochs``
+  of the authors' prototype phase, ``--cae-head``, ``--cae-recon-weight``, ``--cae-augment`` as the bundle's
+  ``view_augment``), k-means on its latent codes (Ferrante et al.).
+- ``cae_prototypes``: the same with ``cluster_method prototypes`` (soft assignments at ``--prototype-temperature``):
+  a bundle run of its own with the same seed, so the same trained network (the bundle trains and clusters in one
+  run: the training is paid twice), its codes clustered by Ferrante et al.'s prototypes.
+- ``dvc``: ``method dvc`` (Soleymani et al.): VAE pretraining, k-means init, Student's-t clustering with
+  reconstruction + gamma * KL(P || Q); labels are the argmax of Q. Reconstruction by ``--dvc-recon``: ``mse``
+  (default, as the bundle) or ``bce`` (the authors').
+- ``dvc_prior``: the same with ``cluster_beta 1`` (the KL prior also trained in the clustering stage).
 
-Scores: Hungarian accuracy, NMI and ARI against the labels, mean ± sd over ``--seeds`` (the seed sets the
-network initialisation, batch order, augmentation and k-means seeding). One CPU thread. Results go to
-``benchmarks/results/image_clustering.json`` after every run (so an interrupted run keeps what it measured).
+Every run trains plain epochs (``budget_images null``): ``--epochs`` is what each trains. Scores: Hungarian accuracy,
+NMI and ARI against the labels, mean ± sd over ``--seeds``; the seed is the bundle's ``seed`` (network
+initialisation, batch order, views and k-means seeding), the same for every method, so differences pair by seed. One
+CPU thread (``--threads``). Results go to ``benchmarks/results/image_clustering.json`` (``--out``) after every run,
+each with the bundle's overrides and the command that reruns it. Run again with the same settings (all but
+``--seeds``, ``--datasets``, ``--methods`` and the bookkeeping options) and the finished runs are skipped; other
+settings are refused naming them (``--fresh`` starts the file over).
 
-Run (about 25 minutes on a shared 2-core CPU)::
+Run (25 minutes on a shared 2-core CPU with the direct calls; ``cae_prototypes`` now trains its own network)::
 
     python benchmarks/image_clustering.py --datasets ph2 chest --seeds 0 1 2
+
+Records made before 2026-12-07 (``benchmarks/records/ic_*_20261204.json`` and earlier) trained with direct engine
+calls (``train_cae``, ``train_dvc``, ``train_autoencoder``, ``cluster_cae``), not the bundle; on the same code both
+give the same scores (BENCHMARKS.md, "Image clustering").
 
 Data: PH2 (Mendonca et al., EMBC 2013), research use; PneumoniaMNIST (MedMNIST v2, Yang et al., 2023), CC BY 4.0;
 read from ``MONAI_CLUSTER_DATA``.
@@ -40,9 +59,12 @@ read from ``MONAI_CLUSTER_DATA``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -54,91 +76,150 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stats import mean_ci  # noqa: E402
 
 from monai_cluster.clustering import clustering_scores, kmeans
-from monai_cluster.data import load_medmnist_npz
-from monai_cluster.engines import RandomViewAugment, cluster_cae, train_autoencoder, train_cae, train_dvc
-from monai_cluster.networks import ContrastiveAutoEncoder, DeepVariationalClustering
+from monai_cluster.data.medmnist import MEDMNIST_SPLITS, load_medmnist_npz
 from monai_cluster.utils import atomic_write_json, get_data_root
-from monai_cluster.workflows.image_clustering import CAE_HEADS, build_clustering_network, load_clustering_data
+from monai_cluster.workflows.image_clustering import CAE_HEADS, VIEW_AUGMENTS, load_clustering_data
+from monai_cluster.workflows.run_outputs import data_fingerprint
+from monai_cluster.workflows.segmentation_bundle import bundle_cli_args, run_bundle
 
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "image_clustering"
+CONFIGS = ("train.json",)
 RESULTS = Path(__file__).resolve().parent / "results" / "image_clustering.json"
 METHODS = ("kmeans_raw", "ae_kmeans", "cae", "cae_prototypes", "dvc", "dvc_prior")
-#: the last trained CAE, keyed by (id of its images, seed); the images are held too, so their id is not reused
-_CAE_CACHE: dict[tuple, tuple[np.ndarray, torch.nn.Module]] = {}
+TRAINED = METHODS[1:]
 METRICS = ("accuracy", "nmi", "ari")
+CHEST_CLASSES = ["normal", "pneumonia"]
+#: options that choose which runs to make or where files go, not what a run is: a resumed file may differ in them
+BOOKKEEPING = ("seeds", "datasets", "methods", "threads", "out", "work_dir", "fresh", "report", "paired")
 
 
-def load_ph2(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """PH2's 200 images as ``(N, 3, size, size)`` float32 in [0, 1], diagnosis ids ``(N,)`` and class names, loaded
-    exactly as the bundle loads a folder (:func:`monai_cluster.workflows.image_clustering.load_clustering_data`)."""
-    data = load_clustering_data(root / "dermoscopy" / "ph2", RESULTS.parent / "unused_bundle_root", spatial_size=size)
-    return data.images.numpy(), data.labels, data.class_names
+def bundle_version() -> str:
+    """The image-clustering bundle's version (``configs/metadata.json``)."""
+    return json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))["version"]
 
 
-def load_chest(root: Path, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A class-balanced random subset of ``n`` PneumoniaMNIST images ``(n, 1, 28, 28)`` (drawn with seed 0)."""
-    images, labels = load_medmnist_npz(root / "chest_xray" / "pneumoniamnist_balanced.npz", "all")
+def write_chest_subset(source: Path, n: int, out: Path) -> Path:
+    """Write a class-balanced random subset of ``n`` images of the PneumoniaMNIST file ``source`` (all splits, drawn
+    with seed 0) as the ``train`` split of the MedMNIST-format ``out``, with the original 8-bit pixels; returns
+    ``out``."""
+    _, labels = load_medmnist_npz(source, "all")
     rng = np.random.default_rng(0)
-    per_class = n // 2
-    pick = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in (0, 1)])
+    pick = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 2, replace=False) for c in (0, 1)])
     pick = rng.permutation(pick)
-    return images[pick].astype(np.float32), labels[pick].astype(np.int64), ["normal", "pneumonia"]
+    with np.load(source) as archive:
+        images = np.concatenate([archive[f"{split}_images"] for split in MEDMNIST_SPLITS])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with open(partial, "wb") as handle:
+        np.savez(handle, train_images=images[pick], train_labels=labels[pick].astype(np.uint8).reshape(-1, 1))
+    os.replace(partial, out)
+    return out
 
 
-class FlipRot90Augment:
-    """The CAE's default views (:class:`RandomViewAugment`) plus a random flip and 90-degree rotation per image,
-    for orientation-free images such as dermoscopy (``--cae-augment flip_rot90``)."""
-
-    def __init__(self, seed: int) -> None:
-        self.base = RandomViewAugment(seed=seed)
-        self.generator = torch.Generator().manual_seed(seed + 10_000)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        draws = torch.randint(0, 4, (x.shape[0], 2), generator=self.generator).tolist()
-        views = [torch.rot90(img.flip(-1) if flip % 2 else img, k, dims=(-2, -1)) for img, (flip, k) in zip(out, draws)]
-        return torch.stack(views)
+def dataset_inputs(dataset: str, root: Path, args: argparse.Namespace, work: Path) -> dict:
+    """The bundle's data overrides of ``dataset``: ``dataset_dir`` (and ``npz_split`` or ``spatial_size``)."""
+    if dataset == "ph2":
+        return {"dataset_dir": str(root / "dermoscopy" / "ph2"), "spatial_size": [args.ph2_size, args.ph2_size]}
+    if dataset == "chest":
+        source = root / "chest_xray" / "pneumoniamnist_balanced.npz"
+        subset = write_chest_subset(source, args.chest_n, work / "data" / f"pneumoniamnist_balanced_n{args.chest_n}.npz")
+        return {"dataset_dir": str(subset), "npz_split": "train"}
+    raise ValueError(f"dataset must be 'ph2' or 'chest', got {dataset!r}.")
 
 
-def run_method(method: str, x: np.ndarray, k: int, seed: int, args: argparse.Namespace) -> np.ndarray:
-    """Cluster labels ``(N,)`` of one method on images ``x`` ``(N, C, H, W)``."""
-    if method == "kmeans_raw":
-        return kmeans(x.reshape(len(x), -1), k, seed=seed)[0]
-    spatial, channels = x.shape[2:], x.shape[1]
-    torch.manual_seed(seed)
-    common = {"batch_size": args.batch_size, "lr": args.lr, "seed": seed, "progress": False}
+def bundle_overrides(method: str, num_clusters: int, seed: int, args: argparse.Namespace, inputs: dict) -> dict:
+    """The bundle's overrides of one run of a trained ``method``: the benchmark's settings as its options.
+
+    Raises:
+        ValueError: for a method that is not one of :data:`TRAINED` (named).
+    """
+    if method not in TRAINED:
+        raise ValueError(f"method {method!r} has no bundle run; trained methods: {list(TRAINED)} (kmeans_raw "
+                         "needs no training).")  # fmt: skip
+    common = {
+        **inputs, "num_clusters": num_clusters, "seed": seed, "epochs": args.epochs, "budget_images": None,
+        "batch_size": args.batch_size, "learning_rate": args.lr, "latent_dim": args.latent_dim,
+        "channels": list(args.channels), "strides": list(args.strides), "device": args.device, "amp": False,
+        "progress": False,
+    }  # fmt: skip
     if method in ("dvc", "dvc_prior"):
-        model = DeepVariationalClustering(
-            2, (channels, *spatial), latent_dim=args.latent_dim, num_clusters=k, channels=args.channels,
-            strides=args.strides,
-        )  # fmt: skip
-        return train_dvc(
-            model, x, pretrain_epochs=args.epochs, cluster_epochs=args.dvc_cluster_epochs, recon=args.dvc_recon,
-            cluster_beta=1.0 if method == "dvc_prior" else 0.0, **common,
-        ).labels  # fmt: skip
-    if method == "ae_kmeans":
-        model = ContrastiveAutoEncoder(
-            2, channels, spatial, latent_dim=args.latent_dim, channels=args.channels, strides=args.strides, proj_dim=64
-        )
-        return train_autoencoder(model, x, epochs=args.epochs, num_clusters=k, **common).clustering.labels
-    key = (id(x), seed)
-    if key not in _CAE_CACHE:
-        model = build_clustering_network(
-            "contrastive_ae", (channels, *spatial), k, latent_dim=args.latent_dim, channels=args.channels,
-            strides=args.strides, prototype_epochs=args.cae_prototype_epochs,
-            prototype_temperature=args.prototype_temperature, **CAE_HEADS[args.cae_head],
-        )  # fmt: skip
-        augment = FlipRot90Augment(seed) if args.cae_augment == "flip_rot90" else None
-        train_cae(
-            model, x, epochs=args.epochs, temperature=args.temperature, augment=augment,
-            recon_weight=args.cae_recon_weight, prototype_epochs=args.cae_prototype_epochs,
-            prototype_assignment=args.cae_prototype_assignment, **common,
-        )  # fmt: skip
-        _CAE_CACHE.clear()
-        _CAE_CACHE[key] = (x, model)
-    cluster = "prototypes" if method == "cae_prototypes" else "kmeans"
-    return cluster_cae(
-        _CAE_CACHE[key][1], x, k, method=cluster, temperature=args.prototype_temperature, seed=seed
-    ).labels
+        return {**common, "method": "dvc", "cluster_epochs": args.dvc_cluster_epochs, "recon": args.dvc_recon,
+                "cluster_beta": 1.0 if method == "dvc_prior" else 0.0}  # fmt: skip
+    cae = {**common, "method": "contrastive_ae", "recon": "mse"}
+    if method == "ae_kmeans":  # the network as the CAE's (SimCLR head, unused), trained on reconstruction alone
+        return {**cae, "contrastive": False, "projection_head": "simclr", "prototype_epochs": 0,
+                "cluster_method": "kmeans"}  # fmt: skip
+    return {
+        **cae, "temperature": args.temperature, "recon_weight": args.cae_recon_weight, "projection_head": args.cae_head,
+        "prototype_epochs": args.cae_prototype_epochs, "prototype_assignment": args.cae_prototype_assignment,
+        "prototype_temperature": args.prototype_temperature, "view_augment": args.cae_augment,
+        "cluster_method": "prototypes" if method == "cae_prototypes" else "kmeans",
+    }  # fmt: skip
+
+
+def bundle_command(root: Path, overrides: dict) -> str:
+    """The shell command that reruns one bundle run (from the repository root). ``None`` is written ``'$None'`` (a
+    config expression): on the command line ``None`` is dropped as "not given" and ``null`` stays a string."""
+    config = (BUNDLE / "configs" / CONFIGS[0]).relative_to(REPO)
+    words = ["python", "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(root)]
+    return shlex.join(words + bundle_cli_args({k: "$None" if v is None else v for k, v in overrides.items()}))
+
+
+def read_assignments(path: Path, keys: list[str]) -> np.ndarray:
+    """The cluster of every image of ``keys`` (in that order) from the bundle's ``clusters.csv``.
+
+    Raises:
+        ValueError: when the file's images are not exactly ``keys`` (the bundle clustered other images).
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = {row["key"]: int(row["cluster"]) for row in csv.DictReader(handle)}
+    if sorted(rows) != sorted(keys):
+        raise ValueError(f"{path} holds {len(rows)} images, not the benchmark's {len(keys)} (other keys).")
+    return np.asarray([rows[key] for key in keys], dtype=np.int64)
+
+
+def run_trained(method: str, dataset: str, seed: int, data, inputs: dict, k: int, args, work: Path) -> dict:
+    """One bundle run of ``method`` in ``<work>/<dataset>/<method>_s<seed>`` (a partial earlier one is started over):
+    the cluster of each image and the bundle's record of the run."""
+    root = work / dataset / f"{method}_s{seed}"
+    if root.exists():
+        shutil.rmtree(root)
+    overrides = bundle_overrides(method, k, seed, args, inputs)
+    run_bundle(BUNDLE, CONFIGS, bundle_root=root, **overrides)
+    labels = read_assignments(root / "eval" / "clusters.csv", data.keys)
+    summary = json.loads((root / "eval" / "summary.json").read_text(encoding="utf-8"))
+    shutil.rmtree(root / "models" / "checkpoints", ignore_errors=True)  # resume states of a finished run
+    kept = ("epochs", "seconds", "final_loss", "stop_reason", "cluster_epochs_run", "gamma", "contrastive")
+    return {"labels": labels, "bundle": {
+        "root": str(root), "version": bundle_version(), "overrides": overrides, "command": bundle_command(root, overrides),
+        "metrics": json.loads((root / "eval" / "metrics.json").read_text(encoding="utf-8")),
+        "summary": {key: summary[key] for key in kept if key in summary},
+    }}  # fmt: skip
+
+
+def score_run(method: str, dataset: str, seed: int, data, inputs: dict, args, work: Path) -> dict:
+    """One run's record: scores recomputed from the cluster of each image (checked against the bundle's own)."""
+    k = len(data.class_names)
+    if k > 10:
+        raise ValueError(f"assignments are recorded one digit per image: {dataset} has {k} classes (at most 10).")
+    start = time.perf_counter()
+    if method == "kmeans_raw":
+        x = data.images.numpy()
+        out = {"labels": kmeans(x.reshape(len(x), -1), k, seed=seed)[0],
+               "library": f"monai_cluster.clustering.kmeans(pixels, {k}, seed={seed})"}  # fmt: skip
+    else:
+        out = run_trained(method, dataset, seed, data, inputs, k, args, work)
+    seconds = time.perf_counter() - start
+    labels = np.asarray(out.pop("labels"))
+    scores = clustering_scores(data.labels, labels)
+    bundle_metrics = out.get("bundle", {}).get("metrics", scores)
+    if any(abs(scores[m] - bundle_metrics[m]) > 1e-9 for m in METRICS):
+        raise RuntimeError(f"{dataset} {method} seed {seed}: the bundle's metrics.json {bundle_metrics} differ from "
+                           f"the scores of its clusters.csv {scores}.")  # fmt: skip
+    return {"dataset": dataset, "method": method, "seed": seed, "seconds": seconds,
+            "cluster_sizes": np.bincount(labels, minlength=k).tolist(), **scores,
+            "assignments": "".join(str(int(c)) for c in labels), **out}  # fmt: skip
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -238,6 +319,41 @@ def report(paths: list[Path], pairs: list[str] | None = None) -> dict:
     return summary
 
 
+def jsonable_args(args: argparse.Namespace) -> dict:
+    """The command-line options as JSON values (paths as strings)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def open_record(args: argparse.Namespace, command: str) -> dict:
+    """The result record to extend: ``--out``'s when it holds runs of the same settings, else a new one.
+
+    Raises:
+        ValueError: when ``--out`` holds runs of other settings (each named with both values) or was written by the
+            benchmark's direct engine calls (before it ran the bundle); ``--fresh`` starts it over.
+    """
+    config = {k: v for k, v in jsonable_args(args).items() if k not in BOOKKEEPING}
+    config["bundle_version"] = bundle_version()
+    invocation = {"command": command, "load_average_at_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M")}
+    out = Path(args.out)
+    if args.fresh or not out.is_file():
+        return {"driver": "bundle", "command": command, "invocations": [invocation], "config": config,
+                "args": jsonable_args(args), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                "torch": torch.__version__}, "datasets": {}, "runs": []}  # fmt: skip
+    record = json.loads(out.read_text(encoding="utf-8"))
+    if record.get("driver") != "bundle":
+        raise ValueError(f"--out {out} was written by the benchmark's direct engine calls, before it ran the bundle: "
+                         "its runs are not extended; use another --out, or --fresh to start it over.")  # fmt: skip
+    recorded = record["config"]
+    differ = [f"{k}: recorded {recorded.get(k)!r}, now {config.get(k)!r}" for k in sorted(set(recorded) | set(config))
+              if recorded.get(k) != config.get(k)]  # fmt: skip
+    if differ:
+        raise ValueError(f"--out {out} holds runs of other settings ({'; '.join(differ)}); use another --out, the "
+                         "same settings to resume, or --fresh to start it over.")  # fmt: skip
+    record["invocations"].append(invocation)
+    record["args"] = jsonable_args(args)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["ph2", "chest"], choices=["ph2", "chest"])
@@ -266,12 +382,18 @@ def main(argv: list[str] | None = None) -> int:
                              "batch); cae_prototypes then reads the trained prototypes")
     parser.add_argument("--cae-prototype-assignment", default="soft", choices=["soft", "hard"],
                         help="prototype phase: update each prototype by the soft assignments or the argmax (authors)")
-    parser.add_argument("--cae-augment", default="default", choices=["default", "flip_rot90"],
-                        help="CAE views: intensity/noise/shift only, or also random flips and 90-degree rotations")
+    parser.add_argument("--cae-augment", default="default", choices=list(VIEW_AUGMENTS),
+                        help="CAE views (the bundle's view_augment): intensity/noise/shift only, or also random "
+                             "flips and 90-degree rotations")
     parser.add_argument("--tag", default="", help="a label appended to every method's row name in the report "
                         "(for settings without a tag of their own, e.g. --epochs 60 as 'epochs=60')")
+    parser.add_argument("--device", default="cpu", help="the bundle's device (cpu, cuda, auto)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where each run's bundle_root and the chest subset go (default "
+                             "~/.cache/monai_cluster_runs/image_clustering/<--out's name>)")
+    parser.add_argument("--fresh", action="store_true", help="start --out over instead of resuming it")
     parser.add_argument("--report", type=Path, nargs="+", help="only print one table over these result files")
     parser.add_argument("--paired", nargs="+", default=None, metavar="A:B",
                         help="with --report: paired NMI differences A - B per seed, e.g. dvc+mse:dvc cae:ae_kmeans")
@@ -281,45 +403,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     root = get_data_root()
-    record = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "load_average_at_start": os.getloadavg(),
-        "datasets": {},
-        "runs": [],
-    }
-    start = time.perf_counter()
+    work = args.work_dir or Path.home() / ".cache" / "monai_cluster_runs" / "image_clustering" / Path(args.out).stem
+    command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    record = open_record(args, command)
+    done = {(r["dataset"], r["method"], r["seed"]) for r in record["runs"]}
+    start, before = time.perf_counter(), record.get("wall_seconds", 0.0)
     for dataset in args.datasets:
-        if dataset == "ph2":
-            x, y, classes = load_ph2(root, args.ph2_size)
-        else:
-            x, y, classes = load_chest(root, args.chest_n)
-        k = len(classes)
+        inputs = dataset_inputs(dataset, root, args, work)
+        data = load_clustering_data(inputs["dataset_dir"], work, spatial_size=inputs.get("spatial_size"),
+                                    npz_split=inputs.get("npz_split", "all"))  # fmt: skip
+        classes = CHEST_CLASSES if dataset == "chest" else data.class_names
         record["datasets"][dataset] = {
-            "n": len(x), "shape": list(x.shape[1:]), "classes": classes, "counts": np.bincount(y).tolist(), "k": k
+            "n": len(data.keys), "shape": list(data.image_shape), "classes": classes, "k": len(classes),
+            "counts": np.bincount(data.labels).tolist(), "bundle_inputs": inputs, **data_fingerprint(data.keys),
         }  # fmt: skip
         for seed in args.seeds:
             for method in args.methods:
-                t0 = time.perf_counter()
-                labels = run_method(method, x, k, seed, args)
-                seconds = time.perf_counter() - t0
-                scores = clustering_scores(y, labels)
-                run = {"dataset": dataset, "method": method, "seed": seed, "seconds": seconds,
-                       "cluster_sizes": np.bincount(labels, minlength=k).tolist(), **scores}  # fmt: skip
+                if (dataset, method, seed) in done:
+                    print(f"{dataset} seed {seed} {method}: in {args.out} already, skipped", flush=True)
+                    continue
+                run = score_run(method, dataset, seed, data, inputs, args, work)
                 record["runs"].append(run)
-                print(
-                    f"{dataset} seed {seed} {method}: acc {scores['accuracy']:.3f} nmi {scores['nmi']:.3f} "
-                    f"ari {scores['ari']:.3f} ({seconds:.0f} s)",
-                    flush=True,
-                )
+                print(f"{dataset} seed {seed} {method}: acc {run['accuracy']:.3f} nmi {run['nmi']:.3f} "
+                      f"ari {run['ari']:.3f} ({run['seconds']:.0f} s)", flush=True)  # fmt: skip
                 record["summary"] = summarise(record["runs"])
-                record["wall_seconds"] = time.perf_counter() - start
+                record["wall_seconds"] = before + time.perf_counter() - start
                 atomic_write_json(record, args.out)
-    record["load_average_at_end"] = os.getloadavg()
+    record["invocations"][-1]["load_average_at_end"] = os.getloadavg()
+    record["summary"] = summarise(record["runs"])
     atomic_write_json(record, args.out)
     print_table(record["summary"])
-    print(f"wall time {record['wall_seconds']:.0f} s; JSON: {args.out}")
+    print(f"wall time {time.perf_counter() - start:.0f} s; JSON: {args.out}")
     return 0
 
 

@@ -5,6 +5,7 @@ from ._epoch_checkpoint import EpochCheckpoint
 from .cae_trainer import (
     CAEClusteringResult,
     CAETrainingResult,
+    FlipRot90ViewAugment,
     RandomViewAugment,
     cluster_cae,
     train_autoencoder,
@@ -21,6 +22,7 @@ __all__ = [
     "CAETrainingResult",
     "DVCTrainingResult",
     "EpochCheckpoint",
+    "FlipRot90ViewAugment",
     "LocalDiscriminationPrepareBatch",
     "MultiViewPrepareBatch",
     "RandomViewAugment",

@@ -47,6 +47,7 @@ from monai_cluster.utils.validation import check_choice, check_positive_float, c
 __all__ = [
     "CAEClusteringResult",
     "CAETrainingResult",
+    "FlipRot90ViewAugment",
     "RandomViewAugment",
     "cluster_cae",
     "train_autoencoder",
@@ -108,6 +109,26 @@ class RandomViewAugment:
             dims = tuple(range(1, x.ndim - 1))
             out = torch.stack([torch.roll(out[i], shifts=tuple(offsets[i]), dims=dims) for i in range(b)])
         return out.clamp(x.min(), x.max())
+
+
+class FlipRot90ViewAugment(RandomViewAugment):
+    """:class:`RandomViewAugment`'s views, then per sample a random flip of the last axis and 0-3 rotations by 90
+    degrees in the last two axes: views for images without an orientation, such as dermoscopy (not for anatomy,
+    where left and right differ). The flips and rotations draw from ``self.generator`` too, so a checkpoint of it
+    resumes them.
+
+    Raises:
+        ValueError: for a batch whose last two axes differ (a rotation by 90 degrees would change its shape).
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Return an augmented, flipped and rotated copy of the batch ``x`` ``(B, C, *spatial)``."""
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"flips and 90-degree rotations need square images, got the batch shape {tuple(x.shape)}.")
+        out = super().__call__(x)
+        draws = torch.randint(0, 4, (x.shape[0], 2), generator=self.generator).tolist()
+        views = [torch.rot90(img.flip(-1) if flip % 2 else img, k, dims=(-2, -1)) for img, (flip, k) in zip(out, draws)]
+        return torch.stack(views)
 
 
 def cluster_cae(

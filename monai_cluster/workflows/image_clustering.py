@@ -37,7 +37,7 @@ from monai_cluster.clustering.features import extract_features
 from monai_cluster.clustering.metrics import clustering_scores
 from monai_cluster.clustering.sampling import sample_around_centroids
 from monai_cluster.engines._epoch_checkpoint import EpochCheckpoint
-from monai_cluster.engines.cae_trainer import train_cae
+from monai_cluster.engines.cae_trainer import FlipRot90ViewAugment, train_autoencoder, train_cae
 from monai_cluster.engines.dvc_trainer import train_dvc
 from monai_cluster.networks.nets.contrastive_autoencoder import ContrastiveAutoEncoder
 from monai_cluster.networks.nets.dvc import DeepVariationalClustering
@@ -57,6 +57,8 @@ from .image_clustering_settings import (
     RECONSTRUCTIONS,
     SETTINGS_SPECS,
     TRAINING_SETTINGS_SPECS,
+    VIEW_AUGMENTS,
+    check_cae_variant,
     check_clustering_settings,
     clustering_run_settings,
     scaled_epochs,
@@ -71,7 +73,9 @@ __all__ = [
     "ImageClusteringTrainer",
     "RECONSTRUCTIONS",
     "TRAINING_SETTINGS_SPECS",
+    "VIEW_AUGMENTS",
     "build_clustering_network",
+    "check_cae_variant",
     "check_clustering_settings",
     "clustering_run_settings",
     "preflight_clustering",
@@ -99,7 +103,8 @@ def preflight_clustering(data: ClusteringData, settings: dict, **network_options
 
     Raises:
         ValueError: naming the option: ``num_clusters`` above the number of images, fewer than 2 images (a
-            contrastive batch has no negative), or image sizes the strides cannot halve evenly.
+            contrastive batch has no negative), ``view_augment="flip_rot90"`` on images that are not square, or image
+            sizes the strides cannot halve evenly.
     """
     count = len(data.keys)
     if settings["num_clusters"] > count:
@@ -109,6 +114,9 @@ def preflight_clustering(data: ClusteringData, settings: dict, **network_options
         )
     if count < 2:
         raise ValueError(f"option 'dataset_dir' (--dataset_dir) holds {count} image: clustering needs at least 2.")
+    shape = data.image_shape
+    if settings.get("view_augment") == "flip_rot90" and shape[-1] != shape[-2]:
+        raise ValueError(f"option 'view_augment' 'flip_rot90' needs square images, got the shape {list(shape)}.")
     with torch.random.fork_rng(devices=[]):
         try:
             return build_clustering_network(settings["method"], data.image_shape, settings["num_clusters"],
@@ -219,6 +227,11 @@ class ImageClusteringTrainer:
             checkpoint's are refused with a message.
         progress: tqdm progress bars.
         montage_per_cluster: images per cluster in the confident-images montage and decoded samples.
+        contrastive: ``False`` trains the contrastive autoencoder's network on reconstruction alone
+            (:func:`~monai_cluster.engines.train_autoencoder`), then k-means on its codes: the plain-autoencoder
+            baseline (no prototype phase, k-means clustering, default views; see :func:`check_cae_variant`).
+        view_augment: the CAE's views, ``"default"`` (:class:`~monai_cluster.engines.RandomViewAugment`) or
+            ``"flip_rot90"`` (:class:`~monai_cluster.engines.FlipRot90ViewAugment`, square images only).
         amp: mixed precision for the training steps: bfloat16 autocast on a CPU with native bfloat16, on CUDA
             bfloat16 where the GPU has it, else float16 (:func:`monai_cluster.utils.autocast`); losses and the
             clustering stay float32.
@@ -253,6 +266,8 @@ class ImageClusteringTrainer:
         prototype_epochs: int = 0,
         prototype_assignment: str = "soft",
         amp: bool = False,
+        contrastive: bool = True,
+        view_augment: str = "default",
     ) -> None:
         if not isinstance(network, (ContrastiveAutoEncoder, DeepVariationalClustering)):
             raise TypeError(
@@ -304,6 +319,12 @@ class ImageClusteringTrainer:
         self.montage_per_cluster = validate_option("montage_per_cluster", montage_per_cluster, "int>=1")
         self.amp = validate_option("amp", amp, "bool")
         amp_mode(self.amp, self.device)
+        self.contrastive = validate_option("contrastive", contrastive, "bool")
+        self.view_augment = check_choice(view_augment, "view_augment", VIEW_AUGMENTS)
+        check_cae_variant(self.method, self.contrastive, self.view_augment, self.prototype_epochs, self.cluster_method)
+        shape = data.image_shape
+        if self.view_augment == "flip_rot90" and shape[-1] != shape[-2]:
+            raise ValueError(f"option 'view_augment' 'flip_rot90' needs square images, got the shape {list(shape)}.")
 
     def _train(self, writer: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Train and cluster; return ``(labels, latents, centroids, info)``."""
@@ -327,15 +348,22 @@ class ImageClusteringTrainer:
                     "final_loss": result.history["loss"][-1] if result.history["loss"] else None,
                     "final_pretrain_loss": result.history["pretrain_loss"][-1]}  # fmt: skip
             return result.labels, latents, result.centroids, info
-        result = train_cae(
-            self.network, x, epochs=self.epochs, temperature=self.temperature, recon=self.recon,
-            num_clusters=self.num_clusters, cluster_method=self.cluster_method,
-            prototype_temperature=self.prototype_temperature, recon_weight=self.recon_weight,
-            prototype_epochs=self.prototype_epochs, prototype_assignment=self.prototype_assignment, **common,
-        )  # fmt: skip
+        if not self.contrastive:
+            result = train_autoencoder(
+                self.network, x, epochs=self.epochs, recon=self.recon, num_clusters=self.num_clusters, **common
+            )
+        else:
+            result = train_cae(
+                self.network, x, epochs=self.epochs, temperature=self.temperature, recon=self.recon,
+                num_clusters=self.num_clusters, cluster_method=self.cluster_method,
+                prototype_temperature=self.prototype_temperature, recon_weight=self.recon_weight,
+                prototype_epochs=self.prototype_epochs, prototype_assignment=self.prototype_assignment,
+                augment=FlipRot90ViewAugment(seed=self.seed) if self.view_augment == "flip_rot90" else None, **common,
+            )  # fmt: skip
         info = {"cluster_method": self.cluster_method, "final_loss": result.history["loss"][-1],
                 "final_reconstruction": result.history["reconstruction"][-1],
-                "prototype_epochs": self.prototype_epochs}  # fmt: skip
+                "prototype_epochs": self.prototype_epochs, "contrastive": self.contrastive,
+                "view_augment": self.view_augment}  # fmt: skip
         if self.prototype_epochs:
             info["final_prototype_reconstruction"] = result.history["prototype_reconstruction"][-1]
         return result.clustering.labels, result.clustering.latents, result.clustering.centroids, info

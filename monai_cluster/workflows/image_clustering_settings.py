@@ -21,6 +21,8 @@ __all__ = [
     "RECONSTRUCTIONS",
     "SETTINGS_SPECS",
     "TRAINING_SETTINGS_SPECS",
+    "VIEW_AUGMENTS",
+    "check_cae_variant",
     "check_clustering_settings",
     "clustering_run_settings",
     "scaled_epochs",
@@ -38,6 +40,10 @@ CAE_HEADS = {
 """Projection heads of the contrastive autoencoder by name: SimCLR's (2 layers with batch norm, 64 outputs) and
 Ferrante et al.'s released one (3 layers, no norm, ``latent_dim`` outputs); both have ``2 * latent_dim`` hidden."""
 
+VIEW_AUGMENTS = ("default", "flip_rot90")
+"""The contrastive autoencoder's views: :class:`~monai_cluster.engines.RandomViewAugment` (intensity, noise, small
+shifts) or :class:`~monai_cluster.engines.FlipRot90ViewAugment` (the same plus a random flip and 90-degree rotation)."""
+
 
 SETTINGS_SPECS = {
     "method": "choice:" + "|".join(CLUSTERING_METHODS),
@@ -54,6 +60,8 @@ CAE_SETTINGS_SPECS = {
     "prototype_epochs": "int>=0",
     "prototype_assignment": "choice:soft|hard",
     "recon_weight": "float>=0",
+    "contrastive": "bool",
+    "view_augment": "choice:" + "|".join(VIEW_AUGMENTS),
 }
 """Specs of the contrastive autoencoder's overrides, checked with the main ones when given."""
 
@@ -100,7 +108,8 @@ def check_clustering_settings(
         bundle_root: where outputs go; must not be an existing file.
         dataset_dir: ``None``/``""`` (synthetic data), an existing folder or an existing ``.npz`` file.
         cae: any of :data:`CAE_SETTINGS_SPECS` (``cluster_method``, ``projection_head``, ``prototype_epochs``,
-            ``prototype_assignment``, ``recon_weight``).
+            ``prototype_assignment``, ``recon_weight``, ``contrastive``, ``view_augment``) or
+            :data:`TRAINING_SETTINGS_SPECS`.
 
     Returns:
         the settings normalised.
@@ -142,11 +151,10 @@ def _check_relations(settings: dict) -> None:
         raise ValueError(
             f"option 'tol' (--tol) must be a fraction of labels in [0, 1] (0: never stop early), got {settings['tol']}."
         )
-    if method == "dvc" and settings.get("cluster_method", "kmeans") != "kmeans":
-        raise ValueError(
-            f"option 'cluster_method' (--cluster_method) {settings['cluster_method']!r} is a contrastive_ae "
-            "setting: dvc clusters with its own centroids; leave it 'kmeans' or use method contrastive_ae."
-        )
+    check_cae_variant(
+        method, settings.get("contrastive", True), settings.get("view_augment", "default"),
+        settings.get("prototype_epochs", 0), settings.get("cluster_method", "kmeans"),
+    )  # fmt: skip
     channels, strides = settings.get("channels"), settings.get("strides")
     if channels is not None and strides is not None and len(channels) != len(strides):
         raise ValueError(
@@ -168,11 +176,48 @@ def _check_relations(settings: dict) -> None:
         )
 
 
+def check_cae_variant(
+    method: str, contrastive: bool, view_augment: str, prototype_epochs: int, cluster_method: str
+) -> None:
+    """Refuse the contrastive autoencoder's settings that ``method`` or the other settings would ignore.
+
+    ``contrastive=False`` trains the contrastive autoencoder's network on reconstruction alone
+    (:func:`~monai_cluster.engines.train_autoencoder`: no views, no projection head, no prototype phase), then
+    k-means on its latent codes: the plain-autoencoder baseline.
+
+    Raises:
+        ValueError: naming the option: ``cluster_method``, ``contrastive`` or ``view_augment`` other than the
+            default with ``dvc``; ``prototype_epochs > 0``, ``cluster_method="prototypes"`` or a ``view_augment``
+            other than ``"default"`` with ``contrastive=False``.
+    """
+    if method == "dvc":
+        for name, value, default in (("cluster_method", cluster_method, "kmeans"), ("contrastive", contrastive, True),
+                                     ("view_augment", view_augment, "default")):  # fmt: skip
+            if value != default:
+                raise ValueError(
+                    f"option {name!r} (--{name}) {value!r} is a contrastive_ae setting: dvc would ignore it; "
+                    f"leave it {default!r} or use method contrastive_ae."
+                )
+        return
+    if contrastive:
+        return
+    for name, value, default in (("prototype_epochs", prototype_epochs, 0), ("cluster_method", cluster_method, "kmeans"),
+                                 ("view_augment", view_augment, "default")):  # fmt: skip
+        if value != default:
+            raise ValueError(
+                f"option {name!r} (--{name}) {value!r} needs contrastive training: 'contrastive' false trains on "
+                f"reconstruction alone and clusters by k-means; set {name} {default!r} or contrastive true."
+            )
+
+
 def clustering_run_settings(data: ClusteringData, settings: dict, **options: object) -> dict[str, dict]:
     """The settings that define the bundle's outputs, for :class:`~monai_cluster.workflows.RunOutputs`: the
     checked ``settings`` but epochs, resume and output options, plus which images were clustered."""
     left_out = {"epochs", "cluster_epochs", "budget_images", "resume", "progress", "montage_per_cluster", "bundle_root"}
     defining = {k: v for k, v in {**settings, **options}.items() if k not in left_out}
+    for name, default in (("contrastive", True), ("view_augment", "default")):  # as recorded before these options
+        if defining.get(name, default) == default:
+            defining.pop(name, None)
     return {"train": {**defining, "data": data_fingerprint(data.keys), "image_shape": list(data.image_shape)}}
 
 

@@ -1,55 +1,168 @@
-"""Toy-size checks of benchmarks/image_clustering.py's methods (the real numbers are in BENCHMARKS.md)."""
+"""benchmarks/image_clustering.py at toy size, every trained method through the image-clustering bundle (the real
+numbers are in BENCHMARKS.md): scores recomputed from the bundle's assignments, paired training, resume, refusals."""
 
 from __future__ import annotations
 
-import argparse
+import csv
+import json
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import image_clustering as ic  # noqa: E402
 
+from monai_cluster.clustering import clustering_scores, kmeans  # noqa: E402
+from monai_cluster.data.image_io import write_png  # noqa: E402
 
-def _args(**over) -> argparse.Namespace:
-    base = {"batch_size": 8, "lr": 3e-3, "epochs": 2, "dvc_cluster_epochs": 2, "dvc_recon": "mse", "latent_dim": 4,
-            "channels": [4, 8], "strides": [2, 2], "temperature": 0.5, "prototype_temperature": 1.0,
-            "cae_augment": "default", "cae_recon_weight": 1.0, "cae_head": "simclr", "cae_prototype_epochs": 0,
-            "cae_prototype_assignment": "soft"}  # fmt: skip
-    return argparse.Namespace(**{**base, **over})
+TOY = ["--chest-n", "16", "--epochs", "1", "--dvc-cluster-epochs", "1", "--latent-dim", "4", "--channels", "4", "8",
+       "--batch-size", "8", "--seeds", "0"]  # fmt: skip
 
 
-def _images(n=16, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 0.1, (n, 1, size, size)).astype(np.float32)
-    x[: n // 2, :, :8, :8] = 0.9
-    x[n // 2 :, :, 8:, 8:] = 0.9
-    return x
+def _defaults() -> dict:
+    return {"dvc_recon": "mse", "cae_augment": "default", "cae_recon_weight": 1.0, "cae_head": "simclr",
+            "cae_prototype_epochs": 0, "cae_prototype_assignment": "soft"}  # fmt: skip
 
 
-def test_cae_and_cae_prototypes_share_one_training_and_dvc_variants_differ(monkeypatch):
-    x, args = _images(), _args()
+def _fake_data(root: Path) -> Path:
+    """A PneumoniaMNIST-format file (two classes, bright squares in opposite corners) and a 6-image PH2 folder."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
+        labels = np.arange(n) % 2
+        images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+        images[labels == 0, 2:14, 2:14] = 230
+        images[labels == 1, 14:26, 14:26] = 230
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]
+    (root / "chest_xray").mkdir(parents=True)
+    np.savez(root / "chest_xray" / "pneumoniamnist_balanced.npz", **arrays)
+    ph2 = root / "dermoscopy" / "ph2"
+    rows = ["image_name,diagnosis"]
+    for i, diagnosis in enumerate(["Common Nevus", "Atypical Nevus", "Melanoma"] * 2):
+        image = rng.integers(100, 200, (20, 20, 3)).astype(np.uint8)
+        image[5:15, 5:15] = (40 * i) % 255
+        write_png(image, ph2 / "images" / f"IMD{i:03d}.png")
+        rows.append(f"IMD{i:03d},{diagnosis}")
+    (ph2 / "diagnosis.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def chest(tmp_path_factory):
+    """One run of every method on the toy chest subset, seed 0 (the CAE with flip/rotation views)."""
+    tmp = tmp_path_factory.mktemp("ic_bench")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MONAI_CLUSTER_DATA", str(_fake_data(tmp / "data")))
+    argv = [*TOY, "--datasets", "chest", "--cae-augment", "flip_rot90", "--out", str(tmp / "ic.json"),
+            "--work-dir", str(tmp / "work")]  # fmt: skip
+    assert ic.main(argv) == 0
+    yield {"argv": argv, "out": tmp / "ic.json", "work": tmp / "work", "tmp": tmp}
+    mp.undo()
+
+
+def test_every_method_runs_and_is_scored_from_the_assignments(chest):
+    record = json.loads(chest["out"].read_text())
+    runs = {r["method"]: r for r in record["runs"]}
+    assert list(runs) == list(ic.METHODS) and record["driver"] == "bundle"
+    with np.load(chest["work"] / "data" / "pneumoniamnist_balanced_n16.npz") as subset:
+        images, y = subset["train_images"], subset["train_labels"][:, 0]
+    assert images.dtype == np.uint8 and images.shape == (16, 28, 28) and np.bincount(y).tolist() == [8, 8]
+    assert record["datasets"]["chest"]["counts"] == [8, 8] and record["datasets"]["chest"]["count"] == 16
+    for method, run in runs.items():
+        labels = np.array([int(c) for c in run["assignments"]])
+        scores = clustering_scores(y, labels)
+        assert all(run[m] == pytest.approx(scores[m], abs=1e-12) for m in ic.METRICS), method
+        assert run["cluster_sizes"] == np.bincount(labels, minlength=2).tolist()
+        if method == "kmeans_raw":
+            continue
+        bundle = run["bundle"]
+        with open(Path(bundle["root"]) / "eval" / "clusters.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [r["key"] for r in rows] == [f"train/{i:05d}" for i in range(16)]
+        assert "".join(r["cluster"] for r in rows) == run["assignments"]  # the bundle's own clusters, in order
+        assert bundle["metrics"]["nmi"] == pytest.approx(run["nmi"], abs=1e-12)
+        assert bundle["overrides"]["seed"] == 0 and bundle["overrides"]["epochs"] == 1
+        assert bundle["overrides"]["budget_images"] is None and bundle["version"] == ic.bundle_version()
+        assert bundle["command"].startswith("python -m monai.bundle run --config_file bundles/image_clustering/")
+    raw = kmeans((images.reshape(16, -1) / np.float32(255)).astype(np.float32), 2, seed=0)[0]
+    assert runs["kmeans_raw"]["assignments"] == "".join(map(str, raw))
+    options = {m: runs[m]["bundle"]["overrides"] for m in ic.TRAINED}
+    assert options["ae_kmeans"]["contrastive"] is False and options["ae_kmeans"]["prototype_epochs"] == 0
+    assert runs["ae_kmeans"]["bundle"]["summary"]["contrastive"] is False
+    assert options["cae"]["view_augment"] == "flip_rot90" and options["cae"]["cluster_method"] == "kmeans"
+    assert options["cae_prototypes"]["cluster_method"] == "prototypes"
+    assert (options["dvc"]["method"], options["dvc"]["cluster_beta"], options["dvc_prior"]["cluster_beta"]) == (
+        "dvc", 0.0, 1.0)  # fmt: skip
+    assert "--cluster_beta 1.0" in runs["dvc_prior"]["bundle"]["command"]
+    weights = [torch.load(Path(runs[m]["bundle"]["root"]) / "models" / "model.pt", weights_only=True)
+               for m in ("cae", "cae_prototypes")]  # fmt: skip
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # one seed, one trained network
+    assert not (Path(runs["cae"]["bundle"]["root"]) / "models" / "checkpoints").exists()
+
+
+def test_resume_skips_finished_runs_and_refuses_other_settings(chest, monkeypatch):
+    out = chest["tmp"] / "resumed.json"
+    out.write_text(chest["out"].read_text())
     calls = []
-    real = ic.train_cae
-    monkeypatch.setattr(ic, "train_cae", lambda *a, **k: calls.append(1) or real(*a, **k))
-    ic._CAE_CACHE.clear()
-    kmeans_labels = ic.run_method("cae", x, 2, 0, args)
-    prototype_labels = ic.run_method("cae_prototypes", x, 2, 0, args)
-    assert len(calls) == 1  # the second method reuses the trained network
-    assert kmeans_labels.shape == prototype_labels.shape == (16,)
-    ic.run_method("cae", x, 2, 1, args)  # another seed trains again
-    assert len(calls) == 2
-    authors = ic.run_method("dvc", x, 2, 0, args)
-    prior = ic.run_method("dvc_prior", x, 2, 0, args)
-    assert authors.shape == prior.shape == (16,)
-    assert set(ic.METHODS) >= {"cae_prototypes", "dvc_prior"}
+    real = ic.run_bundle
+    monkeypatch.setattr(ic, "run_bundle", lambda *a, **k: calls.append(k["bundle_root"]) or real(*a, **k))
+    argv = [*chest["argv"][:-4], "--out", str(out), "--work-dir", str(chest["work"])]
+    assert ic.main(argv) == 0 and calls == []  # every run is in the file already
+    assert ic.main([*argv, "--seeds", "0", "1", "--methods", "kmeans_raw", "dvc"]) == 0
+    assert [Path(c).name for c in calls] == ["dvc_s1"]
+    record = json.loads(out.read_text())
+    assert len(record["runs"]) == 8 and len(record["invocations"]) == 3
+    assert [(r["method"], r["seed"]) for r in record["runs"][-2:]] == [("kmeans_raw", 1), ("dvc", 1)]
+    with pytest.raises(ValueError, match=r"other settings \(epochs: recorded 1, now 2\)"):
+        ic.main([*argv, "--epochs", "2"])
+    assert ic.main([*argv, "--epochs", "2", "--methods", "kmeans_raw", "--fresh"]) == 0
+    assert [r["method"] for r in json.loads(out.read_text())["runs"]] == ["kmeans_raw"]
+    old = chest["tmp"] / "old.json"
+    old.write_text(json.dumps({"args": {}, "runs": []}))
+    with pytest.raises(ValueError, match="direct engine calls"):
+        ic.main([*argv[:-4], "--out", str(old), "--work-dir", str(chest["work"])])
 
 
-def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monkeypatch, tmp_path):
-    defaults = vars(_args())
+def test_unknown_methods_are_refused_naming_them(capsys):
+    import argparse
+
+    args = argparse.Namespace(epochs=1, batch_size=8, lr=1e-3, latent_dim=4, channels=[4], strides=[2], device="cpu")
+    with pytest.raises(ValueError, match=r"method 'kmeans_gmm' has no bundle run"):
+        ic.bundle_overrides("kmeans_gmm", 2, 0, args, {})
+    with pytest.raises(ValueError, match=r"method 'kmeans_raw' has no bundle run"):
+        ic.bundle_overrides("kmeans_raw", 2, 0, args, {})
+    with pytest.raises(SystemExit):
+        ic.main(["--methods", "gmm"])
+    assert "invalid choice: 'gmm'" in capsys.readouterr().err
+
+
+def test_ph2_folder_at_a_fixed_size_and_the_recorded_command_reruns_the_run(chest, monkeypatch):
+    out, work = chest["tmp"] / "ph2.json", chest["tmp"] / "work_ph2"
+    argv = [*TOY, "--datasets", "ph2", "--ph2-size", "16", "--methods", "ae_kmeans", "--out", str(out),
+            "--work-dir", str(work)]  # fmt: skip
+    assert ic.main(argv) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["bundle"]["overrides"]["spatial_size"] == [16, 16] and len(run["assignments"]) == 6
+    words = shlex.split(run["bundle"]["command"])
+    assert words[:4] == ["python", "-m", "monai.bundle", "run"]
+    words[words.index("--bundle_root") + 1] = str(chest["tmp"] / "rerun")
+    import fire
+    from monai.bundle import run as bundle_run
+
+    monkeypatch.chdir(ROOT)
+    fire.Fire({"run": bundle_run}, command=words[3:])  # the command line as `python -m monai.bundle` parses it
+    assert (chest["tmp"] / "rerun" / "eval" / "clusters.csv").read_text() == (
+        Path(run["bundle"]["root"]) / "eval" / "clusters.csv").read_text()  # fmt: skip
+
+
+def test_variants_get_their_own_rows():
+    defaults = _defaults()
     assert ic.variant_name("cae", defaults) == "cae"
     assert ic.variant_name("cae", {**defaults, "cae_recon_weight": 0.2}) == "cae+recon_weight=0.2"
     assert ic.variant_name("cae_prototypes", {**defaults, "cae_augment": "flip_rot90"}) == "cae_prototypes+flip_rot90"
@@ -60,26 +173,6 @@ def test_variants_get_their_own_rows_and_the_recon_weight_reaches_train_cae(monk
     assert ic.variant_name("cae", reference) == "cae+head=reference+prototype_epochs=20+hard_update"
     assert ic.variant_name("dvc", {**defaults, "tag": "epochs=60"}) == "dvc+epochs=60"
     assert ic.variant_name("dvc", {**defaults, "cae_recon_weight": 0.2}) == "dvc"  # a CAE setting: not a DVC variant
-    seen = []
-    real = ic.train_cae
-    monkeypatch.setattr(ic, "train_cae", lambda *a, **k: seen.append(k["recon_weight"]) or real(*a, **k))
-    ic._CAE_CACHE.clear()
-    ic.run_method("cae", _images(), 2, 0, _args(cae_recon_weight=0.2))
-    assert seen == [0.2]
-
-
-def test_reference_cae_trains_the_prototype_phase_and_clusters_by_its_prototypes(monkeypatch):
-    seen = {}
-    real = ic.train_cae
-    monkeypatch.setattr(ic, "train_cae", lambda model, *a, **k: seen.update(model=model, **k) or real(model, *a, **k))
-    ic._CAE_CACHE.clear()
-    args = _args(cae_head="reference", cae_prototype_epochs=2, cae_prototype_assignment="hard")
-    labels = ic.run_method("cae_prototypes", _images(), 2, 0, args)
-    model = seen["model"]
-    assert seen["prototype_epochs"] == 2 and seen["prototype_assignment"] == "hard"
-    assert model.num_prototypes == 2 and model.projection.out_features == 4 and not model.projection.norm
-    z = model.encode(__import__("torch").from_numpy(_images())).detach()
-    assert np.array_equal(labels, (z @ model.prototypes.t()).argmax(1).numpy())
 
 
 def test_paired_differences_per_seed():

@@ -106,6 +106,9 @@ def test_synthetic_3d_dvc_overlay(tmp_path):
         ({"prototype_assignment": "fuzzy"}, r"option 'prototype_assignment' \(--prototype_assignment\) must be"),
         ({"recon_weight": -0.5}, r"option 'recon_weight' \(--recon_weight\) must be"),
         ({"cluster_method": "gmm"}, r"option 'cluster_method' \(--cluster_method\) must be one of"),
+        ({"contrastive": False}, r"option 'prototype_epochs' \(--prototype_epochs\) 1 needs contrastive training"),
+        ({"view_augment": "mixup"}, r"option 'view_augment' \(--view_augment\) must be one of"),
+        ({"method": "dvc", "view_augment": "flip_rot90"}, r"option 'view_augment' .* is a contrastive_ae setting"),
     ],
 )
 def test_bad_overrides_fail_before_anything_is_written(tmp_path, override, message):
@@ -115,6 +118,27 @@ def test_bad_overrides_fail_before_anything_is_written(tmp_path, override, messa
     assert isinstance(_root_cause(info.value), (ValueError, TypeError))
     assert re.search(message, str(_root_cause(info.value)))
     assert not (tmp_path / "root").exists()
+
+
+def test_plain_autoencoder_and_flip_rot90_views_through_the_config(tmp_path):
+    """contrastive false: the autoencoder stage alone (its checkpoint, no cae stage); view_augment reaches the CAE."""
+    workflow = _workflow(tmp_path / "ae", synthetic_n=6, synthetic_size=32, spatial_size=16, contrastive=False,
+                         prototype_epochs=0)  # fmt: skip
+    workflow.initialize()
+    workflow.run()
+    summary = json.loads((tmp_path / "ae" / "eval" / "summary.json").read_text())
+    assert summary["contrastive"] is False and summary["final_loss"] == summary["final_reconstruction"]
+    assert [p.name for p in (tmp_path / "ae" / "models" / "checkpoints").iterdir()] == ["autoencoder"]  # no "cae"
+    record = json.loads((tmp_path / "ae" / "models" / "run_settings.json").read_text())
+    assert record["stages"]["train"]["contrastive"] is False
+    workflow = _workflow(tmp_path / "fr", synthetic_n=6, synthetic_size=32, spatial_size=16, view_augment="flip_rot90")
+    workflow.initialize()
+    assert workflow.parser.get_parsed_content("train#trainer").view_augment == "flip_rot90"
+    wide = _workflow(tmp_path / "wide", synthetic_n=6, synthetic_size=32, spatial_size=[16, 32], view_augment="flip_rot90")
+    with pytest.raises(Exception) as info:
+        wide.initialize()  # refused by the preflight, before anything is written
+    assert "option 'view_augment' 'flip_rot90' needs square images" in str(_root_cause(info.value))
+    assert not (tmp_path / "wide" / "models").exists()
 
 
 @pytest.mark.parametrize("method", ["contrastive_ae", "dvc"])

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from monai_cluster.clustering.metrics import cluster_accuracy
-from monai_cluster.engines.cae_trainer import RandomViewAugment, cluster_cae, train_autoencoder, train_cae
+from monai_cluster.engines.cae_trainer import (
+    FlipRot90ViewAugment,
+    RandomViewAugment,
+    cluster_cae,
+    train_autoencoder,
+    train_cae,
+)
 from monai_cluster.networks.nets.contrastive_autoencoder import ContrastiveAutoEncoder
 
 
@@ -44,6 +50,26 @@ def test_random_view_augment_is_seeded_and_stays_in_range():
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, x) and a.min() >= x.min() and a.max() <= x.max()
     assert RandomViewAugment(seed=2)(torch.rand(2, 1, 4, 4, 4)).shape == (2, 1, 4, 4, 4)
+
+
+def test_flip_rot90_views_are_the_default_views_flipped_and_rotated_by_one_generator():
+    x = torch.rand(6, 2, 5, 5)
+    views = FlipRot90ViewAugment(seed=3)(x)
+    base = RandomViewAugment(seed=3)  # the same draws first, then one (flip, rotation) pair per image
+    expected = base(x)
+    draws = torch.randint(0, 4, (6, 2), generator=base.generator).tolist()
+    for i, (flip, k) in enumerate(draws):
+        image = expected[i].flip(-1) if flip % 2 else expected[i]
+        torch.testing.assert_close(views[i], torch.rot90(image, k, dims=(-2, -1)))
+    assert len({(f % 2, k) for f, k in draws}) > 1  # not one fixed transform
+    augment = FlipRot90ViewAugment(seed=3)
+    state = augment.generator.get_state()  # what a checkpoint saves: the whole view is replayed from it
+    first = augment(x)
+    augment.generator.set_state(state)
+    torch.testing.assert_close(augment(x), first)
+    assert FlipRot90ViewAugment(seed=0)(torch.rand(2, 1, 4, 4, 4)).shape == (2, 1, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"square images, got the batch shape \(2, 1, 4, 6\)"):
+        FlipRot90ViewAugment()(torch.rand(2, 1, 4, 6))
 
 
 def test_plain_autoencoder_learns_to_reconstruct_and_clusters(blobs, recording_writer):

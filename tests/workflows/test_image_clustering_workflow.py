@@ -164,3 +164,65 @@ def test_trainer_cae_prototypes_and_dvc_prior_options(tmp_path):
         ImageClusteringTrainer(net, data, 2, 1, tmp_path, tmp_path, prototype_temperature=0.0)
     with pytest.raises(ValueError, match="cluster_beta"):
         ImageClusteringTrainer(net, data, 2, 1, tmp_path, tmp_path, cluster_beta=-1.0)
+
+
+def test_trainer_plain_autoencoder_and_flip_rot90_views(tmp_path):
+    """contrastive=False: reconstruction alone (the projection head never moves), k-means on the codes;
+    view_augment="flip_rot90": the CAE trains on flipped and rotated views; both refused where they do not apply."""
+    data = _two_groups()
+    torch.manual_seed(0)
+    net = build_clustering_network("contrastive_ae", data.image_shape, 2, latent_dim=4, channels=(4, 8), strides=(2, 2))
+    head = {k: v.clone() for k, v in net.projection.state_dict().items()}
+    rest = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("projection.")}
+    summary = ImageClusteringTrainer(
+        net, data, 2, epochs=15, output_dir=tmp_path / "ae" / "eval", model_dir=tmp_path / "ae" / "models", batch_size=8,
+        lr=3e-3, progress=False, contrastive=False,
+    ).run()  # fmt: skip
+    assert summary["contrastive"] is False and summary["metrics"]["accuracy"] == 1.0
+    assert summary["final_loss"] == summary["final_reconstruction"]  # no contrastive term in the loss
+    assert all(torch.equal(head[k], v) for k, v in net.projection.state_dict().items())
+    assert any(not torch.equal(rest[k], v) for k, v in net.state_dict().items() if k in rest)  # the autoencoder trained
+    assert (tmp_path / "ae" / "models" / "checkpoints").is_dir()
+    summary = ImageClusteringTrainer(
+        net, data, 2, epochs=1, output_dir=tmp_path / "fr" / "eval", model_dir=tmp_path / "fr" / "models", batch_size=8,
+        progress=False, view_augment="flip_rot90",
+    ).run()  # fmt: skip
+    assert summary["view_augment"] == "flip_rot90" and summary["contrastive"] is True
+    proto = build_clustering_network("contrastive_ae", data.image_shape, 2, latent_dim=4, channels=(4,), strides=(2,),
+                                     prototype_epochs=2)  # fmt: skip
+    for bad, message in (
+        ({"contrastive": False, "prototype_epochs": 2}, "option 'prototype_epochs' .* needs contrastive training"),
+        ({"contrastive": False, "cluster_method": "prototypes"}, "option 'cluster_method' .* needs contrastive"),
+        ({"contrastive": False, "view_augment": "flip_rot90"}, "option 'view_augment' .* needs contrastive"),
+        ({"view_augment": "mixup"}, "view_augment must be one of"),
+        ({"contrastive": 3}, "contrastive"),
+    ):
+        network = proto if "prototype_epochs" in bad else net
+        with pytest.raises((ValueError, TypeError), match=message):
+            ImageClusteringTrainer(network, data, 2, 1, tmp_path, tmp_path, **bad)
+    dvc = build_clustering_network("dvc", data.image_shape, 2, latent_dim=4, channels=(4,), strides=(2,))
+    for bad in ({"contrastive": False}, {"view_augment": "flip_rot90"}, {"cluster_method": "prototypes"}):
+        with pytest.raises(ValueError, match=f"option '{next(iter(bad))}' .* is a contrastive_ae setting"):
+            ImageClusteringTrainer(dvc, data, 2, 1, tmp_path, tmp_path, **bad)
+    wide = ClusteringData(torch.rand(4, 1, 8, 16), ["a", "b", "c", "d"])
+    wide_net = build_clustering_network("contrastive_ae", wide.image_shape, 2, latent_dim=4, channels=(4,), strides=(2,))
+    with pytest.raises(ValueError, match=r"option 'view_augment' 'flip_rot90' needs square images, got the shape"):
+        ImageClusteringTrainer(wide_net, wide, 2, 1, tmp_path, tmp_path, view_augment="flip_rot90")
+
+
+def test_settings_check_the_cae_variant_options(tmp_path):
+    base = {"method": "contrastive_ae", "num_clusters": 2, "epochs": 1, "bundle_root": str(tmp_path)}
+    settings = check_clustering_settings(**base, contrastive=False, prototype_epochs=0, view_augment="default")
+    assert settings["contrastive"] is False
+    with pytest.raises(ValueError, match=r"option 'prototype_epochs' \(--prototype_epochs\) 20 needs contrastive"):
+        check_clustering_settings(**base, contrastive=False, prototype_epochs=20)
+    with pytest.raises(ValueError, match=r"option 'view_augment' \(--view_augment\) must be one of"):
+        check_clustering_settings(**base, view_augment="mixup")
+    with pytest.raises(ValueError, match=r"option 'contrastive' \(--contrastive\) False is a contrastive_ae setting"):
+        check_clustering_settings(**{**base, "method": "dvc"}, contrastive=False)
+    from monai_cluster.workflows.image_clustering import clustering_run_settings
+
+    defaults = clustering_run_settings(_two_groups(), {**base, "contrastive": True, "view_augment": "default"})
+    assert "contrastive" not in defaults["train"] and "view_augment" not in defaults["train"]  # as recorded before
+    plain = clustering_run_settings(_two_groups(), {**base, "contrastive": False, "view_augment": "default"})
+    assert plain["train"]["contrastive"] is False
