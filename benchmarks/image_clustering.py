@@ -163,7 +163,7 @@ def bundle_command(root: Path, overrides: dict) -> str:
     config expression): on the command line ``None`` is dropped as "not given" and ``null`` stays a string."""
     config = (BUNDLE / "configs" / CONFIGS[0]).relative_to(REPO)
     words = ["python", "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(root)]
-    return shlex.join(words + bundle_cli_args({k: "$None" if v is None else v for k, v in overrides.items()}))
+    return shlex.join(words + bundle_cli_args(overrides))
 
 
 def read_assignments(path: Path, keys: list[str]) -> np.ndarray:

@@ -85,10 +85,21 @@ def run_bundle(
 
 
 def bundle_cli_args(overrides: dict[str, Any]) -> list[str]:
-    """``--key value`` arguments for ``python -m monai.bundle run`` (lists as JSON, the rest as ``str``)."""
+    """``--key value`` arguments for ``python -m monai.bundle run`` (lists as JSON, ``None`` as ``$None``, the rest
+    as ``str``).
+
+    ``None`` is written as the expression ``$None``: the command line gives ``null`` or ``None`` to the config as
+    a string, or drops it, so only an expression sets an option to ``None``.
+    """
     args: list[str] = []
     for key, value in overrides.items():
-        args += [f"--{key}", json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)]
+        if value is None:
+            text = "$None"
+        elif isinstance(value, (list, tuple, dict)):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        args += [f"--{key}", text]
     return args
 
 
