@@ -3,7 +3,8 @@
 (``--dataset dermoscopy`` runs through the same loop, :func:`run_bundles`, with the split, pretraining and fine-tuning
 of :mod:`_label_efficiency_dermoscopy_bundles`.)
 
-Pretraining is ``bundles/cluster_contrastive_pretrain`` with ``configs/train.json`` + ``train_slices.json``,
+Pretraining is ``bundles/cluster_contrastive_pretrain`` with ``configs/train.json`` + ``train_slices.json``
+(``local_discrimination``: ``bundles/local_discrimination_pretrain`` with the same two configs),
 fine-tuning and scoring ``bundles/heart_ct_segmentation`` with ``train.json`` + ``train_slices.json``, each run by
 :func:`~monai_cluster.workflows.segmentation_bundle.run_bundle` with overrides. This module keeps only the
 protocol:
@@ -49,6 +50,7 @@ __all__ = [
     "epochs_note",
     "finetune_bundle",
     "finetune_overrides",
+    "ld_pretrain_overrides",
     "pool_folder",
     "pretrain_bundle",
     "pretrain_overrides",
@@ -59,6 +61,7 @@ logger = logging.getLogger("label_efficiency")
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_BUNDLE = REPO / "bundles" / "cluster_contrastive_pretrain"
+LD_BUNDLE = REPO / "bundles" / "local_discrimination_pretrain"
 HEART_BUNDLE = REPO / "bundles" / "heart_ct_segmentation"
 PRETRAIN_CONFIGS = ("train.json", "train_slices.json")
 FINETUNE_CONFIGS = ("train.json", "train_slices.json")
@@ -71,15 +74,20 @@ BUNDLE_METHODS: dict[str, dict] = {
     "cluster_guided_gd": {"global_strategy": "G_D", "use_pseudo_classes": True},
     "global_local_staged": {"global_strategy": "G_D", "use_pseudo_classes": False, "schedule": "staged"},
     "cluster_guided_staged": {"global_strategy": "G_R", "use_pseudo_classes": True, "schedule": "staged"},
+    "local_discrimination": {},
 }
-"""Each pretraining method of the protocol as options of the pretraining bundle's slice overlay."""
+"""Each pretraining method of the protocol as options of the pretraining bundle's slice overlay
+(``local_discrimination``: the local-discrimination bundle's slice overlay, :data:`METHOD_BUNDLES`)."""
+METHOD_BUNDLES = {"local_discrimination": LD_BUNDLE}
+"""The methods pretrained by another bundle than ``PRETRAIN_BUNDLE`` (with the same configs)."""
 
 
 def bundle_exclude(method: str, decoder_layer: str) -> list[str] | None:
     """The fine-tuning bundle's ``pretrained_exclude`` for ``method``: what its pretraining did not train.
 
     ``random`` loads nothing (``None``); SimCLR trains the encoder only (the decoder and head start from the seed);
-    the local losses train the decoder down to ``decoder_layer`` (the blocks after it and the head start fresh).
+    the local losses train the decoder down to ``decoder_layer`` (the blocks after it and the head start fresh);
+    local discrimination trains the whole ``BasicUNet`` but its head.
 
     Raises:
         ValueError: for an unknown ``method`` or ``decoder_layer``.
@@ -90,6 +98,8 @@ def bundle_exclude(method: str, decoder_layer: str) -> list[str] | None:
         raise ValueError(f"method must be 'random' or one of {sorted(BUNDLE_METHODS)}, got {method!r}.")
     if method == "simclr":
         return ["final_conv", *DECODER_BLOCKS]
+    if method == "local_discrimination":
+        return ["final_conv"]
     if decoder_layer not in DECODER_BLOCKS:
         raise ValueError(f"decoder_layer must be one of {DECODER_BLOCKS}, got {decoder_layer!r}.")
     return ["final_conv", *DECODER_BLOCKS[DECODER_BLOCKS.index(decoder_layer) + 1 :]]
@@ -167,21 +177,41 @@ def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
     }  # fmt: skip
 
 
+def ld_pretrain_overrides(args, steps: int, pool: dict) -> dict:
+    """The local-discrimination bundle's overrides: the protocol's pool, seed, geometry and network, and the settings
+    of the tensors pipeline's local discrimination (``--ld-batch`` images per step, ``round(steps *
+    --ld-steps-factor)`` steps, Adam at ``--pretrain-lr`` with 50 warm-up steps and a cosine to a tenth, every loss
+    term from the first step)."""
+    ld_steps = max(1, round(steps * args.ld_steps_factor))
+    return {
+        "dataset_dir": pool["dataset_dir"], "seed": args.pretrain_seed, "device": args.device, "amp": args.amp,
+        "spatial_size": [args.image_size, args.image_size], "crop_fraction": args.heart_crop,
+        "features": list(args.features), "batch_size": args.ld_batch, "learning_rate": args.pretrain_lr,
+        "max_steps": ld_steps, "warmup_steps": min(50, ld_steps), "min_lr_ratio": 0.1, "optimizer_name": "Adam",
+        "weight_decay": 0.0, "warmup_epochs": 0,
+    }  # fmt: skip
+
+
 def pretrain_bundle(args, method: str, steps: int, pool: dict, root: Path) -> dict:
-    """Pretrain ``method`` for ``steps`` through the bundle in ``root`` (skipped when done, resumed after a kill).
+    """Pretrain ``method`` for ``steps`` through its bundle in ``root`` (skipped when done, resumed after a kill).
 
     Returns:
-        the bundle's ``pretrain_summary.json`` (plus ``model`` and ``seconds_this_invocation``).
+        the bundle's ``pretrain_summary.json`` (local discrimination: ``model_info.json``) plus ``model`` and
+        ``seconds_this_invocation``.
     """
+    bundle = METHOD_BUNDLES.get(method, PRETRAIN_BUNDLE)
     model = root / "models_slices" / "model.pt"
-    summary_path = root / "models_slices" / "pretrain_summary.json"
+    summary_path = root / "models_slices" / ("model_info.json" if bundle == LD_BUNDLE else "pretrain_summary.json")
     if model.is_file() and summary_path.is_file():
         return {**json.loads(summary_path.read_text()), "model": str(model)}
-    overrides = pretrain_overrides(args, method, steps, pool)
+    if bundle == LD_BUNDLE:
+        overrides = ld_pretrain_overrides(args, steps, pool)
+    else:
+        overrides = pretrain_overrides(args, method, steps, pool)
     resume = any((root / "models_slices").glob("**/*.pt"))
     logger.info("pretraining %s for %d steps in %s%s", method, steps, root, " (resumed)" if resume else "")
     start = time.time()
-    run_bundle(PRETRAIN_BUNDLE, PRETRAIN_CONFIGS, bundle_root=root, resume=resume, **overrides)
+    run_bundle(bundle, PRETRAIN_CONFIGS, bundle_root=root, resume=resume, **overrides)
     summary = json.loads(summary_path.read_text())
     return {**summary, "model": str(model), "seconds_this_invocation": round(time.time() - start, 1),
             "overrides": {k: v for k, v in overrides.items() if k != "dataset_dir"}}

@@ -6,15 +6,16 @@ Zhang et al.'s cluster-guided contrastive learning, ...).
 
 Two pipelines run the protocol (``--pipeline``). ``bundles`` (the default) builds every pretraining and fine-tuning
 from the bundles' configs (``_label_efficiency_bundles``: for ``heart`` the pretraining bundle's
-``train_slices.json`` and the heart bundle's ``train_slices.json`` with overrides, scored per volume at the labels'
+``train_slices.json`` (``local_discrimination``: the local-discrimination bundle's) and the heart bundle's
+``train_slices.json`` with overrides, scored per volume at the labels'
 grid, HD95 in the labels' unit; for ``dermoscopy`` (``_label_efficiency_dermoscopy_bundles``) the pretraining
 bundle's ``train.json`` and the dermoscopy bundle's ``train.json`` on datalists of the split; each pretraining
 length is its own run); this module then keeps only the protocol: split, seeds, pairing, statistics, tables, plots
 and the resumable JSON. ``tensors`` is the older in-memory pipeline (``_label_efficiency_data``/``_train``/
 ``_finetune``: its own loop, augmentation and metrics at the training grid), kept for what the bundles do not run
-yet: ``local_discrimination`` on slices, snapshots of one pretraining at several lengths, the dermoscopy learning
-curve, and the GPU script ``benchmarks/gpu/label_efficiency.sh``; the ACDC and dermoscopy records of
-``BENCHMARKS.md`` dated up to 2026-12-04 were measured by it.
+yet: snapshots of one pretraining at several lengths, the dermoscopy learning curve, and the GPU script
+``benchmarks/gpu/label_efficiency.sh``; the ACDC and dermoscopy records of ``BENCHMARKS.md`` dated up to
+2026-12-04 were measured by it.
 
 Each pretraining runs once (``--pretrain-seed``) and is saved at every length in ``--pretrain-steps``; every
 fine-tuning seed reuses those weights. Seed ``s`` fixes the labeled subset, the initialisation of the layers that

@@ -6,7 +6,9 @@ The bundle's configs are declarative and call these:
   (unlabeled), or a synthetic fundus set (2D, :func:`~monai_cluster.data.make_synthetic_fundus`) or heart set
   (3D) generated once under ``<bundle_root>/synthetic_data``;
 - :func:`validate_pretrain_options`: command-line overrides checked first, each named when wrong (with the run
-  settings and the preflight in :mod:`.local_discrimination_checks`);
+  settings and the preflight in :mod:`.local_discrimination_checks`); :func:`check_local_discrimination_slice_options`:
+  those ``train_slices.json`` adds, which pretrains on the 2D slices of 3D volumes listed and loaded by
+  :mod:`.pretrain_slices`;
 - the evaluator's metric :class:`~monai_cluster.handlers.BestClusterDice` and the trainer's
   :class:`~monai_cluster.handlers.LossComponentsLogger` live in :mod:`monai_cluster.handlers` and are re-exported
   here, their former home;
@@ -40,6 +42,7 @@ from monai_cluster.workflows.common import list_unlabeled, resolve_dataset
 from .local_discrimination_checks import (
     PRETRAIN_OPTION_SPECS,
     check_distributed_options,
+    check_local_discrimination_slice_options,
     local_discrimination_run_settings,
     preflight_local_discrimination,
     validate_pretrain_options,
@@ -50,6 +53,7 @@ __all__ = [
     "LossComponentsLogger",
     "PRETRAIN_OPTION_SPECS",
     "check_distributed_options",
+    "check_local_discrimination_slice_options",
     "export_backbone",
     "load_prior_masks",
     "local_discrimination_run_settings",

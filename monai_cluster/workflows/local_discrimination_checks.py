@@ -17,6 +17,7 @@ from monai_cluster.workflows.run_outputs import data_fingerprint
 __all__ = [
     "PRETRAIN_OPTION_SPECS",
     "check_distributed_options",
+    "check_local_discrimination_slice_options",
     "local_discrimination_run_settings",
     "preflight_local_discrimination",
     "validate_pretrain_options",
@@ -28,7 +29,7 @@ PRETRAIN_OPTION_SPECS = {
     "dataset_dir": "path?",
     "data_kind": "choice:fundus|heart|dermoscopy",
     "synthetic_n": "int?>=1",
-    "synthetic_size": "int?>=8",
+    "synthetic_size": "ints?>=8",
     "num_val": "int>=0",
     "check_data": "bool",
     "seed": "int>=0",
@@ -69,6 +70,10 @@ _RUN_SETTINGS = (
     "mixup_weight", "region_weight", "entropy_weight", "patch_temperature", "region_temperature", "grid_size",
     "shape_prior",
 )  # fmt: skip
+_BUDGET_BEFORE = {
+    "max_steps": None, "warmup_steps": 0, "min_lr_ratio": 0.0, "optimizer_name": "Adam", "weight_decay": 0.0,
+}  # fmt: skip
+"""The step-budget options as the bundle trained before it had them (constant Adam rate, no weight decay)."""
 
 
 def validate_pretrain_options(**options: Any) -> dict[str, Any]:
@@ -239,7 +244,10 @@ def _probe_embedding_size(options: Mapping[str, Any]) -> tuple[int, ...]:
 
 
 def preflight_local_discrimination(
-    options: Mapping[str, Any], data: Mapping[str, Sequence[Mapping]], prior_masks: torch.Tensor | None = None
+    options: Mapping[str, Any],
+    data: Mapping[str, Sequence[Mapping]],
+    prior_masks: torch.Tensor | None = None,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Check, before the run writes anything, what needs the listings or the built network.
 
@@ -247,6 +255,7 @@ def preflight_local_discrimination(
         options: the checked options (:func:`validate_pretrain_options`, every option given).
         data: the listings (:func:`prepare_pretrain_data`).
         prior_masks: the shape prior's masks (``load_prior_masks``) when ``shape_prior``, else ``None``.
+        max_steps: the step budget (the checked ``max_steps``), or ``None`` for a run of ``epochs``.
 
     Returns:
         ``{"embedding_size": spatial size of the embedding map, "batches": full batches per epoch and process}``.
@@ -254,11 +263,20 @@ def preflight_local_discrimination(
     Raises:
         ValueError: naming the option: ``batch_size`` above the training images per process (an epoch without a
             full batch; at least 2 images are needed for mixup and for negatives from other images),
-            ``grid_size`` above the embedding map's size, prior masks of another rank than ``spatial_dims``.
+            ``grid_size`` above the embedding map's size, prior masks of another rank than ``spatial_dims``,
+            ``warmup_epochs`` not below the epochs that ``max_steps`` makes (the clustering terms would never train).
     """
+    from monai_cluster.handlers.step_budget import budget_epochs
+
     from .pretrain_data import check_batch_fits
 
     batches = check_batch_fits(data["train"], options["batch_size"])
+    if max_steps is not None and options["warmup_epochs"] >= budget_epochs(options["epochs"], max_steps, batches):
+        raise ValueError(
+            f"option 'warmup_epochs' (--warmup_epochs) must be below the {budget_epochs(1, max_steps, batches)} "
+            f"epoch(s) of max_steps {max_steps} ({batches} steps per epoch) so that the clustering terms train at "
+            f"all, got {options['warmup_epochs']}."
+        )
     size = _probe_embedding_size(options)
     train_size, size_name = _train_size(options)
     if any(g > s for g, s in zip(options["grid_size"], size)):
@@ -275,27 +293,88 @@ def preflight_local_discrimination(
 
 
 def local_discrimination_run_settings(
-    options: Mapping[str, Any], data: Mapping[str, Sequence[Mapping]]
+    options: Mapping[str, Any],
+    data: Mapping[str, Sequence[Mapping]],
+    budget: Mapping[str, Any] | None = None,
+    slice_options: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The settings that define a pretraining run's outputs, for :class:`~monai_cluster.workflows.RunOutputs`.
 
     Seed, data (folder, kind, the training and monitoring listings), the training crop (``crop_size``, when
     set), network, loss (weights, temperatures, grid,
-    the shape prior's weight, cluster and masks when it is on), batch size and learning rate. Not recorded:
-    ``epochs`` and ``warmup_epochs`` (a resume may extend the run; the warm-up defaults to a quarter of the epochs),
-    ``val_interval``, ``num_cluster_maps``, AMP, ``resume``.
+    the shape prior's weight, cluster and masks when it is on), batch size and learning rate; the step budget and
+    optimiser (``max_steps``, ``warmup_steps``, ``min_lr_ratio``, ``optimizer_name``, ``weight_decay``) where they
+    differ from the bundle before it had them (a constant Adam rate); with ``train_slices.json`` the slice chain's
+    intensity scaling and crop. Not recorded: ``epochs`` and ``warmup_epochs`` (a resume may extend the run; the
+    warm-up defaults to a quarter of the epochs), ``val_interval``, ``num_cluster_maps``, AMP, ``resume``.
 
     Args:
         options: the checked options (:func:`validate_pretrain_options`).
         data: the listings (:func:`prepare_pretrain_data`).
+        budget: the checked step-budget options
+            (:func:`~monai_cluster.workflows.step_budget.check_step_budget_options`), or ``None``.
+        slice_options: the checked options of ``train_slices.json`` (:func:`check_local_discrimination_slice_options`),
+            or ``None``.
     """
     settings = {name: options[name] for name in _RUN_SETTINGS}
     if options.get("crop_size") is not None:  # recorded when set, so that runs from before the option still resume
         settings["crop_size"] = options["crop_size"]
+    for name, before in _BUDGET_BEFORE.items():  # likewise: recorded when they change the training
+        if budget is not None and budget[name] != before:
+            settings[name] = budget[name]
+    if slice_options is not None:
+        settings.update({k: slice_options[k] for k in ("intensity_range", "intensity_percentiles", "crop_fraction")})
     settings["data"] = {"train": data_fingerprint(data["train"]), "val": data_fingerprint(data["val"])}
     if options["shape_prior"]:
         settings.update({name: options[name] for name in ("shape_prior_weight", "shape_prior_cluster", "prior_mask_dir")})
     return {"pretrain": settings}
+
+
+def check_local_discrimination_slice_options(
+    intensity_range: Sequence[float] | None,
+    intensity_percentiles: Sequence[float],
+    crop_fraction: float | None,
+    spatial_dims: int,
+    in_channels: int,
+    data_kind: str,
+    shape_prior: bool,
+    prior_mask_dir: str | None,
+) -> dict[str, Any]:
+    """Check the options ``train_slices.json`` adds or pins: a 2D network on the slices of 3D volumes.
+
+    The slice chain's options (``intensity_range``: ``None`` for the ``intensity_percentiles`` of each volume, or a
+    fixed window; ``crop_fraction``: ``None`` or the centred square of each slice, in ``(0, 1]``) and the pinned
+    ``spatial_dims`` 2 and ``in_channels`` 1 are checked as the pretraining bundle's slice overlay checks them
+    (:func:`~monai_cluster.workflows.check_slice_options`; its partitions and global strategy have no part in
+    local discrimination). ``data_kind`` must be ``heart`` (the synthetic volumes), and the shape prior needs
+    ``prior_mask_dir`` (the synthetic prior shapes are fundus vessel trees).
+
+    Returns:
+        ``{"intensity_range", "intensity_percentiles", "crop_fraction", "data_kind"}`` normalised.
+
+    Raises:
+        TypeError/ValueError: naming the option.
+    """
+    from .pretrain_slices import check_slice_options
+
+    checked = check_slice_options(
+        global_strategy="G_R", num_partitions=1, use_pseudo_classes=False, intensity_range=intensity_range,
+        intensity_percentiles=intensity_percentiles, crop_fraction=crop_fraction, spatial_dims=spatial_dims,
+        in_channels=in_channels,
+    )  # fmt: skip
+    kind = validate_options({"data_kind": data_kind}, {"data_kind": PRETRAIN_OPTION_SPECS["data_kind"]})["data_kind"]
+    if kind != "heart":
+        raise ValueError(
+            f"option 'data_kind' (--data_kind) must be 'heart' with train_slices.json (the synthetic set is sliced: "
+            f"3D heart phantoms), got {kind!r}."
+        )
+    if validate_options({"shape_prior": shape_prior}, {"shape_prior": "bool"})["shape_prior"] and not prior_mask_dir:
+        raise ValueError(
+            "option 'prior_mask_dir' (--prior_mask_dir) is needed for the shape prior with train_slices.json: the "
+            "synthetic prior shapes are fundus vessel trees; give a folder of 2D masks of the structure, or set "
+            "shape_prior false."
+        )
+    return {**{k: checked[k] for k in ("intensity_range", "intensity_percentiles", "crop_fraction")}, "data_kind": kind}
 
 
 def check_distributed_options(shape_prior: bool, num_train: int, batch_size: int) -> None:

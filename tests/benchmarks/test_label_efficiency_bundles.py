@@ -70,10 +70,9 @@ def test_methods_map_to_bundle_options_and_exclusions():
     assert leb.bundle_exclude("simclr", "upcat_3") == ["final_conv", "upcat_4", "upcat_3", "upcat_2", "upcat_1"]
     assert leb.bundle_exclude("cluster_guided", "upcat_3") == ["final_conv", "upcat_2", "upcat_1"]
     assert leb.BUNDLE_METHODS["cluster_guided"] == {"global_strategy": "G_R", "use_pseudo_classes": True}
+    assert leb.bundle_exclude("local_discrimination", "upcat_3") == ["final_conv"]  # the whole BasicUNet but its head
     with pytest.raises(ValueError, match="decoder_layer"):
         leb.bundle_exclude("global_local", "down_1")
-    with pytest.raises(ValueError, match="local_discrimination"):
-        le.main(["--dataset", "heart", "--methods", "local_discrimination", "--report-only", "--out", "/dev/null"])
 
 
 def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
@@ -87,6 +86,33 @@ def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
     assert le.parse_args(["--dataset", "dermoscopy"]).pipeline == "bundles"
     with pytest.raises(ValueError, match=r"--methods \['local_discrimination'\] have no bundle pretraining for --dataset dermoscopy"):
         le.parse_args(["--dataset", "dermoscopy", "--methods", "random", "local_discrimination"])
+
+
+def test_local_discrimination_pretrains_through_its_bundle_paired_by_seed(tmp_path, monkeypatch):
+    from monai.networks.nets import BasicUNet
+
+    data = _acdc_like(tmp_path / "acdc", depth=4)
+    argv = [*TOY, "--train-dir", str(data), "--out", str(tmp_path / "ld.json"), "--work-dir", str(tmp_path / "w")]
+    argv[argv.index("cluster_guided")] = "local_discrimination"
+    argv += ["--ld-batch", "8", "--ld-steps-factor", "2", "--pretrain-steps", "2", "--finetune-steps", "2",
+             "--eval-last", "1"]  # fmt: skip  (later flags override TOY's)
+    bundles = []
+    run_bundle = leb.run_bundle
+    monkeypatch.setattr(leb, "run_bundle", lambda b, *a, **kw: bundles.append(Path(b).name) or run_bundle(b, *a, **kw))
+    result = le.main(argv)
+    assert bundles[0] == "local_discrimination_pretrain" and set(bundles[1:]) == {"heart_ct_segmentation"}
+    pre = result["pretrain"]["local_discrimination@2"]
+    assert pre["iterations"] == 4 and pre["max_steps"] == 4  # --pretrain-steps x --ld-steps-factor
+    assert pre["overrides"]["batch_size"] == 8 and pre["overrides"]["crop_fraction"] == 0.9
+    assert pre["overrides"]["spatial_size"] == [32, 32] and pre["overrides"]["warmup_epochs"] == 0
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {(v, s) for v in ("random", "local_discrimination@2") for s in (0, 1)}
+    every = len(BasicUNet(2, 1, 4, features=(4, 4, 8, 8, 16, 4)).state_dict())
+    for seed in (0, 1):
+        a, b = runs[("random", seed)], runs[("local_discrimination@2", seed)]
+        assert a["labeled_patients"] == b["labeled_patients"] and a["test_patients"] == b["test_patients"]
+        assert a["loaded_tensors"] == 0 and b["loaded_tensors"] == every - 2  # all but final_conv
+    assert result["summary"] and json.loads((tmp_path / "ld.json").read_text())["config_hash"] == result["config_hash"]
 
 
 SEMI_TOY = [

@@ -12,8 +12,10 @@ from monai_cluster.data import read_image
 from monai_cluster.networks import LocalDiscriminationNet, load_pretrained
 from monai_cluster.handlers import BestClusterDice, LossComponentsLogger
 from monai_cluster.workflows.local_discrimination import (
+    check_local_discrimination_slice_options,
     export_backbone,
     load_prior_masks,
+    local_discrimination_run_settings,
     prepare_pretrain_data,
     save_cluster_maps,
     validate_pretrain_options,
@@ -65,6 +67,28 @@ def test_options_are_checked_by_name(tmp_path):
         validate_pretrain_options(dataset_dir=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="unknown option"):
         validate_pretrain_options(epoch=3)
+
+
+def test_run_settings_record_the_budget_and_slices_only_where_they_change_the_training(tmp_path):
+    names = ("seed", "dataset_dir", "data_kind", "num_val", "spatial_dims", "in_channels", "spatial_size", "features",
+             "embed_dim", "num_clusters", "assignment_activation", "batch_size", "learning_rate", "patch_weight",
+             "mixup_weight", "region_weight", "entropy_weight", "patch_temperature", "region_temperature",
+             "grid_size", "shape_prior")  # fmt: skip
+    options = {name: 1 for name in names} | {"shape_prior": False}
+    data = {"train": [{"key": "a"}, {"key": "b"}], "val": []}
+    plain = {"max_steps": None, "warmup_steps": 0, "min_lr_ratio": 0.0, "optimizer_name": "Adam", "weight_decay": 0.0}
+    before = local_discrimination_run_settings(options, data)["pretrain"]
+    assert local_discrimination_run_settings(options, data, budget=plain)["pretrain"] == before  # old runs resume
+    budget = {**plain, "max_steps": 30, "min_lr_ratio": 0.1}
+    slices = check_local_discrimination_slice_options(None, [1, 99], 0.5, 2, 1, "heart", False, None)
+    recorded = local_discrimination_run_settings(options, data, budget=budget, slice_options=slices)["pretrain"]
+    assert {k: v for k, v in recorded.items() if k not in before} == {
+        "max_steps": 30, "min_lr_ratio": 0.1, "intensity_range": None, "intensity_percentiles": [1.0, 99.0],
+        "crop_fraction": 0.5,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="'in_channels' must be 1"):
+        check_local_discrimination_slice_options(None, [1, 99], None, 2, 3, "heart", False, None)
+    assert check_local_discrimination_slice_options(None, [1, 99], None, 2, 1, "heart", True, str(tmp_path))
 
 
 def test_best_cluster_dice_picks_the_matching_cluster():
