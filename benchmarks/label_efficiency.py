@@ -13,9 +13,9 @@ bundle's ``train.json`` and the dermoscopy bundle's ``train.json`` on datalists 
 length is its own run); this module then keeps only the protocol: split, seeds, pairing, statistics, tables, plots
 and the resumable JSON. ``tensors`` is the older in-memory pipeline (``_label_efficiency_data``/``_train``/
 ``_finetune``: its own loop, augmentation and metrics at the training grid), kept for what the bundles do not run
-yet: snapshots of one pretraining at several lengths, the dermoscopy learning curve, and the GPU script
-``benchmarks/gpu/label_efficiency.sh``; the ACDC and dermoscopy records of ``BENCHMARKS.md`` dated up to
-2026-12-04 were measured by it.
+(snapshots of one pretraining at several lengths: through the bundles each length is a run of its own; the
+dermoscopy learning curve) and to rerun the ACDC and dermoscopy records of ``BENCHMARKS.md`` dated up to 2026-12-04,
+which it measured. ``benchmarks/gpu/label_efficiency.sh`` runs through the bundles.
 
 Each pretraining runs once (``--pretrain-seed``) and is saved at every length in ``--pretrain-steps``; every
 fine-tuning seed reuses those weights. Seed ``s`` fixes the labeled subset, the initialisation of the layers that
