@@ -7,6 +7,11 @@
   resampling, so predictions keep the input's affine), CT windowing (``intensity="ct"``) or MRI percentile
   normalisation (``intensity="mri"``); for training, padding to ``roi_size`` and class-balanced random
   crops of ``roi_size``.
+
+The dermoscopy bundle's configs spell out :func:`dermoscopy_transforms`' chains step by step as ``_target_`` entries
+(and :func:`~monai_cluster.workflows.semi_supervised.unlabeled_transforms`' dermoscopy chain);
+``tests/bundles/test_dermoscopy_config_transforms.py`` holds them to the same tensors and random draws, so a change
+here goes into ``bundles/dermoscopy_segmentation/configs`` too.
 """
 
 from __future__ import annotations
