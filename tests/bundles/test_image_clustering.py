@@ -211,3 +211,34 @@ def test_small_folders_train_the_budgeted_number_of_steps(tmp_path):
     with pytest.raises(Exception) as info:
         bad.initialize()
     assert "budget_images" in str(_root_cause(info.value))
+
+
+@pytest.mark.parametrize("method", ["contrastive_ae", "dvc"])
+def test_dataset_and_network_entries_build_what_the_library_calls_build(tmp_path, method):
+    """``dataset`` and ``network_def`` are ``_target_`` entries (issue 21, item 3) that call the same functions with
+    the same arguments as the former ``$`` expressions: same images, same network and initial weights."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from monai_cluster.workflows.image_clustering import build_clustering_network, load_clustering_data
+
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert train["dataset"]["_target_"].endswith(".load_clustering_data")
+    assert train["network_def"]["_target_"].endswith(".build_clustering_network")
+    settings = {**TINY, "method": method, "synthetic_n": 6, "synthetic_size": 24, "spatial_size": 16, "seed": 3,
+                "projection_head": "reference"}  # fmt: skip
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(tmp_path), **settings})
+    dataset = parser.get_parsed_content("dataset")
+    direct = load_clustering_data(None, tmp_path, spatial_size=16, synthetic_kind="dermoscopy", synthetic_n=6,
+                                  synthetic_size=24, seed=3)  # fmt: skip
+    assert torch.equal(dataset.images, direct.images) and dataset.keys == direct.keys
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    torch.manual_seed(0)
+    expected = build_clustering_network(method, direct.image_shape, 3, latent_dim=4, channels=[4, 8], strides=[2, 2],
+                                        projection_head="reference", prototype_epochs=1, prototype_temperature=1.0)  # fmt: skip
+    assert type(network) is type(expected)
+    state, reference = network.state_dict(), expected.state_dict()
+    assert list(state) == list(reference) and all(torch.equal(state[k], reference[k]) for k in state)
