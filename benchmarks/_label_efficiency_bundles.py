@@ -252,6 +252,7 @@ def finetune_bundle(
 
     Returns:
         ``dice`` (mean over structures of the per-structure means over held-out volumes), ``dice_per_class``,
+        ``dice_training_grid`` (the same on the training grid, as the in-memory pipeline's records scored),
         ``hd95`` (same, in the labels' unit), ``hd95_unit``, ``labeled_patients``, ``labeled_slices``, ``steps``,
         ``evaluated_steps``, ``evaluations`` (with ``eval_curve_every``: ``[{"step", "dice", "dice_per_class"}]``),
         ``seconds``, ``semi_supervised`` and ``unlabeled_slices`` (0 without a method).
@@ -270,6 +271,8 @@ def finetune_bundle(
     record = {
         "dice": metrics["mean_dice"], "dice_per_class": metrics["dice"], "hd95": metrics["mean_hd95"],
         "hd95_per_class": metrics["hd95"], "hd95_unit": metrics["hd95_unit"], "test_volumes": metrics["num_volumes"],
+        "dice_training_grid": metrics.get("mean_dice_training_grid"),
+        "dice_training_grid_per_class": metrics.get("dice_training_grid"),
         "labeled_patients": data["selection"]["labeled"], "test_patients": data["selection"]["val"],
         "labeled_slices": len(data["train"]), "steps": steps, "evaluated_steps": metrics["steps"],
         "loaded_tensors": int(report.get("matched", 0)), "semi_supervised": semi, "unlabeled_slices": len(unlabeled),

@@ -82,11 +82,32 @@ def predict_volume(
     Raises:
         ValueError: when the slice items do not cover ``0 .. D-1`` in order.
     """
+    restored, _, _ = _predict_slices(network, slices, transform, image_size, label_shape, crop_fraction, device,
+                                     batch_size)  # fmt: skip
+    return restored
+
+
+def _predict_slices(
+    network: nn.Module,
+    slices: Sequence[Mapping[str, Any]],
+    transform: Any,
+    image_size: Sequence[int],
+    label_shape: Sequence[int],
+    crop_fraction: float | None,
+    device: str | torch.device,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`predict_volume`'s prediction on the label's grid, plus the prediction ``(h, w, D)`` on the training
+    grid and the label as the chain gives it on that grid (``None`` when the items carry no label)."""
     height, width, depth = (int(s) for s in label_shape)
     if [int(item["slice"]) for item in slices] != list(range(depth)):
         raise ValueError(f"slices must be the {depth} slices of one volume in order, got {len(slices)} items.")
     geometry = slice_grid_geometry((height, width), tuple(image_size), crop_fraction)
-    images = torch.stack([torch.as_tensor(transform(dict(item))["image"]) for item in slices])
+    samples = [transform(dict(item)) for item in slices]
+    images = torch.stack([torch.as_tensor(sample["image"]) for sample in samples])
+    labels = None
+    if all("label" in sample for sample in samples):
+        labels = torch.stack([torch.as_tensor(sample["label"])[0] for sample in samples], dim=-1).long()
     was_training = network.training
     network.eval()
     preds = []
@@ -95,8 +116,9 @@ def predict_volume(
             logits = network(images[start : start + batch_size].to(device))
             preds.append(torch.argmax(logits, dim=1, keepdim=True).cpu())
     network.train(was_training)
-    restored = [restore_slice_grid(p, geometry)[0] for p in torch.cat(preds)]
-    return torch.stack(restored, dim=-1).long()
+    grid = torch.cat(preds)
+    restored = [restore_slice_grid(p, geometry)[0] for p in grid]
+    return torch.stack(restored, dim=-1).long(), torch.stack([p[0] for p in grid], dim=-1).long(), labels
 
 
 def volume_metrics(
@@ -180,7 +202,11 @@ def evaluate_volumes(
 
     Returns:
         ``{"num_volumes", "mean_dice", "dice": {class: mean}, "mean_hd95", "hd95": {class: mean}, "hd95_unit",
-        "volumes": [{"key", "patient", "dice": {...}, "hd95": {...}, "spacing"}], ...extra}``; a volume's value is
+        "mean_dice_training_grid", "dice_training_grid": {class: mean}, "volumes": [{"key", "patient", "dice":
+        {...}, "hd95": {...}, "dice_training_grid": {...}, "spacing"}], ...extra}``. The ``training_grid`` Dice scores
+        the same prediction on the training grid against the label as the chain resamples it there (nearest
+        neighbour), the way the in-memory benchmark scored (for comparison with its records only: the labels' own
+        grid is the score). A volume's value is
         ``None`` where it is not defined (NaN in :func:`volume_metrics`), the per-class means average the volumes
         where it is defined, the means average the classes.
 
@@ -205,15 +231,20 @@ def evaluate_volumes(
         label, spacing = label_spacing(volume["label"])
         units.add("voxel" if spacing is None else "mm")
         items = sorted(by_volume.get(str(volume["key"]), []), key=lambda it: int(it["slice"]))
-        pred = predict_volume(network, items, transform, image_size, label.shape, crop_fraction, device, batch_size)
+        pred, grid_pred, grid_label = _predict_slices(
+            network, items, transform, image_size, label.shape, crop_fraction, device, batch_size
+        )
         scores = volume_metrics(pred, label, num_classes, spacing)
+        grid_dice = volume_metrics(grid_pred, grid_label, num_classes)["dice"] if grid_label is not None else []
         records.append({
             "key": volume["key"], "patient": volume.get("patient"), "spacing": spacing,
             "dice": {n: _finite_or_none(v) for n, v in zip(names, scores["dice"])},
             "hd95": {n: _finite_or_none(v) for n, v in zip(names, scores["hd95"])},
+            "dice_training_grid": {n: _finite_or_none(v) for n, v in zip(names, grid_dice)},
         })  # fmt: skip
     dice = {n: _nanmean([r["dice"][n] for r in records]) for n in names}
     hd95 = {n: _nanmean([r["hd95"][n] for r in records]) for n in names}
+    grid = {n: _nanmean([r["dice_training_grid"].get(n) for r in records]) for n in names}
     summary = {
         "num_volumes": len(records),
         "mean_dice": _nanmean(list(dice.values())),
@@ -221,6 +252,8 @@ def evaluate_volumes(
         "mean_hd95": _nanmean(list(hd95.values())),
         "hd95": hd95,
         "hd95_unit": "mm" if units == {"mm"} else ("voxel" if units == {"voxel"} else "mixed"),
+        "mean_dice_training_grid": _nanmean(list(grid.values())),
+        "dice_training_grid": grid,
         "volumes": records,
         **dict(extra or {}),
     }

@@ -43,7 +43,8 @@ def test_runs_are_paired_by_seed_and_read_from_the_bundles(toy_run):
         assert a["test_patients"] == b["test_patients"] == result["data"]["test_patients"]
         assert a["loaded_tensors"] == 0 and b["loaded_tensors"] > 0
         assert a["evaluated_steps"] == [2, 4] and set(a["dice_per_class"]) == {"RV", "Myo", "LV"}
-        assert 0 <= a["dice"] <= 1 and a["test_volumes"] == 10
+        assert 0 <= a["dice"] <= 1 and a["test_volumes"] == 10 and 0 <= a["dice_training_grid"] <= 1
+        assert set(a["dice_training_grid_per_class"]) == {"RV", "Myo", "LV"}
     assert not set(result["data"]["test_patients"]) & set(result["data"]["pool_patients"])
     pre = result["pretrain"]["cluster_guided@3"]
     assert pre["iterations"] == 3 and pre["overrides"]["pseudo_class_level"] == 0

@@ -232,3 +232,26 @@ def test_cluster_guided_on_slices_is_zhangs_loss():
     assert torch.allclose(zhang, slices)
     masked = GlobalContrastiveLoss(0.1, strategy="G_D", level=1)(z1, z2, parts, vols, pseudo_classes=pseudo)
     assert not torch.allclose(masked, GlobalContrastiveLoss(0.1, strategy="G_D")(z1, z2, parts, vols))
+
+
+def test_training_grid_dice_scores_the_same_prediction_against_the_resampled_label(tmp_path):
+    volumes = []
+    for i, shape in enumerate([(40, 40, 3), (56, 48, 4)]):  # not a whole multiple of the 32 px grid
+        label = _block_label(shape, seed=i, block=4)
+        image = _write(tmp_path / "images" / f"v{i}.nii.gz", np.roll(label, 3, axis=0), np.eye(4))  # off by 3 rows
+        volumes.append({"image": image, "label": _write(tmp_path / "labels" / f"v{i}.nii.gz", label, np.eye(4)),
+                        "key": f"images/v{i}.nii.gz"})  # fmt: skip
+    slices = list_volume_slices(volumes, num_partitions=1)
+    summary = evaluate_volumes(_IntensityToClass(), volumes, slices, [32, 32], 4, intensity_range=[0, 3])
+    chain = Compose(slice_base_transforms((32, 32), intensity_range=[0, 3], label_key="label"))
+    for volume, record in zip(volumes, summary["volumes"]):
+        items = sorted((s for s in slices if s["volume_key"] == volume["key"]), key=lambda s: s["slice"])
+        outs = [chain(dict(item)) for item in items]
+        pred = torch.stack([_IntensityToClass()(o["image"][None]).argmax(1)[0] for o in outs], -1)
+        label = torch.stack([torch.as_tensor(o["label"])[0] for o in outs], -1)
+        expected = volume_metrics(pred, label, 4)["dice"]
+        got = [record["dice_training_grid"][f"class{c}"] for c in (1, 2, 3)]
+        assert got == pytest.approx(expected) and 0 < min(got) < 1  # the shifted image: imperfect on both grids
+    means = [np.mean([r["dice_training_grid"][f"class{c}"] for r in summary["volumes"]]) for c in (1, 2, 3)]
+    assert summary["mean_dice_training_grid"] == pytest.approx(np.mean(means))
+    assert summary["mean_dice_training_grid"] != pytest.approx(summary["mean_dice"], abs=1e-3)  # two grids, two scores
