@@ -156,9 +156,11 @@ def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
     """The pretraining bundle's overrides: ``method``'s options plus the protocol's measured settings.
 
     ``--ae-steps`` and ``--local-steps`` (the staged local stage) are turned into the bundle's epochs over the pool.
+    ``--pretrain-schedule bundle`` leaves the optimiser and schedule at the bundle's defaults (only ``max_steps`` is
+    passed), to measure those defaults against the protocol's.
     """
     size = [args.image_size, args.image_size]
-    return {
+    overrides = {
         **BUNDLE_METHODS[method],
         "dataset_dir": pool["dataset_dir"], "seed": args.pretrain_seed, "device": args.device, "amp": args.amp,
         "image_size": size, "crop_fraction": args.heart_crop, "features": list(args.features),
@@ -175,6 +177,10 @@ def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
         "local_learning_rate": args.local_lr,
         **({"local_weight": args.local_weight} if method != "simclr" else {}),
     }  # fmt: skip
+    if getattr(args, "pretrain_schedule", "protocol") == "bundle":
+        for name in ("warmup_steps", "min_lr_ratio", "optimizer_name", "weight_decay"):
+            del overrides[name]
+    return overrides
 
 
 def ld_pretrain_overrides(args, steps: int, pool: dict) -> dict:

@@ -164,6 +164,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-region", type=int, default=1)
     p.add_argument("--decoder-layer", default="upcat_3", help="BasicUNet block under the dense head (local loss)")
     p.add_argument("--mask-level", type=int, default=0, help="pseudo-class level that masks negatives (0 coarsest)")
+    p.add_argument("--pretrain-schedule", choices=("protocol", "bundle"), default="protocol",
+                   help="bundles pipeline: protocol = AdamW, weight decay 1e-4, 50 warm-up steps, cosine to 0.1; "
+                        "bundle = the pretraining bundle's defaults (Adam, 1e-5, no warm-up, cosine to 0)")
     p.add_argument("--num-clusters", type=int, nargs="+", default=[8, 32])
     p.add_argument("--partitions", type=int, default=4, help="slice partitions per volume (heart global loss)")
     p.add_argument("--ae-steps", type=int, default=300)
@@ -289,6 +292,8 @@ def _config(args, keys: tuple[str, ...] = _CONFIG_KEYS) -> dict:
         semi = {name: getattr(args, name, default) for name, default in SEMI_DEFAULTS.items()}
         if semi != SEMI_DEFAULTS:  # the semi-supervised settings, once they leave the bundle's defaults
             cfg["semi_supervised_options"] = semi
+        if getattr(args, "pretrain_schedule", "protocol") != "protocol":  # likewise: earlier hashes stay
+            cfg["pretrain_schedule"] = args.pretrain_schedule
     return json.loads(json.dumps(cfg, default=str))
 
 

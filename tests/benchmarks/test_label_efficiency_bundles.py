@@ -285,3 +285,18 @@ def test_pool_folder_is_kept_when_it_holds_the_pool_and_rebuilt_when_it_does_not
     assert len(other["pool"]) == len(first["pool"]) + 1
     assert len(list((tmp_path / "pool" / "labels").iterdir())) == 2 * len(other["pool"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pool.")]
+
+
+def test_pretrain_schedule_bundle_leaves_the_optimiser_to_the_bundle_and_gets_its_own_hash(tmp_path):
+    base = ["--dataset", "heart", "--train-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+            "--out", str(tmp_path / "o.json"), "--methods", "random", "cluster_guided"]  # fmt: skip
+    protocol, bundle = le.parse_args(base), le.parse_args([*base, "--pretrain-schedule", "bundle"])
+    pool = {"dataset_dir": str(tmp_path), "pool_slices": 320}
+    a = leb.pretrain_overrides(protocol, "cluster_guided", 3000, pool)
+    b = leb.pretrain_overrides(bundle, "cluster_guided", 3000, pool)
+    assert a["optimizer_name"] == "AdamW" and a["warmup_steps"] == 50 and a["min_lr_ratio"] == 0.1
+    assert set(a) - set(b) == {"warmup_steps", "min_lr_ratio", "optimizer_name", "weight_decay"}
+    assert b["max_steps"] == 3000 and {k: v for k, v in a.items() if k in b} == b
+    # the protocol's configuration keeps the hash of the records made before the option existed
+    assert "pretrain_schedule" not in le._config(protocol) and le._config(bundle)["pretrain_schedule"] == "bundle"
+    assert le._digest(le._config(protocol, le._PRETRAIN_KEYS)) != le._digest(le._config(bundle, le._PRETRAIN_KEYS))
