@@ -11,7 +11,9 @@
 The dermoscopy bundle's configs spell out :func:`dermoscopy_transforms`' chains step by step as ``_target_`` entries
 (and :func:`~monai_cluster.workflows.semi_supervised.unlabeled_transforms`' dermoscopy chain);
 ``tests/bundles/test_dermoscopy_config_transforms.py`` holds them to the same tensors and random draws, so a change
-here goes into ``bundles/dermoscopy_segmentation/configs`` too.
+here goes into ``bundles/dermoscopy_segmentation/configs`` too. Likewise the heart bundle's 3D configs spell out
+:func:`heart_transforms`' chains (and ``unlabeled_transforms``' heart chain), held to them by
+``tests/bundles/test_heart_config_transforms.py``: a change here goes into ``bundles/heart_ct_segmentation/configs``.
 """
 
 from __future__ import annotations

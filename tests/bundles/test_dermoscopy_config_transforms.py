@@ -8,7 +8,6 @@ or none, ``fov_dir`` or none): the training chain with the same random draws, th
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ from PIL import Image
 
 from monai_cluster.workflows.segmentation_transforms import dermoscopy_transforms, restrict_to_fov
 from monai_cluster.workflows.semi_supervised import unlabeled_transforms
+
+from _chain_checks import assert_same_chains
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "dermoscopy_segmentation" / "configs"
 SEEDS = (0, 7, 12345)
@@ -48,26 +49,6 @@ def _parsed(config: str, id: str, root: Path, **overrides):
     return parser.get_parsed_content(id)
 
 
-def _assert_same(new: Compose, old: Compose, item: dict, draws: int = 1, seed: int | None = None) -> list[dict]:
-    """Apply both chains ``draws`` times to ``item`` (after seeding both with ``seed``); every output must match."""
-    assert [type(t) for t in new.transforms] == [type(t) for t in old.transforms]
-    if seed is not None:
-        new.set_random_state(seed)
-        old.set_random_state(seed)
-    outputs = []
-    for _ in range(draws):
-        a, b = new(copy.deepcopy(item)), old(copy.deepcopy(item))
-        assert sorted(a) == sorted(b)
-        for key in a:
-            if isinstance(a[key], torch.Tensor):
-                assert type(a[key]) is type(b[key]) and a[key].dtype == b[key].dtype, key
-                assert torch.equal(a[key], b[key]), key
-            else:
-                assert a[key] == b[key], key
-        outputs.append(a)
-    return outputs
-
-
 @pytest.mark.parametrize("image_size, crop_size", [(32, None), (48, None), (48, 32), (32, 32)])
 def test_train_chain_draws_as_the_function(sample, tmp_path, image_size, crop_size):
     new = _parsed("train.json", "train#preprocessing", tmp_path, image_size=image_size, crop_size=crop_size)
@@ -75,7 +56,7 @@ def test_train_chain_draws_as_the_function(sample, tmp_path, image_size, crop_si
     item = {"image": sample["image"], "label": sample["label"]}
     outputs = []
     for seed in SEEDS:
-        outputs += _assert_same(new, old, item, draws=6, seed=seed)
+        outputs += assert_same_chains(new, old, item, draws=6, seed=seed)
     size = crop_size or image_size
     assert all(o["image"].shape == (3, size, size) and o["label"].shape == (1, size, size) for o in outputs)
     assert len({o["image"].numpy().tobytes() for o in outputs}) > 1  # the draws differ: the comparison is not vacuous
@@ -87,14 +68,14 @@ def test_validation_chain_is_the_function(sample, tmp_path, fov):
     new = _parsed("train.json", "validate#preprocessing", tmp_path, **overrides)
     old = dermoscopy_transforms("val", 32, fov=fov)
     keys = ("image", "label", "fov") if fov else ("image", "label")  # attach_fov_masks adds "fov" only with fov_dir
-    out = _assert_same(new, old, {key: sample[key] for key in keys})[0]
+    out = assert_same_chains(new, old, {key: sample[key] for key in keys})[0]
     assert set(out) == set(keys) and out["image"].shape == (3, 32, 32)
-    _assert_same(new, old, {"image": sample["image"]})  # the label (and the field of view) optional
+    assert_same_chains(new, old, {"image": sample["image"]})  # the label (and the field of view) optional
     # evaluate.json scores with the same chain
     merged = ConfigParser()
     merged.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
     merged.update({"bundle_root": str(tmp_path), **overrides})
-    _assert_same(merged.get_parsed_content("validate#preprocessing"), old, {key: sample[key] for key in keys})
+    assert_same_chains(merged.get_parsed_content("validate#preprocessing"), old, {key: sample[key] for key in keys})
 
 
 def test_validation_postprocessing_is_the_train_one_restricted_to_the_fov(tmp_path):
@@ -105,14 +86,14 @@ def test_validation_postprocessing_is_the_train_one_restricted_to_the_fov(tmp_pa
     label = (torch.arange(30).reshape(1, 6, 5) % 3 == 0).float()
     fov = (torch.arange(30).reshape(1, 6, 5) < 18).float()
     for item in ({"pred": pred, "label": label}, {"pred": pred, "label": label, "fov": fov}):
-        _assert_same(new, old, item)
+        assert_same_chains(new, old, item)
 
 
 def test_inference_chain_is_the_function(sample, tmp_path):
     new = _parsed("inference.json", "preprocessing", tmp_path, image_size=48)
     old = dermoscopy_transforms("infer", 48)
-    _assert_same(new, old, {"image": sample["image"]})
-    _assert_same(new, old, {"image": sample["image"], "label": sample["label"]})
+    assert_same_chains(new, old, {"image": sample["image"]})
+    assert_same_chains(new, old, {"image": sample["image"], "label": sample["label"]})
 
 
 @pytest.mark.parametrize("fov", [False, True])
@@ -122,7 +103,7 @@ def test_unlabeled_chain_draws_as_the_function(sample, tmp_path, fov):
     old = unlabeled_transforms("dermoscopy", 32)
     outputs = []
     for seed in SEEDS:
-        outputs += _assert_same(new, old, {"image": sample["image"]}, draws=4, seed=seed)
+        outputs += assert_same_chains(new, old, {"image": sample["image"]}, draws=4, seed=seed)
     assert len({o["image"].numpy().tobytes() for o in outputs}) > 1
 
 
