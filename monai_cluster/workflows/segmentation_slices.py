@@ -12,7 +12,9 @@ synthetic phantoms), initialised from the weights of the pretraining bundle's ``
   round the groups by ``seed`` (:func:`~monai_cluster.data.patients.stratified_draw`), the same draws as
   ``benchmarks/label_efficiency.py``;
 - every slice of a selected volume is a training sample on the grid ``image_size``
-  (:func:`slice_segmentation_transforms`, the pretraining overlay's slice chain with the label alongside);
+  (:func:`slice_segmentation_transforms`, the pretraining overlay's slice chain with the label alongside; the
+  overlay spells its chains out step by step, held to this function's tensors and random draws by
+  ``tests/bundles/test_heart_slice_config_transforms.py``, so a change here goes into the overlay too);
 - evaluation (:func:`~monai_cluster.workflows.segmentation_slices_eval.evaluate_volumes`) predicts each slice,
   maps it back to the label's own grid and scores whole volumes.
 """
