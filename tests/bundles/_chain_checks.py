@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from monai.transforms import Compose
 
 
 def assert_same_chains(new: Compose, old: Compose, item: dict, draws: int = 1, seed: int | None = None) -> list[dict]:
     """Apply both chains ``draws`` times to ``item`` (after seeding both with ``seed``): the steps must be of the same
-    types in the same order, and every output (each crop of a list of crops) the same keys, tensor types, dtypes and
-    values. Returns the outputs of ``new``, one dict per output or crop."""
+    types in the same order, and every output (each crop of a list of crops) the same keys, tensor (or array) types,
+    dtypes and values. Returns the outputs of ``new``, one dict per output or crop."""
     assert [type(t) for t in new.transforms] == [type(t) for t in old.transforms]
     if seed is not None:
         new.set_random_state(seed)
@@ -27,6 +28,9 @@ def assert_same_chains(new: Compose, old: Compose, item: dict, draws: int = 1, s
                 if isinstance(x[key], torch.Tensor):
                     assert type(x[key]) is type(y[key]) and x[key].dtype == y[key].dtype, key
                     assert torch.equal(x[key], y[key]), key
+                elif isinstance(x[key], np.ndarray):
+                    assert type(y[key]) is np.ndarray and x[key].dtype == y[key].dtype, key
+                    assert np.array_equal(x[key], y[key]), key
                 else:
                     assert x[key] == y[key], key
         outputs += a
