@@ -114,5 +114,7 @@ def test_a_slice_size_off_the_grid_is_still_refused(samples, tmp_path):
 
 def test_no_config_builds_its_chains_in_python():
     for path in CONFIGS.glob("*.json"):
+        if path.name == "metadata.json":  # the changelog names the old calls
+            continue
         text = path.read_text()
         assert "slice_base_transforms" not in text and "RandSpatialCropd(" not in text, path.name
