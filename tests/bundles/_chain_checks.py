@@ -35,3 +35,23 @@ def assert_same_chains(new: Compose, old: Compose, item: dict, draws: int = 1, s
                     assert x[key] == y[key], key
         outputs += a
     return outputs
+
+
+def refusal(build, *args) -> str:
+    """The message of the error ``build(*args)`` raises, unwrapped from the config parser's ``RuntimeError`` chain."""
+    try:
+        build(*args)
+    except Exception as err:  # noqa: BLE001 - any refusal; the caller compares the messages
+        while err.__cause__ is not None:
+            err = err.__cause__
+        return str(err)
+    raise AssertionError("nothing was refused")
+
+
+def assert_configs_avoid(configs, names) -> None:
+    """No config in the folder ``configs`` (but ``metadata.json``, whose changelog names the old calls) holds any
+    of ``names``: the chains are spelled out, not built by Python calls."""
+    for path in sorted(configs.glob("*.json")):
+        if path.name != "metadata.json":
+            text = path.read_text()
+            assert not [name for name in names if name in text], path.name
