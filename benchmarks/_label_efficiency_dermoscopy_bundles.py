@@ -22,6 +22,7 @@ and HD95 on the held-out images at the training grid) are the bundles'.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -154,8 +155,6 @@ def finetune_dermoscopy(
         ``dice_per_class`` (``{"lesion": dice}``), ``hd95`` (pixels at the training grid), ``labeled_images``,
         ``test_images``, ``steps``, ``evaluated_steps``, ``loaded_tensors``, ``semi_supervised``, ``seconds``.
     """
-    import shutil
-
     if root.exists():
         shutil.rmtree(root)
     overrides = finetune_overrides_dermoscopy(args, num_labeled, seed, exclude, steps, init, split, semi)

@@ -190,18 +190,16 @@ class PeriodicEvaluationHandler:
             logger.info("evaluation at step %d: mean Dice %s", step, summary.get("mean_dice"))
 
     def completed(self, engine: Engine) -> dict[str, Any] | None:
-        found = [s for s in self.steps if self.path(s).is_file()]
+        every = sorted({*self.steps, *self.curve_steps})
+        done = {s: json.loads(self.path(s).read_text()) for s in every if self.path(s).is_file()}
+        found = [s for s in self.steps if s in done]
         if not found:
             logger.warning("no evaluation of steps %s was made (the run ended at %d)", self.steps, engine.state.iteration)
             return None
-        summary = average_summaries([json.loads(self.path(s).read_text()) for s in found])
+        summary = average_summaries([done[s] for s in found])
         summary["steps"] = found
         if self.curve_steps:
-            summary["evaluations"] = [
-                {"step": s, **_numbers(json.loads(self.path(s).read_text()))}
-                for s in sorted({*self.steps, *self.curve_steps})
-                if self.path(s).is_file()
-            ]
+            summary["evaluations"] = [{"step": s, **_numbers(done[s])} for s in every if s in done]
         atomic_write_json(summary, self.output_dir / "metrics.json")
         logger.info("mean of %d evaluations (steps %s): mean Dice %s", len(found), found, summary.get("mean_dice"))
         return summary

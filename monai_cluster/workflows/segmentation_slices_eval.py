@@ -142,11 +142,7 @@ def volume_metrics(
     Raises:
         ValueError: when the shapes differ.
     """
-    pred, label = torch.as_tensor(pred).long(), torch.as_tensor(label).long()
-    if pred.shape != label.shape or pred.ndim != 3:
-        raise ValueError(f"pred and label must be (H, W, D) on one grid, got {tuple(pred.shape)} and {tuple(label.shape)}.")
-    y_pred = one_hot(pred[None, None], num_classes)
-    y = one_hot(label[None, None], num_classes)
+    y_pred, y = _one_hot_pair(pred, label, num_classes)
     dice = compute_dice(y_pred, y, include_background=False, ignore_empty=True)[0]
     present = (y_pred[0, 1:].flatten(1).any(1)) & (y[0, 1:].flatten(1).any(1))
     hd95 = torch.full((num_classes - 1,), float("nan"))
@@ -158,6 +154,19 @@ def volume_metrics(
             )[0]
         hd95 = torch.where(present & torch.isfinite(hd), hd.float(), hd95)
     return {"dice": [float(v) for v in dice], "hd95": [float(v) for v in hd95]}
+
+
+def _one_hot_pair(pred, label, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pred, label = torch.as_tensor(pred).long(), torch.as_tensor(label).long()
+    if pred.shape != label.shape or pred.ndim != 3:
+        raise ValueError(f"pred and label must be (H, W, D) on one grid, got {tuple(pred.shape)} and {tuple(label.shape)}.")
+    return one_hot(pred[None, None], num_classes), one_hot(label[None, None], num_classes)
+
+
+def _volume_dice(pred, label, num_classes: int) -> list[float]:
+    """:func:`volume_metrics`' Dice alone (no Hausdorff distance), for the training-grid score."""
+    y_pred, y = _one_hot_pair(pred, label, num_classes)
+    return [float(v) for v in compute_dice(y_pred, y, include_background=False, ignore_empty=True)[0]]
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -235,7 +244,7 @@ def evaluate_volumes(
             network, items, transform, image_size, label.shape, crop_fraction, device, batch_size
         )
         scores = volume_metrics(pred, label, num_classes, spacing)
-        grid_dice = volume_metrics(grid_pred, grid_label, num_classes)["dice"] if grid_label is not None else []
+        grid_dice = _volume_dice(grid_pred, grid_label, num_classes) if grid_label is not None else []
         records.append({
             "key": volume["key"], "patient": volume.get("patient"), "spacing": spacing,
             "dice": {n: _finite_or_none(v) for n, v in zip(names, scores["dice"])},
