@@ -1,4 +1,5 @@
-"""What the benchmarks that drive the bundles share: budgets in epochs and the semi-supervised option names.
+"""What the benchmarks that drive the bundles share: budgets in epochs, the semi-supervised option names and the
+runs of a validation learning curve.
 
 Kept apart so that the protocol modules (``_label_efficiency_bundles``, ``_label_efficiency_dermoscopy_bundles``,
 ``_ld_retina_bundles``) import it without importing each other.
@@ -6,7 +7,13 @@ Kept apart so that the protocol modules (``_label_efficiency_bundles``, ``_label
 
 from __future__ import annotations
 
-__all__ = ["SEMI_OPTIONS", "epochs_for"]
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["SEMI_OPTIONS", "curve_runs", "epochs_for"]
+
+logger = logging.getLogger("label_efficiency")
 
 #: the segmentation bundles' semi-supervised settings that the benchmarks pass through (``--ema-decay`` ...)
 SEMI_OPTIONS = ("ema_decay", "consistency_threshold", "consistency_weight", "consistency_rampup", "copy_paste_fraction")
@@ -19,3 +26,35 @@ def epochs_for(steps: int, samples: int, batch: int) -> int:
     that a protocol states in steps.
     """
     return max(1, round(int(steps) / max(1, int(samples) // int(batch))))
+
+
+def curve_runs(args, result: dict, save: Callable[[], None], rest: int, finetune: Callable[..., dict]) -> None:
+    """The runs of a ``--learning-curve``: every setting x seed x budget, each entry appended to ``result["curve"]``.
+
+    For every ``args.curve_labeled`` setting (``0``: ``rest``, the units left to label), seed of ``args.seeds`` and
+    budget of ``args.curve_steps``, ``finetune(n, seed, budget, root)`` runs one random initialisation in
+    ``<args.work_dir>/curve/random_n<n>_s<seed>_b<budget>`` and returns its record, with ``labeled_samples`` (the
+    slices or images trained on), ``seconds`` and ``evaluations`` (the bundle's ``eval_curve_every`` steps). Entries
+    already in ``result["curve"]`` are skipped; ``save()`` is called after every run.
+
+    Raises:
+        ValueError: naming ``--curve-labeled`` when a setting asks for more units than ``rest``.
+    """
+    done = {(e["num_labeled"], e["seed"], e["budget"]) for e in result.setdefault("curve", [])}
+    for n in args.curve_labeled:
+        n = rest if n == 0 else n
+        if n > rest:
+            raise ValueError(f"--curve-labeled {n} asks for more units than the {rest} left to label.")
+        for seed in args.seeds:
+            for budget in sorted(args.curve_steps):
+                if (n, seed, budget) in done:
+                    continue
+                run = finetune(n, seed, budget, Path(args.work_dir) / "curve" / f"random_n{n}_s{seed}_b{budget}")
+                entry = {"num_labeled": n, "seed": seed, "budget": budget,
+                         "epochs": round(budget * args.finetune_batch / max(1, run["labeled_samples"]), 1),
+                         "seconds_per_step": round(run["seconds"] / budget, 3), "evals": run.pop("evaluations", []),
+                         **run}  # fmt: skip
+                result["curve"].append(entry)
+                logger.info("curve n=%d seed=%d steps=%d: validation dice %.4f %s (%.0f s)", n, seed, budget,
+                            entry["dice"], entry["dice_per_class"], entry["seconds"])  # fmt: skip
+                save()

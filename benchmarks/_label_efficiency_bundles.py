@@ -1,4 +1,4 @@
-"""The ACDC protocol of ``label_efficiency.py`` run through the bundles (``--dataset heart``, ``--pipeline bundles``).
+"""The ACDC protocol of ``label_efficiency.py`` run through the bundles (``--dataset heart``).
 
 (``--dataset dermoscopy`` runs through the same loop, :func:`run_bundles`, with the split, pretraining and fine-tuning
 of :mod:`_label_efficiency_dermoscopy_bundles`.)
@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 import nibabel as nib
-from _bundle_runs import SEMI_OPTIONS, epochs_for
+from _bundle_runs import SEMI_OPTIONS, curve_runs, epochs_for
+from _label_efficiency_finetune import steps_for
 
 from monai_cluster.workflows.segmentation_bundle import run_bundle
 from monai_cluster.workflows.segmentation_slices import patient_table, select_patients
@@ -185,9 +186,9 @@ def pretrain_overrides(args, method: str, steps: int, pool: dict) -> dict:
 
 def ld_pretrain_overrides(args, steps: int, pool: dict) -> dict:
     """The local-discrimination bundle's overrides: the protocol's pool, seed, geometry and network, and the settings
-    of the tensors pipeline's local discrimination (``--ld-batch`` images per step, ``round(steps *
-    --ld-steps-factor)`` steps, Adam at ``--pretrain-lr`` with 50 warm-up steps and a cosine to a tenth, every loss
-    term from the first step)."""
+    that the removed in-memory pipeline gave local discrimination (commit cf400c9): ``--ld-batch`` images per step,
+    ``round(steps * --ld-steps-factor)`` steps, Adam at ``--pretrain-lr`` with 50 warm-up steps and a cosine to a
+    tenth, every loss term from the first step."""
     ld_steps = max(1, round(steps * args.ld_steps_factor))
     return {
         "dataset_dir": pool["dataset_dir"], "seed": args.pretrain_seed, "device": args.device, "amp": args.amp,
@@ -310,29 +311,17 @@ def curve_bundles(args, result: dict, save) -> None:
         raise ValueError(f"--val-patients {args.val_patients} leaves no pool patient to label ({len(pool['pool'])} "
                          "in the pool).")  # fmt: skip
     result["data"] = {"test_patients": pool["test"], "pool_patients": pool["pool"], "pool_slices": pool["pool_slices"]}
-    done = {(e["num_labeled"], e["seed"], e["budget"]) for e in result.setdefault("curve", [])}
-    rest = len(pool["pool"]) - args.val_patients
-    for n in args.curve_labeled:
-        n = rest if n == 0 else n
-        for seed in args.seeds:
-            for budget in sorted(args.curve_steps):
-                if (n, seed, budget) in done:
-                    continue
-                root = work / "curve" / f"random_n{n}_s{seed}_b{budget}"
-                run = finetune_bundle(
-                    args, n, seed, "random", budget, None, root, dataset_dir=pool["dataset_dir"],
-                    num_val_patients=args.val_patients, eval_curve_every=args.curve_every,
-                )  # fmt: skip
-                val = run.pop("test_patients")
-                result["validation"] = {"names": val}
-                entry = {"num_labeled": n, "seed": seed, "budget": budget,
-                         "epochs": round(budget * args.finetune_batch / max(1, run["labeled_slices"]), 1),
-                         "seconds_per_step": round(run["seconds"] / budget, 3),
-                         "evals": run.pop("evaluations", []), "validation_patients": val, **run}  # fmt: skip
-                result["curve"].append(entry)
-                logger.info("curve n=%d seed=%d steps=%d: validation dice %.4f %s (%.0f s)", n, seed, budget,
-                            entry["dice"], entry["dice_per_class"], entry["seconds"])  # fmt: skip
-                save()
+
+    def finetune(n: int, seed: int, budget: int, root: Path) -> dict:
+        run = finetune_bundle(
+            args, n, seed, "random", budget, None, root, dataset_dir=pool["dataset_dir"],
+            num_val_patients=args.val_patients, eval_curve_every=args.curve_every,
+        )  # fmt: skip
+        val = run.pop("test_patients")
+        result["validation"] = {"names": val}
+        return {**run, "labeled_samples": run["labeled_slices"], "validation_patients": val}
+
+    curve_runs(args, result, save, len(pool["pool"]) - args.val_patients, finetune)
 
 
 def epochs_note(steps: int, pool_slices: int, batch: int) -> str:
@@ -344,6 +333,9 @@ def check_bundle_args(args) -> None:
     """Refuse the options the bundle pipeline does not have, naming them."""
     if args.epochs is not None:
         raise ValueError("--epochs: the bundle pipeline budgets fine-tuning in steps (--finetune-steps).")
+    if not args.hd95:
+        raise ValueError("--no-hd95: the bundles always score HD95 (the option only reads the in-memory pipeline's "
+                         "records that set it).")
     if args.dataset == "dermoscopy":
         from _label_efficiency_dermoscopy_bundles import DERMOSCOPY_METHODS
 
@@ -353,7 +345,7 @@ def check_bundle_args(args) -> None:
     bad = [m for m in args.methods if m != "random" and m not in methods]
     if bad:
         raise ValueError(f"--methods {bad} have no bundle pretraining for --dataset {args.dataset} (bundle methods: "
-                         f"random, {sorted(methods)}); use --pipeline tensors.")  # fmt: skip
+                         f"random, {sorted(methods)}).")  # fmt: skip
     if args.dataset == "heart" and (args.test_dir or len(args.train_dir) != 1):
         raise ValueError("the bundle pipeline takes one --train-dir (images/ + labels/) and holds out --num-test "
                          f"patients itself; got --train-dir {args.train_dir} --test-dir {args.test_dir}.")
@@ -396,8 +388,6 @@ def run_bundles(args, result: dict, save, settings, variants: list[tuple[str, st
 
     Runs already in ``result["runs"]`` are skipped; ``save()`` is called after each pretraining and each run.
     """
-    from _label_efficiency_finetune import steps_for  # a sibling: label_efficiency.py puts benchmarks/ on sys.path
-
     check_bundle_args(args)
     work = Path(args.work_dir)
     units, pretrain, finetune = _protocol(args, work, result)

@@ -5,7 +5,7 @@ scoring ``bundles/dermoscopy_segmentation`` with ``configs/train.json``, each ru
 :func:`~monai_cluster.workflows.segmentation_bundle.run_bundle` with overrides. This module keeps the protocol:
 
 - the split: the image/mask pairs of ``--train-dir`` (PH2 and HAM10000), ``--num-test`` of them held out by
-  ``--split-seed`` (:func:`_label_efficiency_data.split_indices`, the split of the earlier records), written as two
+  ``--split-seed`` (:func:`split_indices`, the split of the earlier records), written as two
   MONAI datalists: ``finetune.json`` (``"training"``: the other pairs, ``"validation"``: the held-out ones) for the
   fine-tuning bundle, ``pretrain.json`` (``"training"``: the unlabeled images of ``--unlabeled-dir`` and the
   training pairs' images, never a held-out one) for the pretraining bundle;
@@ -13,7 +13,11 @@ scoring ``bundles/dermoscopy_segmentation`` with ``configs/train.json``, each ru
   SimCLR's random pairing, G_R, with or without pseudo-class masking; ``global_local`` is G_R + the local loss),
   the measured settings as overrides;
 - seeds and pairing: seed ``s`` is the fine-tuning bundle's ``seed`` (its image-level draw of the labeled images,
-  the initialisation of what is not loaded, batch order and augmentation), the same for every method.
+  the initialisation of what is not loaded, batch order and augmentation), the same for every method;
+- ``--learning-curve`` (:func:`curve_dermoscopy`): ``--val-patients`` images of the pool held out as validation
+  images (a third datalist, ``curve.json``; the test images never enter), random initialisations fine-tuned for
+  every budget of ``--curve-steps``, scored like the protocol and evaluated every ``--curve-every`` steps (the
+  bundle's ``eval_curve_every``).
 
 The loop, optimiser, schedule, augmentation, autoencoder, label selection and metric (the bundle's foreground Dice
 and HD95 on the held-out images at the training grid) are the bundles'.
@@ -26,14 +30,22 @@ import shutil
 import time
 from pathlib import Path
 
-from _bundle_runs import SEMI_OPTIONS, epochs_for
-from _label_efficiency_data import split_indices
+import numpy as np
+from _bundle_runs import SEMI_OPTIONS, curve_runs, epochs_for
 
 from monai_cluster.data import list_image_mask_pairs, list_images
 from monai_cluster.utils.io import atomic_write_json
 from monai_cluster.workflows.segmentation_bundle import run_bundle
 
-__all__ = ["DERMOSCOPY_METHODS", "dermoscopy_split", "finetune_dermoscopy", "pretrain_dermoscopy"]
+__all__ = [
+    "DERMOSCOPY_METHODS",
+    "curve_dermoscopy",
+    "dermoscopy_split",
+    "finetune_dermoscopy",
+    "pretrain_dermoscopy",
+    "split_indices",
+    "validation_datalist",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_BUNDLE = REPO / "bundles" / "cluster_contrastive_pretrain"
@@ -47,6 +59,19 @@ DERMOSCOPY_METHODS: dict[str, dict] = {
     "cluster_guided_staged": {"use_pseudo_classes": True, "schedule": "staged"},
 }
 """Each pretraining method of the dermoscopy protocol as options of the pretraining bundle's ``train.json``."""
+
+
+def split_indices(n: int, num_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded permutation of ``range(n)`` cut into ``(train, test)`` index arrays ``(n - num_test,)`` and
+    ``(num_test,)``, both sorted (the dermoscopy split of the records, and the curve's validation images).
+
+    Raises:
+        ValueError: when ``num_test`` is not in ``[1, n - 1]``.
+    """
+    if not 0 < num_test < n:
+        raise ValueError(f"num_test must lie in [1, {n - 1}] for {n} samples, got {num_test}.")
+    perm = np.random.RandomState(seed).permutation(n)
+    return np.sort(perm[num_test:]), np.sort(perm[:num_test])
 
 
 def dermoscopy_split(args, out: Path) -> dict:
@@ -146,18 +171,22 @@ def finetune_overrides_dermoscopy(
 
 def finetune_dermoscopy(
     args, num_labeled: int, seed: int, exclude: list[str] | None, steps: int, init: str | None, split: dict,
-    root: Path, semi: str = "none",
+    root: Path, semi: str = "none", **extra,
 ) -> dict:
     """One fine-tuning run through the dermoscopy bundle in ``root`` (started over); its record.
+
+    ``extra`` are further bundle overrides (the learning curve's ``eval_curve_every``).
 
     Returns:
         ``dice`` (the bundle's foreground Dice on the held-out images, the mean of its scored evaluations),
         ``dice_per_class`` (``{"lesion": dice}``), ``hd95`` (pixels at the training grid), ``labeled_images``,
-        ``test_images``, ``steps``, ``evaluated_steps``, ``loaded_tensors``, ``semi_supervised``, ``seconds``.
+        ``test_images``, ``steps``, ``evaluated_steps``, ``loaded_tensors``, ``semi_supervised``, ``seconds``;
+        with ``eval_curve_every`` also ``evaluations`` (``[{"step", "dice", "dice_per_class"}]``, every evaluated
+        step in order).
     """
     if root.exists():
         shutil.rmtree(root)
-    overrides = finetune_overrides_dermoscopy(args, num_labeled, seed, exclude, steps, init, split, semi)
+    overrides = {**finetune_overrides_dermoscopy(args, num_labeled, seed, exclude, steps, init, split, semi), **extra}
     start = time.time()
     workflow = run_bundle(DERMOSCOPY_BUNDLE, ("train.json",), bundle_root=root, **overrides)
     metrics = json.loads((root / "eval_steps" / "metrics.json").read_text())
@@ -165,7 +194,7 @@ def finetune_dermoscopy(
     report = getattr(workflow.parser.get_parsed_content("network"), "pretrained_report", None) or {}
     for path in root.glob("models/*.pt"):  # the runs' weights are not kept: the records are
         path.unlink()
-    return {
+    record = {
         "dice": metrics["mean_dice"], "dice_per_class": {"lesion": metrics["mean_dice"]},
         "hd95": metrics.get("val_hd95"), "hd95_unit": "px",
         "labeled_images": sorted(Path(item["image"]).name for item in data["train"]),
@@ -173,3 +202,53 @@ def finetune_dermoscopy(
         "loaded_tensors": int(report.get("matched", 0)), "semi_supervised": semi,
         "seconds": round(time.time() - start, 1),
     }  # fmt: skip
+    if "evaluations" in metrics:
+        record["evaluations"] = [
+            {"step": e["step"], "dice": e["mean_dice"], "dice_per_class": {"lesion": e["mean_dice"]}}
+            for e in metrics["evaluations"]
+        ]
+    return record
+
+
+def validation_datalist(split: dict, num_val: int, seed: int, out: Path) -> dict:
+    """The learning curve's datalist ``out / "curve.json"``: ``num_val`` pool images held out by ``seed`` as
+    ``"validation"``, the rest of the pool as ``"training"`` (the test images of ``split`` are in neither).
+
+    Returns:
+        ``split`` with ``finetune_datalist`` the curve's, ``validation`` (the validation images' names) and
+        ``rest`` (the number of pool images left to label).
+
+    Raises:
+        ValueError: naming ``--val-patients`` when it leaves no pool image to label.
+    """
+    pool = json.loads(Path(split["finetune_datalist"]).read_text())["training"]
+    if not 0 < num_val < len(pool):
+        raise ValueError(f"--val-patients {num_val} must leave a pool image to label ({len(pool)} in the pool).")
+    rest, val = split_indices(len(pool), num_val, seed)
+    atomic_write_json({"training": [pool[i] for i in rest], "validation": [pool[i] for i in val]}, out / "curve.json")
+    names = [Path(pool[i]["image"]).name for i in val]
+    return {**split, "finetune_datalist": str(out / "curve.json"), "validation": names, "rest": len(rest)}
+
+
+def curve_dermoscopy(args, result: dict, save) -> None:
+    """``--learning-curve`` through the dermoscopy bundle: random-initialisation runs that choose the fine-tuning
+    length on validation images of the pool, never on the test images.
+
+    ``--val-patients`` pool images (drawn by ``--split-seed``, :func:`validation_datalist`) are the bundle's
+    ``"validation"``; for every setting of ``--curve-labeled`` (``0``: the rest of the pool), seed and budget of
+    ``--curve-steps``, one run with its own schedule over that budget is scored like the protocol (the mean of the
+    last ``--eval-last`` evaluations every ``--eval-every`` steps) and also evaluated every ``--curve-every`` steps
+    (the bundle's ``eval_curve_every``). Entries already in ``result["curve"]`` are skipped; ``save()`` is called
+    after every run.
+    """
+    work = Path(args.work_dir)
+    split = dermoscopy_split(args, work / "split")
+    curve = validation_datalist(split, args.val_patients, args.split_seed, work / "split")
+    result["data"] = {"test_images": split["test"], "pool_images": split["pool"]}
+    result["validation"] = {"names": curve["validation"]}
+
+    def finetune(n: int, seed: int, budget: int, root: Path) -> dict:
+        run = finetune_dermoscopy(args, n, seed, None, budget, None, curve, root, eval_curve_every=args.curve_every)
+        return {**run, "labeled_samples": len(run["labeled_images"]), "validation_images": curve["validation"]}
+
+    curve_runs(args, result, save, curve["rest"], finetune)

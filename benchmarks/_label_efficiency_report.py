@@ -1,8 +1,8 @@
 """Summaries of the label-efficiency runs: statistics over seeds, paired differences, Markdown tables.
 
-Shared by both pipelines of ``label_efficiency.py`` (the records have the same fields): per (labeled units,
-variant) the mean Dice, Dice per structure and HD95 over seeds, the paired difference to ``random`` and between
-pretrained variants of the same length, with t-based 95% intervals (``_stats.mean_ci``).
+Shared by the runs through the bundles and the records of the removed in-memory pipeline (the same fields): per
+(labeled units, variant) the mean Dice, Dice per structure and HD95 over seeds, the paired difference to ``random``
+and between pretrained variants of the same length, with t-based 95% intervals (``_stats.mean_ci``).
 """
 
 from __future__ import annotations

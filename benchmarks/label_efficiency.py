@@ -4,37 +4,46 @@ Compares, in one run and with paired seeds, initialisations of the same MONAI ``
 ``random`` (no pretraining) and pretrainings (SimCLR on the encoder, Chaitanya et al.'s global + local baseline,
 Zhang et al.'s cluster-guided contrastive learning, ...).
 
-Two pipelines run the protocol (``--pipeline``). ``bundles`` (the default) builds every pretraining and fine-tuning
-from the bundles' configs (``_label_efficiency_bundles``: for ``heart`` the pretraining bundle's
-``train_slices.json`` (``local_discrimination``: the local-discrimination bundle's) and the heart bundle's
-``train_slices.json`` with overrides, scored per volume at the labels'
+Every pretraining and fine-tuning runs through the bundles' configs with overrides (issue 21, "One pipeline"): for
+``heart`` (``_label_efficiency_bundles``) the pretraining bundle's ``train_slices.json`` (``local_discrimination``:
+the local-discrimination bundle's) and the heart bundle's ``train_slices.json``, scored per volume at the labels'
 grid, HD95 in the labels' unit; for ``dermoscopy`` (``_label_efficiency_dermoscopy_bundles``) the pretraining
-bundle's ``train.json`` and the dermoscopy bundle's ``train.json`` on datalists of the split; each pretraining
-length is its own run); this module then keeps only the protocol: split, seeds, pairing, statistics, tables, plots
-and the resumable JSON. ``tensors`` is the older in-memory pipeline (``_label_efficiency_data``/``_train``/
-``_finetune``: its own loop, augmentation and metrics at the training grid), kept for what the bundles do not run
-(snapshots of one pretraining at several lengths: through the bundles each length is a run of its own; the
-dermoscopy learning curve) and to rerun the ACDC and dermoscopy records of ``BENCHMARKS.md`` dated up to 2026-12-04,
-which it measured. ``benchmarks/gpu/label_efficiency.sh`` runs through the bundles.
+bundle's ``train.json`` and the dermoscopy bundle's ``train.json`` on datalists of the split. This module keeps only
+the protocol: split, seeds, pairing, statistics, tables, plots and the resumable JSON; the loop, optimiser,
+schedule, augmentation, autoencoder, label selection and metrics are the bundles'. ``benchmarks/gpu/
+label_efficiency.sh`` runs it on a GPU.
 
-Each pretraining runs once (``--pretrain-seed``) and is saved at every length in ``--pretrain-steps``; every
-fine-tuning seed reuses those weights. Seed ``s`` fixes the labeled subset, the initialisation of the layers that
-are not pretrained, the batch order and every augmentation draw, identically for every method, so differences
-between methods are paired. Fine-tuning (``_label_efficiency_finetune``) augments every batch (flips, rotation,
-scale, shift, gamma, intensity scale/shift, noise), decays a cosine learning rate to zero and reports the mean of
-the last ``--eval-last`` evaluations on the held-out split: Dice per structure and its mean, and HD95.
+Each pretraining runs once (``--pretrain-seed``) for every length in ``--pretrain-steps``, each length a bundle run
+of its own (its schedule spans that length), and every fine-tuning seed reuses its weights. Seed ``s`` is the
+fine-tuning bundle's ``seed``: it fixes the labeled subset, the initialisation of the layers that are not
+pretrained, the batch order and every augmentation draw, identically for every method, so differences between
+methods are paired. The score of a run is the mean of its last ``--eval-last`` evaluations, every ``--eval-every``
+steps, on the held-out split (the bundles' ``eval_every_steps`` and ``eval_last``): Dice per structure and its mean,
+and HD95.
 
-``--semi-supervised`` (bundles only) crosses every initialisation with semi-supervised fine-tuning (issue 23): the
-heart bundle's ``semi_supervised`` option (``mean_teacher``, ``copy_paste``; ``none`` is labeled-only), whose
-unlabeled set is every slice of the pool patients left unlabeled, never a test patient's; the variants are named
+The ACDC and dermoscopy records of ``BENCHMARKS.md`` dated up to 2026-12-04 were measured by an older in-memory
+pipeline (``--pipeline tensors``: its own loop, Adam and cosine, batched augmentation and metrics at the training
+grid, and snapshots of one pretraining at several lengths), since removed: it lives in git history at commit
+cf400c9 (``git show cf400c9:benchmarks/_label_efficiency_train.py``, with ``_label_efficiency_finetune.py``,
+``_label_efficiency_data.py`` and this script of that commit), which the commands in those records refer to. Its
+result files (a configuration without ``"pipeline"``) are still read under their configuration hash by
+``--report-only`` and ``--merge``, and reported; a run (or ``--pipeline tensors``) that would rerun or extend one is
+refused, naming that commit.
+
+``--semi-supervised`` crosses every initialisation with semi-supervised fine-tuning (issue 23): the heart bundle's
+``semi_supervised`` option (``mean_teacher``, ``copy_paste``; ``none`` is labeled-only), whose unlabeled set is
+every slice of the pool patients left unlabeled, never a test patient's; the variants are named
 ``<initialisation>+<method>`` and paired by seed with the rest (same labeled patients, same seed).
 
 Heart (ACDC), modelled on Chaitanya et al. (NeurIPS 2020): 20 test patients stratified by pathology group (4 per
 group, ``--split-seed``), the other 50 are the unlabeled pretraining pool and the pool the labeled patients
 (1, 2, 8 and all 50, drawn round the groups by the seed) come from. ``--learning-curve`` instead holds out
-``--val-patients`` of the pool and fine-tunes random initialisations of several lengths, to choose
-``--finetune-steps`` on validation patients, never on the test patients (through the bundles: the heart bundle on
-the pool's folder with ``num_val_patients`` and ``eval_curve_every``, :func:`_label_efficiency_bundles.curve_bundles`).
+``--val-patients`` units of the pool and fine-tunes random initialisations for each budget of ``--curve-steps``,
+to choose ``--finetune-steps`` on validation units, never on the test units (``--choose-steps`` applies the
+pre-registered rule to its JSON): for heart the heart bundle on the pool's folder with ``num_val_patients`` and
+``eval_curve_every`` (:func:`_label_efficiency_bundles.curve_bundles`); for dermoscopy the dermoscopy bundle on a
+datalist whose validation images are ``--val-patients`` pool images, with ``eval_curve_every``
+(:func:`_label_efficiency_dermoscopy_bundles.curve_dermoscopy`).
 
 Examples::
 
@@ -42,11 +51,12 @@ Examples::
     python benchmarks/label_efficiency.py --dataset heart --methods random --num-labeled 50 --seeds 0 1 2
     python benchmarks/label_efficiency.py --dataset heart --methods random cluster_guided --num-labeled 1 2 \\
         --semi-supervised none mean_teacher copy_paste --seeds 0 1 2 3 4 5 6 7 8 9
+    python benchmarks/label_efficiency.py --dataset dermoscopy --learning-curve --methods random --val-patients 20
     python benchmarks/label_efficiency.py --dataset dermoscopy --image-size 64 --seeds 0 1 2 \\
         --label-fraction 0.1 1.0 --pretrain-steps 300 --finetune-steps 200
 
-Results (JSON, resumable: finished runs are skipped when the configuration matches) go to ``--out``;
-checkpoints, the pseudo-class table and the data cache go to ``--work-dir``.
+Results (JSON, resumable: finished runs are skipped when the configuration matches) go to ``--out``; the bundles'
+run folders (pretrained weights, split datalists, pool links) go to ``--work-dir``.
 """
 
 from __future__ import annotations
@@ -55,20 +65,20 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _label_efficiency_data import labeled_subset, load_dataset  # noqa: E402
+from _label_efficiency_bundles import BUNDLE_METHODS, check_bundle_args, curve_bundles, run_bundles  # noqa: E402
+from _label_efficiency_dermoscopy_bundles import DERMOSCOPY_METHODS, curve_dermoscopy  # noqa: E402
+from _label_efficiency_finetune import eval_schedule, format_curve_table, parse_steps, plot_curve  # noqa: E402
 from _label_efficiency_plots import plot_paired  # noqa: E402
 from _label_efficiency_report import (  # noqa: E402
     choose_finetune_steps,
@@ -77,35 +87,15 @@ from _label_efficiency_report import (  # noqa: E402
     reference_line,
     summarize,
 )
-from _label_efficiency_finetune import (  # noqa: E402
-    AUGMENTATIONS,
-    EvalSet,
-    eval_schedule,
-    finetune,
-    format_curve_table,
-    learning_curve,
-    parse_steps,
-    plot_curve,
-    steps_for,
-)
-from _label_efficiency_train import (  # noqa: E402
-    METHODS,
-    PRETRAIN_ARG_KEYS,
-    PRETRAINED_METHODS,
-    add_pretrain_args,
-    needs_pseudo_classes,
-    pretrain,
-    pretrained_exclude,
-    pseudo_classes,
-)
 
 from monai_cluster.utils import get_data_root  # noqa: E402
 from monai_cluster.utils.io import atomic_write, atomic_write_json  # noqa: E402
 
 __all__ = [
+    "METHODS",
+    "format_curve_table",
     "format_pairwise",
     "format_table",
-    "labeled_subset",
     "main",
     "parse_args",
     "reference_line",
@@ -113,6 +103,21 @@ __all__ = [
 ]
 
 logger = logging.getLogger("label_efficiency")
+
+#: every initialisation the protocol names: ``random`` and the pretraining methods of the bundles (heart; the
+#: dermoscopy bundles run ``random`` and :data:`DERMOSCOPY_METHODS`)
+METHODS = ("random", *BUNDLE_METHODS)
+#: ``--augment`` choices as the records name them; the bundles run ``full`` and ``none`` (``flip`` is refused)
+AUGMENTATIONS = ("full", "flip", "none")
+#: pretraining settings that enter the configuration hash beside :data:`_PRETRAIN_KEYS`' first ones
+PRETRAIN_ARG_KEYS = ("local_steps", "local_lr", "crop_scale", "ld_batch", "ld_steps_factor")
+#: the commit whose ``benchmarks/`` holds the removed in-memory pipeline (``--pipeline tensors``)
+TENSORS_COMMIT = "cf400c9"
+REMOVED = (
+    "the in-memory pipeline ('--pipeline tensors', which measured the records dated up to 2026-12-04) was removed: "
+    "its result files are still reported (--report-only, --merge) but not rerun or extended; to rerun one, use "
+    f"benchmarks/ at commit {TENSORS_COMMIT} (git show {TENSORS_COMMIT}:benchmarks/_label_efficiency_train.py)."
+)
 
 _PRETRAIN_KEYS = (
     "dataset", "train_dir", "test_dir", "unlabeled_dir", "num_test", "split_seed", "heart_crop", "image_size",
@@ -133,13 +138,17 @@ HEART_STEPS = ["1:2000", "2:2000", "4000"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; fills dataset-dependent defaults (folders, test size, settings)."""
+    """Parse and check the command line; fills dataset-dependent defaults (folders, test size, settings).
+
+    Raises:
+        ValueError: naming the option, for values the protocol or the bundles cannot run (``--pipeline tensors``
+            among them: see :data:`REMOVED`).
+    """
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--dataset", choices=("dermoscopy", "heart"), default="dermoscopy")
-    p.add_argument("--pipeline", choices=("bundles", "tensors"),
-                   help="heart: 'bundles' (default) runs the bundles' configs, 'tensors' the in-memory loop")
+    p.add_argument("--pipeline", choices=("bundles", "tensors"), help=argparse.SUPPRESS)  # refused: REMOVED
     p.add_argument("--train-dir", nargs="+", help="labeled folder(s); default: the shared PH2 + HAM10000 or ACDC data")
     p.add_argument("--test-dir", nargs="*", help="held-out labeled folder(s); default: a seeded split of --train-dir")
     p.add_argument("--unlabeled-dir", nargs="*", help="unlabeled image folder(s) added to pretraining (2D only)")
@@ -150,11 +159,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-fraction", type=float, nargs="*", default=[], help="fractions of the labeled units")
     p.add_argument("--num-labeled", type=int, nargs="*", default=[], help="numbers of labeled images/patients")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", choices=METHODS,
-                   help="default: every method (--pipeline bundles: random and the methods of the bundles)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, help="default: random and every method of the bundles")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--features", type=int, nargs=6, default=[16, 16, 32, 64, 128, 16], help="BasicUNet features")
-    p.add_argument("--pretrain-steps", type=int, nargs="+", default=[300], help="pretraining lengths to fine-tune from")
+    p.add_argument("--pretrain-steps", type=int, nargs="+", default=[300],
+                   help="pretraining lengths to fine-tune from (each its own pretraining run)")
     p.add_argument("--pretrain-batch", type=int, default=32)
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
     p.add_argument("--pretrain-seed", type=int, default=0)
@@ -165,36 +174,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decoder-layer", default="upcat_3", help="BasicUNet block under the dense head (local loss)")
     p.add_argument("--mask-level", type=int, default=0, help="pseudo-class level that masks negatives (0 coarsest)")
     p.add_argument("--pretrain-schedule", choices=("protocol", "bundle"), default="protocol",
-                   help="bundles pipeline: protocol = AdamW, weight decay 1e-4, 50 warm-up steps, cosine to 0.1; "
+                   help="protocol = AdamW, weight decay 1e-4, 50 warm-up steps, cosine to 0.1; "
                         "bundle = the pretraining bundle's defaults (Adam, 1e-5, no warm-up, cosine to 0)")
     p.add_argument("--num-clusters", type=int, nargs="+", default=[8, 32])
     p.add_argument("--partitions", type=int, default=4, help="slice partitions per volume (heart global loss)")
-    p.add_argument("--ae-steps", type=int, default=300)
-    p.add_argument("--epochs", type=float, help="fine-tuning passes over the labeled set (overrides --finetune-steps)")
+    p.add_argument("--ae-steps", type=int, default=300, help="autoencoder steps (the bundle's epochs over the pool)")
+    p.add_argument("--local-steps", type=int, default=1000, help="staged schedule: steps of the local stage")
+    p.add_argument("--local-lr", type=float, default=1e-3, help="staged schedule: learning rate of stage 2")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=[0.35, 1.0],
+                   help="area fraction range of each geometric view's random resized crop")
+    p.add_argument("--ld-batch", type=int, default=16, help="local discrimination: images per step")
+    p.add_argument("--ld-steps-factor", type=float, default=1.0,
+                   help="local discrimination: its steps per pretraining step of the other methods")
+    p.add_argument("--device", default="cpu", help="torch device of pretraining and fine-tuning, e.g. cuda")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the networks on CUDA")
+    p.add_argument("--epochs", type=float, help="read from the in-memory pipeline's records only (refused for a run)")
     p.add_argument("--finetune-steps", nargs="+",
                    help="steps: one number for every setting, or LABELED:STEPS entries plus an optional plain "
                         f"fallback (heart default {' '.join(HEART_STEPS)}; dermoscopy 200)")
     p.add_argument("--finetune-batch", type=int, default=8)
     p.add_argument("--finetune-lr", type=float, default=1e-3)
-    p.add_argument("--augment", choices=AUGMENTATIONS, default="full", help="fine-tuning augmentation")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="full", help="fine-tuning augmentation (the bundle's)")
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--eval-last", type=int, default=4, help="report the mean of this many final evaluations")
-    p.add_argument("--no-hd95", dest="hd95", action="store_false")
+    p.add_argument("--no-hd95", dest="hd95", action="store_false",
+                   help="read from the in-memory pipeline's records only (the bundles always score HD95)")
     p.add_argument("--semi-supervised", nargs="+", choices=SEMI_SUPERVISED_CHOICES, default=["none"],
-                   help="fine-tuning variants crossed with every initialisation (--pipeline bundles): none = labeled "
-                        "only; mean_teacher / copy_paste also learn from the pool's unlabeled patients (issue 23)")
+                   help="fine-tuning variants crossed with every initialisation: none = labeled only; mean_teacher "
+                        "/ copy_paste also learn from the pool's unlabeled patients (issue 23)")
     for name, default in SEMI_DEFAULTS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                        help=f"the heart bundle's {name} (semi-supervised variants)")
     p.add_argument("--learning-curve", action="store_true",
                    help="random init only: fine-tune for each --curve-steps budget, scored on --val-patients")
-    p.add_argument("--val-patients", type=int, default=10, help="learning curve: pool units held out for validation")
+    p.add_argument("--val-patients", type=int, default=10,
+                   help="learning curve: pool units (patients, or dermoscopy images) held out for validation")
     p.add_argument("--curve-labeled", type=int, nargs="+", default=[2, 8, 0],
                    help="learning curve: labeled units per setting (0: the whole rest of the pool)")
     p.add_argument("--curve-steps", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000])
     p.add_argument("--curve-every", type=int, default=250, help="learning curve: evaluate every this many steps")
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the pretraining stages (to run them apart)")
     p.add_argument("--report-only", action="store_true", help="train nothing: summarise the (merged) finished runs")
@@ -206,15 +224,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="result JSONs of the same configuration (e.g. one process per seed) whose runs are taken over")
     p.add_argument("--out", type=Path)
     p.add_argument("--work-dir", type=Path)
-    add_pretrain_args(p)
     args = p.parse_args(argv)
+    if vars(args).pop("pipeline") == "tensors":
+        raise ValueError(f"--pipeline tensors: {REMOVED}")
     root = Path(get_data_root())
-    args.pipeline = args.pipeline or "bundles"
-    if args.dataset == "dermoscopy" and args.pipeline == "bundles" and args.learning_curve:
-        raise ValueError("--learning-curve runs through the bundles for --dataset heart; dermoscopy: --pipeline tensors.")
-    if args.pipeline != "bundles" and args.semi_supervised != ["none"]:
-        raise ValueError(f"--semi-supervised {args.semi_supervised} runs through the bundles only (--dataset heart, "
-                         "--pipeline bundles).")
     args.semi_supervised = list(dict.fromkeys(args.semi_supervised))
     if args.dataset == "dermoscopy":
         derm = root / "dermoscopy"
@@ -244,21 +257,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--val-patients and --curve-every must be >= 1 and --curve-labeled >= 0, got {args.val_patients}, "
             f"{args.curve_every}, {args.curve_labeled}."
         )
-    results = Path(__file__).resolve().parent / "results"
-    stem = f"label_efficiency{'_curve' if args.learning_curve else ''}_{args.dataset}_{args.image_size}"
-    if args.pipeline == "bundles":
-        stem += "_bundles"
-        args.work_dir = args.work_dir or Path.home() / ".cache" / "monai_cluster_runs" / "acdc_bundles"
-    if args.pipeline == "bundles":
-        from _label_efficiency_bundles import BUNDLE_METHODS, check_bundle_args
-        from _label_efficiency_dermoscopy_bundles import DERMOSCOPY_METHODS
-
-        methods = DERMOSCOPY_METHODS if args.dataset == "dermoscopy" else BUNDLE_METHODS
-        args.methods = args.methods or ["random", *methods]
+    stem = f"label_efficiency{'_curve' if args.learning_curve else ''}_{args.dataset}_{args.image_size}_bundles"
+    args.out = args.out or Path(__file__).resolve().parent / "results" / f"{stem}.json"
+    args.work_dir = args.work_dir or Path.home() / ".cache" / "monai_cluster_runs" / "acdc_bundles"
+    methods = DERMOSCOPY_METHODS if args.dataset == "dermoscopy" else BUNDLE_METHODS
+    args.methods = args.methods or ["random", *methods]
+    if not (args.report_only or args.choose_steps):  # what only reads results may name the records' settings
         check_bundle_args(args)
-    args.methods = args.methods or list(METHODS)
-    args.out = args.out or results / f"{stem}.json"
-    args.work_dir = args.work_dir or results / f"label_efficiency_{args.dataset}_{args.image_size}"
     return args
 
 
@@ -285,9 +290,14 @@ def _variants(args) -> list[tuple[str, str, int | None, str]]:
     return [(name if semi == "none" else f"{name}+{semi}", m, s, semi) for semi in semis for name, m, s in inits]
 
 
-def _config(args, keys: tuple[str, ...] = _CONFIG_KEYS) -> dict:
+def _config(args, keys: tuple[str, ...] = _CONFIG_KEYS, legacy: bool = False) -> dict:
+    """The configuration whose hash names a result file: the values of ``keys`` and ``"pipeline": "bundles"``, with
+    the semi-supervised settings and ``pretrain_schedule`` once they leave their defaults (so earlier hashes stay).
+
+    ``legacy``: the configuration as the removed in-memory pipeline recorded it (``keys`` alone), to read its files.
+    """
     cfg = {k: getattr(args, k) for k in keys}
-    if getattr(args, "pipeline", "tensors") == "bundles":  # old records keep their hashes
+    if not legacy:
         cfg["pipeline"] = "bundles"
         semi = {name: getattr(args, name, default) for name, default in SEMI_DEFAULTS.items()}
         if semi != SEMI_DEFAULTS:  # the semi-supervised settings, once they leave the bundle's defaults
@@ -301,18 +311,38 @@ def _digest(cfg: dict) -> str:
     return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _is_tensors_record(record: dict | None) -> bool:
+    """Whether a result file was written by the removed in-memory pipeline (a configuration without ``pipeline``)."""
+    return record is not None and "config_hash" in record and "pipeline" not in record.get("config", {})
+
+
 def _start(args, argv: list[str] | None, keys: tuple[str, ...]) -> dict:
-    """The result dict: this configuration, resumed from ``--out`` and ``--merge`` files of the same hash."""
-    config = _config(args, keys)
+    """The result dict: this configuration, resumed from ``--out`` and ``--merge`` files of the same hash.
+
+    A file of the removed in-memory pipeline is read under its own hash (:func:`_config` with ``legacy``) by
+    ``--report-only`` alone.
+
+    Raises:
+        ValueError: when ``--out`` or a ``--merge`` file is the in-memory pipeline's and this is not
+            ``--report-only`` (it would be rerun or extended), or its configuration is not these arguments', or a
+            ``--merge`` file's configuration differs from this run's.
+    """
+    old = json.loads(args.out.read_text()) if args.out.is_file() else None
+    merged = [(Path(path), json.loads(Path(path).read_text())) for path in args.merge]
+    tensors = [str(path) for path, record in [(args.out, old), *merged] if _is_tensors_record(record)]
+    if tensors and not args.report_only:
+        raise ValueError(f"{', '.join(tensors)}: {REMOVED}")
+    config = _config(args, keys, legacy=bool(tensors))
     digest = _digest(config)
     result = {"config": config, "config_hash": digest, "runs": [], "pretrain": {}, "wall_seconds": {}}
-    if args.out.is_file():
-        old = json.loads(args.out.read_text())
-        if old.get("config_hash") == digest:
-            result.update({k: old[k] for k in ("runs", "pretrain", "wall_seconds", "curve", "validation") if k in old})
-            logger.info("resuming %s: %d runs done", args.out, len(result["runs"]) + len(result.get("curve", [])))
-    for path in args.merge:
-        other = json.loads(Path(path).read_text())
+    if old is not None and old.get("config_hash") == digest:
+        result.update({k: old[k] for k in ("runs", "pretrain", "wall_seconds", "curve", "validation") if k in old})
+        logger.info("resuming %s: %d runs done", args.out, len(result["runs"]) + len(result.get("curve", [])))
+    elif _is_tensors_record(old):
+        raise ValueError(f"--out {args.out}: a record of the in-memory pipeline whose configuration (hash "
+                         f"{old['config_hash']}) is not these arguments' ({digest}); pass the arguments of its "
+                         "'command' to report it.")  # fmt: skip
+    for path, other in merged:
         if other.get("config_hash") != digest:
             raise ValueError(f"--merge {path}: its configuration differs from this run's (hash {digest}).")
         have = {(r["num_labeled"], r["seed"], r["variant"]) for r in result["runs"]}
@@ -330,16 +360,9 @@ def _start(args, argv: list[str] | None, keys: tuple[str, ...]) -> dict:
     return result
 
 
-def _describe(data) -> dict:
-    return {
-        "pretrain_samples": int(len(data.pretrain)), "train_samples": int(len(data.train_x)),
-        "labeled_units": data.num_groups, "test_samples": int(len(data.test_x)),
-        "test_volumes": int(len(np.unique(data.test_volume))), **data.info,
-    }
-
-
 def _run_curve(args, argv: list[str] | None, t_start: float) -> dict:
-    """``--learning-curve``: the validation runs, then JSON, Markdown table and PNG beside ``--out``."""
+    """``--learning-curve``: the validation runs through the dataset's bundle, then JSON, Markdown table and PNG
+    beside ``--out``."""
     if args.methods != ["random"]:
         raise ValueError(f"--learning-curve fine-tunes random initialisations only; pass --methods random, "
                          f"got {args.methods}.")
@@ -349,56 +372,16 @@ def _run_curve(args, argv: list[str] | None, t_start: float) -> dict:
         result["wall_seconds"]["total_this_invocation"] = round(time.time() - t_start, 1)
         atomic_write_json(result, args.out)
 
-    if args.pipeline == "bundles":
-        from _label_efficiency_bundles import curve_bundles
-
-        curve_bundles(args, result, save)
-    else:
-        data = load_dataset(args, args.work_dir)
-        result["data"] = _describe(data)
-        learning_curve(data, args, result, save)
+    (curve_dermoscopy if args.dataset == "dermoscopy" else curve_bundles)(args, result, save)
     table = format_curve_table(result["curve"])
     save()
     with atomic_write(args.out.with_suffix(".md")) as handle:
-        handle.write(f"Validation patients: {result['validation']['names']}\n\n{table}\n\n`{result['command']}`\n")
+        handle.write(f"Validation {'images' if args.dataset == 'dermoscopy' else 'patients'}: "
+                     f"{result['validation']['names']}\n\n{table}\n\n`{result['command']}`\n")  # fmt: skip
     plot_curve(result["curve"], args.out.with_suffix(".png"))
     print(table)
     print(f"results: {args.out} (+ .md, .png)")
     return result
-
-
-def _pretrain_all(args, data, result: dict, ckpt_dir: Path, save) -> None:
-    """Pseudo-classes (for ``cluster_guided``) and every pretraining, each done once and saved in ``ckpt_dir``."""
-    labels = None
-    if needs_pseudo_classes(args.methods):
-        table = ckpt_dir / "pseudo_classes.csv"
-        npy, info_path = ckpt_dir / "pseudo_classes.npy", ckpt_dir / "pseudo_classes.json"
-        if npy.is_file() and info_path.is_file():
-            labels = np.load(npy)
-            result["pretrain"]["pseudo_classes"] = json.loads(info_path.read_text())
-        else:
-            labels, info = pseudo_classes(
-                data.pretrain, data.pretrain_keys, tuple(args.num_clusters), args.ae_steps, args.pretrain_batch,
-                args.pretrain_seed, table,
-            )
-            np.save(npy, labels)
-            atomic_write_json(info, info_path)
-            result["pretrain"]["pseudo_classes"] = info
-            save()
-        logger.info("pseudo-classes: %s", result["pretrain"]["pseudo_classes"])
-    for method in [m for m in args.methods if m in PRETRAINED_METHODS]:
-        paths = [ckpt_dir / f"{method}_{s}.pt" for s in args.pretrain_steps]
-        log_path = ckpt_dir / f"{method}_log_{max(args.pretrain_steps)}.json"
-        if all(p.is_file() for p in paths):  # done here or by another process (see --pretrain-only)
-            if log_path.is_file():
-                result["pretrain"][method] = json.loads(log_path.read_text())
-            elif (ckpt_dir / f"{method}_state.pt").is_file():
-                state = torch.load(ckpt_dir / f"{method}_state.pt", map_location="cpu", weights_only=False)
-                result["pretrain"][method] = state["log"]
-            continue
-        result["pretrain"][method] = pretrain(method, data, labels, args, ckpt_dir, list(args.pretrain_steps))
-        atomic_write_json(result["pretrain"][method], log_path)
-        save()
 
 
 def _print_report(result: dict, unit: str) -> None:
@@ -423,8 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     t_start = time.time()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
     if args.learning_curve:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
         return _run_curve(args, argv, t_start)
     result = _start(args, argv, _CONFIG_KEYS)
     unit = "images" if args.dataset == "dermoscopy" else "patients"
@@ -440,54 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.plot:
             print(f"plot: {plot_paired(result['runs'], args.plot)}")
         return result
-    if args.pipeline == "bundles":
-        from _label_efficiency_bundles import run_bundles
-
-        result["pretrain_dir"] = f"pretrain_{_digest(_config(args, _PRETRAIN_KEYS))}"
-        run_bundles(args, result, save, lambda units: _settings(args, units), _variants(args))
-        return _finish(result, args, unit, save)
-    t0 = time.time()
-    data = load_dataset(args, args.work_dir)
-    result["data"] = _describe(data)
-    result["wall_seconds"].setdefault("data", round(time.time() - t0, 1))
-    logger.info("data: %s", {k: v for k, v in result["data"].items() if not isinstance(v, list)})
-    ckpt_dir = args.work_dir / f"pretrain_{_digest(_config(args, _PRETRAIN_KEYS))}"
-    result["checkpoint_dir"] = str(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    _pretrain_all(args, data, result, ckpt_dir, save)
-    if args.pretrain_only:
-        save()
-        logger.info("--pretrain-only: checkpoints in %s", ckpt_dir)
-        return result
-
-    eval_set = EvalSet(data.test_x, data.test_y, data.test_volume, data.class_names)
-    names = data.info.get("train") if args.dataset == "heart" else None
-    done = {(r["num_labeled"], r["seed"], r["variant"]) for r in result["runs"]}
-    for n in _settings(args, data.num_groups):
-        for seed in args.seeds:
-            idx, chosen = labeled_subset(data.train_group, n, seed, data.train_strata)
-            steps = steps_for(args.steps_table, n)
-            if args.epochs is not None:  # passes over the labeled slices, at least the evaluation window
-                steps = max(args.eval_last * args.eval_every, math.ceil(args.epochs * len(idx) / args.finetune_batch))
-            for name, method, pre_steps, _ in _variants(args):
-                if (n, seed, name) in done:
-                    continue
-                init = None if pre_steps is None else str(ckpt_dir / f"{method}_{pre_steps}.pt")
-                exclude = pretrained_exclude(method, args.decoder_layer)
-                run = finetune(data.train_x[idx], data.train_y[idx], eval_set, init, exclude, seed, steps, args)
-                run.update({"num_labeled": n, "seed": seed, "variant": name, "method": method,
-                            "pretrain_steps": pre_steps, "labeled_units": chosen, "labeled_samples": int(len(idx))})
-                if names:
-                    run["labeled_patients"] = [names[u] for u in chosen]
-                result["runs"].append(run)
-                logger.info("n=%d seed=%d %s: dice %.4f %s hd95 %s (%d steps, %.3f s/step, %.0f s)", n, seed, name,
-                            run["dice"], run["dice_per_class"], run["hd95"], steps, run["train_seconds_per_step"],
-                            run["seconds"])
-                save()
-    return _finish(result, args, unit, save)
-
-
-def _finish(result: dict, args, unit: str, save) -> dict:
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    result["pretrain_dir"] = f"pretrain_{_digest(_config(args, _PRETRAIN_KEYS))}"
+    run_bundles(args, result, save, lambda units: _settings(args, units), _variants(args))
     save()
     if not args.pretrain_only:
         _print_report(result, unit)

@@ -51,7 +51,7 @@ fi
 start=$(date +%s)
 
 if [ "$ACDC" = "1" ]; then
-  COMMON=(--dataset heart --pipeline bundles --image-size "$SIZE" --heart-crop 0.66 --device "$DEVICE" $AMP
+  COMMON=(--dataset heart --image-size "$SIZE" --heart-crop 0.66 --device "$DEVICE" $AMP
           --work-dir "$OUT/acdc_work")
   if [ -n "$TRAIN_DIR" ]; then COMMON+=(--train-dir "$TRAIN_DIR"); fi
   # shellcheck disable=SC2206

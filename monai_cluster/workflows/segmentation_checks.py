@@ -32,6 +32,7 @@ from monai_cluster.networks.backbones import BACKBONES, build_backbone
 
 from .common import validate_options
 from .run_outputs import RECORD_NAME, as_recorded, data_fingerprint, read_record
+from .step_budget import check_eval_curve_every
 
 __all__ = [
     "SEGMENTATION_OPTION_SPECS",
@@ -82,6 +83,7 @@ SEGMENTATION_OPTION_SPECS: dict[str, dict[str, str]] = {
         "crop_size": "int?>=16",
         "eval_every_steps": "int?>=1",
         "eval_last": "int>=1",
+        "eval_curve_every": "int?>=1",
     },
     "heart": {
         "roi_size": "ints>=16",
@@ -133,7 +135,9 @@ def check_segmentation_options(kind: str, **options: Any) -> dict[str, Any]:
             only at the first validation, after training), ``ct_window`` is not ``[low, high]`` with low < high,
             ``roi_size`` is not one size or three, ``dataset_dir`` is not an existing folder; for the dermoscopy
             bundle also when ``datalist`` is not an existing file, ``fov_dir`` not an existing folder, ``crop_size``
-            exceeds ``image_size`` or ``pretrained_exclude`` is not ``None`` or a list of submodule names.
+            exceeds ``image_size``, ``pretrained_exclude`` is not ``None`` or a list of submodule names, or
+            ``eval_curve_every`` (further evaluations for a learning curve, never scored) is given without
+            ``eval_every_steps``.
     """
     specs = {**SEGMENTATION_OPTION_SPECS["common"], **SEGMENTATION_OPTION_SPECS[_kind(kind)]}
     exclude_given = kind == "dermoscopy" and "pretrained_exclude" in options
@@ -147,6 +151,7 @@ def check_segmentation_options(kind: str, **options: Any) -> dict[str, Any]:
 
         checked["pretrained_exclude"] = check_pretrained_exclude(exclude)
     _check_fixed_split(checked)
+    check_eval_curve_every(checked.get("eval_curve_every"), checked.get("eval_every_steps"))
     dataset_dir = checked.get("dataset_dir")
     if dataset_dir is not None and not Path(dataset_dir).is_dir():
         raise ValueError(f"option 'dataset_dir' (--dataset_dir) must be an existing folder, got {dataset_dir!r}.")

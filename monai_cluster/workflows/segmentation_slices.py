@@ -49,6 +49,7 @@ from .pretrain_data import check_image_size
 from .pretrain_slices import _check_pair, list_volume_slices, slice_base_transforms
 from .run_outputs import data_fingerprint
 from .segmentation_network import check_pretrained_exclude as _check_exclude
+from .step_budget import check_eval_curve_every
 
 __all__ = [
     "SEGMENTATION_SLICE_OPTION_SPECS",
@@ -120,11 +121,7 @@ def check_segmentation_slice_options(**options: Any) -> dict[str, Any]:
     for name in ("crop_fraction", "label_fraction"):
         if checked[name] is not None and checked[name] > 1:
             raise ValueError(f"option {name!r} (--{name}) must lie in (0, 1], got {checked[name]}.")
-    if checked["eval_curve_every"] is not None and checked["eval_every_steps"] is None:
-        raise ValueError(
-            f"option 'eval_curve_every' (--eval_curve_every {checked['eval_curve_every']}) records a learning curve "
-            "beside the scored evaluations; it needs 'eval_every_steps' (--eval_every_steps), got None."
-        )
+    check_eval_curve_every(checked["eval_curve_every"], checked["eval_every_steps"])
     if checked["val_fraction"] >= 1:
         raise ValueError(
             f"option 'val_fraction' (--val_fraction) must lie in (0, 1) (patients must remain to label), "

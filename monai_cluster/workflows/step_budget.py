@@ -11,7 +11,8 @@ per-epoch ``CosineAnnealingLR``.
 - :func:`build_lr_scheduler`: the scheduler the options describe, and :func:`per_step_schedule` whether the
   ``LrScheduleHandler`` steps it per iteration;
 - :func:`evaluation_plan` (the steps of ``eval_every_steps``/``eval_last``, refused naming them when they do not
-  fit) and :func:`evaluate_to_json` (one run of a bundle's evaluator as the JSON summary that
+  fit), :func:`check_eval_curve_every` (a learning curve's extra evaluations need scored ones) and
+  :func:`evaluate_to_json` (one run of a bundle's evaluator as the JSON summary that
   :class:`~monai_cluster.handlers.PeriodicEvaluationHandler` averages), for the dermoscopy bundle's scoring at
   chosen steps.
 """
@@ -31,6 +32,7 @@ from .common import validate_options
 __all__ = [
     "STEP_BUDGET_OPTION_SPECS",
     "build_lr_scheduler",
+    "check_eval_curve_every",
     "check_step_budget_options",
     "evaluate_to_json",
     "evaluation_plan",
@@ -120,6 +122,23 @@ def evaluation_plan(eval_every_steps: int | None, eval_last: int, total_steps: i
             "or train longer (max_steps or epochs)."
         )
     return evaluation_steps(total_steps, eval_every_steps, eval_last)
+
+
+def check_eval_curve_every(eval_curve_every: int | None, eval_every_steps: int | None) -> None:
+    """Refuse ``eval_curve_every`` without ``eval_every_steps``, naming both options.
+
+    ``eval_curve_every`` (the segmentation bundles' further evaluations for a learning curve, never averaged into
+    the score) is handed to :class:`~monai_cluster.handlers.PeriodicEvaluationHandler` as ``curve_steps``, which
+    evaluates only in a run that has scored steps.
+
+    Raises:
+        ValueError: when ``eval_curve_every`` is given and ``eval_every_steps`` is ``None``.
+    """
+    if eval_curve_every is not None and eval_every_steps is None:
+        raise ValueError(
+            f"option 'eval_curve_every' (--eval_curve_every {eval_curve_every}) records a learning curve beside the "
+            "scored evaluations; it needs 'eval_every_steps' (--eval_every_steps), got None."
+        )
 
 
 def evaluate_to_json(evaluator: Any, output_path: str | os.PathLike | None = None, extra: Mapping | None = None) -> dict:

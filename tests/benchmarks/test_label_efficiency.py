@@ -1,31 +1,27 @@
-"""Toy-size smoke tests of benchmarks/label_efficiency.py on synthetic data (the real numbers are in BENCHMARKS.md)."""
+"""The protocol of benchmarks/label_efficiency.py at toy size: arguments, summaries, plots, and the records of the
+removed in-memory pipeline (read and reported, never rerun). The toy runs through the bundles are in
+``test_label_efficiency_bundles.py``; the real numbers are in BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import label_efficiency as le  # noqa: E402
-from _label_efficiency_data import load_heart, pathology_group, stratified_split  # noqa: E402
-from _label_efficiency_finetune import augment_pair, segmentation_metrics, steps_for  # noqa: E402
-from _label_efficiency_train import pretrained_exclude  # noqa: E402
+from _label_efficiency_finetune import steps_for  # noqa: E402
 
-from monai_cluster.data import make_synthetic_dermoscopy  # noqa: E402
-
-TINY = [
-    "--image-size", "32", "--seeds", "0", "1", "--pretrain-steps", "2", "--ae-steps", "2", "--pretrain-batch", "8",
-    "--finetune-steps", "4", "--finetune-batch", "4", "--eval-every", "2", "--eval-last", "2", "--log-every", "1",
-    "--save-every", "1", "--local-steps", "2", "--num-clusters", "2", "4", "--features", "4", "4", "8", "8", "16", "4", "--no-hd95",
-]
+RECORDS = ROOT / "benchmarks" / "records"
 #: two patients per ACDC pathology group (the group is given by the patient number)
 PATIENTS = (1, 2, 21, 22, 41, 42, 61, 62, 81, 82)
 
@@ -54,39 +50,6 @@ def _acdc_like(root: Path, patients=PATIENTS, size: int = 24, depth: int = 3) ->
     return root
 
 
-def test_stratified_split_takes_four_per_group():
-    names = [f"patient{i:03d}" for i in range(1, 101) if i % 10 not in (3, 4, 9)]  # 70 patients, 14 per group
-    strata = np.array([pathology_group(n) for n in names])
-    assert np.bincount(strata).tolist() == [14] * 5
-    train, test = stratified_split(strata, 20, seed=0)
-    assert np.bincount(strata[test]).tolist() == [4] * 5
-    assert len(train) == 50 and not set(train) & set(test)
-    again, other = stratified_split(strata, 20, seed=0)[1], stratified_split(strata, 20, seed=1)[1]
-    assert np.array_equal(test, again) and not np.array_equal(test, other)
-    # uneven: 7 from 5 groups of 14 -> the two extra picks go to two different groups
-    assert sorted(np.bincount(strata[stratified_split(strata, 7, seed=3)[1]])) == [1, 1, 1, 2, 2]
-    assert pathology_group("patient101_frame01.nii.gz") is None and pathology_group("patient100") == 4
-    with pytest.raises(ValueError, match="num_test"):
-        stratified_split(strata, 70, seed=0)
-
-
-def test_labeled_subset_is_seeded_stratified_and_named():
-    groups = np.repeat(np.arange(10), 3)
-    idx, units = le.labeled_subset(groups, 2, seed=3)
-    again, _ = le.labeled_subset(groups, 2, seed=3)
-    assert np.array_equal(idx, again) and len(idx) == 6 and len(units) == 2
-    strata = np.repeat(np.arange(5), 2)
-    for seed in range(5):
-        _, two = le.labeled_subset(groups, 2, seed, strata)
-        _, five = le.labeled_subset(groups, 5, seed, strata)
-        assert len(set(strata[two])) == 2 and sorted(strata[five]) == [0, 1, 2, 3, 4]
-        assert set(two) <= set(five)  # the round-robin draw is nested
-    with pytest.raises(ValueError, match="number of labeled units"):
-        le.labeled_subset(groups, 11, seed=0)
-    assert pretrained_exclude("simclr", "upcat_3") == ("final_conv", "upcat_4", "upcat_3", "upcat_2", "upcat_1")
-    assert pretrained_exclude("cluster_guided", "upcat_3") == ("final_conv", "upcat_2", "upcat_1")
-
-
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="--label-fraction"):
         le.parse_args(["--label-fraction", "1.5"])
@@ -98,101 +61,65 @@ def test_bad_arguments_are_named():
     assert steps_for(table, 2) == 300 and steps_for(table, 50) == 500
     with pytest.raises(ValueError, match="no entry for 8"):
         steps_for({2: 300}, 8)
+    with pytest.raises(ValueError, match="--epochs: the bundle pipeline budgets fine-tuning in steps"):
+        le.parse_args(["--dataset", "heart", "--epochs", "3"])
+    with pytest.raises(ValueError, match="--no-hd95: the bundles always score HD95"):
+        le.parse_args(["--dataset", "heart", "--no-hd95"])
+    # the records' settings are still parsed where only results are read
+    assert le.parse_args(["--dataset", "heart", "--epochs", "3", "--no-hd95", "--report-only"]).hd95 is False
 
 
-def test_metrics_per_structure_on_hand_made_maps():
-    truth = np.zeros((2, 8, 8), np.int64)
-    truth[:, 1:4, 1:4] = 1  # RV: 9 px per slice
-    truth[:, 5:7, 5:7] = 3  # LV: 4 px per slice; no myocardium anywhere
-    pred = truth.copy()
-    pred[:, 1, 1:4] = 0  # RV loses 3 of 9 -> Dice 2*6/(6+9) = 0.8
-    pred[1, 0, 0] = 2  # a false myocardium pixel in slice 1 only -> Dice 0 for the Myo of that volume
-    volume = np.array([0, 1])
-    m = segmentation_metrics(pred, truth, volume, ["RV", "Myo", "LV"], hd95=True)
-    assert m["dice_per_class"]["RV"] == pytest.approx(0.8)
-    assert m["dice_per_class"]["LV"] == pytest.approx(1.0)
-    assert m["dice_per_class"]["Myo"] == pytest.approx(0.0)  # defined in volume 1 only
-    assert m["dice"] == pytest.approx(np.mean([np.mean([0.8, 1.0]), np.mean([0.8, 0.0, 1.0])]))
-    assert m["hd95_per_class"]["LV"] == pytest.approx(0.0) and m["hd95_per_class"]["RV"] == pytest.approx(1.0)
-    assert m["hd95_per_class"]["Myo"] is None  # absent from the truth: no HD95
-    empty = segmentation_metrics(np.zeros_like(truth), truth, np.zeros(2), ["RV", "Myo", "LV"])
-    assert empty["dice"] == 0.0 and empty["hd95_per_class"]["RV"] == pytest.approx(np.sqrt(4 + 64 + 64))
-    with pytest.raises(ValueError, match="same shape|one shape"):
-        segmentation_metrics(pred[:1], truth, volume, ["RV", "Myo", "LV"])
+def test_pipeline_tensors_is_refused_naming_the_commit_that_holds_it():
+    with pytest.raises(ValueError, match=r"--pipeline tensors: the in-memory pipeline .* was removed.*cf400c9"):
+        le.parse_args(["--dataset", "heart", "--pipeline", "tensors"])
+    assert not hasattr(le.parse_args(["--dataset", "heart", "--pipeline", "bundles"]), "pipeline")
+    assert le.TENSORS_COMMIT == "cf400c9" and "git show cf400c9:benchmarks/_label_efficiency_train.py" in le.REMOVED
 
 
-def test_augmentation_moves_labels_with_images():
-    x = torch.zeros(4, 1, 16, 16)
-    x[:, :, 4:9, 3:12] = 1.0
-    y = (x[:, 0] > 0.5).long() * 2
-    gen = torch.Generator().manual_seed(0)
-    xa, ya = augment_pair(x, y, gen, "flip")
-    assert torch.equal((xa[:, 0] > 0.5).long() * 2, ya)  # flips alone: exact correspondence
-    xa, ya = augment_pair(x, y, torch.Generator().manual_seed(0), "full")
-    assert ya.dtype == torch.long and set(ya.unique().tolist()) <= {0, 2} and not torch.equal(ya, y)
-    same = augment_pair(x, y, torch.Generator().manual_seed(0), "full")
-    assert torch.equal(same[0], xa) and torch.equal(same[1], ya)  # one seed, one augmentation
-    with pytest.raises(ValueError, match="augmentation mode"):
-        augment_pair(x, y, gen, "elastic")
+#: the pieces of the ACDC comparison of 2026-12-04 (benchmarks/records/README.md: "Regenerate the heart table")
+HEART_64 = [
+    "--dataset", "heart", "--image-size", "64", "--heart-crop", "0.66", "--local-steps", "1000", "--ld-batch", "8",
+    "--ld-steps-factor", "0.5", "--num-labeled", "1", "2", "--pretrain-steps", "1000", "3000", "10000", "--methods",
+    "random", "simclr", "global_local", "cluster_guided", "cluster_guided_gd", "--seeds", *map(str, range(10)),
+    "--train-dir", "/work/shared/data/heart/acdc",  # the records' folder (read from no disk: only their hash)
+]  # fmt: skip
+HEART_64_PIECES = [*(f"le_heart_ft_n1_{m}.json" for m in ("cg", "cg10k", "gl", "random", "simclr")),
+                   *(f"le_heart_ft_n2_{m}.json" for m in ("random", "simclr", "gl", "cg", "cg1k", "cg10k", "cggd"))]
 
 
-def test_heart_split_keeps_patients_whole(tmp_path):
-    root = _acdc_like(tmp_path / "acdc")
-    data = load_heart(str(root), None, size=16, num_test=5, seed=0, crop=0.9)
-    assert len(data.info["test"]) == 5 and sorted(data.info["test_groups"]) == [0, 1, 2, 3, 4]
-    assert not set(data.info["test"]) & set(data.info["train"])
-    assert len(np.unique(data.test_volume)) == 10 and data.num_groups == 5  # both frames of each patient
-    assert data.train_strata.tolist() == sorted(pathology_group(n) for n in data.info["train"])
-    assert data.class_names == ["RV", "Myo", "LV"]
-    assert len(data.pretrain_volume) == len(data.train_x) and data.pretrain_num_slices.max() == 3
-    # with a test folder, every patient of the train folder is in the pool
-    held_out = _acdc_like(tmp_path / "test", patients=(3, 23))
-    both = load_heart(str(root), str(held_out), size=16, num_test=5, seed=0, crop=0.9)
-    assert both.num_groups == len(PATIENTS) and both.info["test"] == ["patient003", "patient023"]
-    with pytest.raises(ValueError, match="crop"):
-        load_heart(str(root), None, size=16, num_test=5, seed=0, crop=1.5)
+def test_the_in_memory_records_are_merged_and_reported_under_their_own_hash(tmp_path, capsys):
+    merge = [str(RECORDS / name) for name in HEART_64_PIECES]
+    result = le.main([*HEART_64, "--report-only", "--merge", *merge, "--out", str(tmp_path / "h.json"),
+                      "--plot", str(tmp_path / "h.png")])  # fmt: skip
+    committed = json.loads((RECORDS / "label_efficiency_heart_64.json").read_text())
+    assert "pipeline" not in result["config"] and result["config_hash"] == committed["config_hash"] == "8f7eae96559b"
+    assert len(result["runs"]) == len(committed["runs"]) == 119
+    rows = {(r["num_labeled"], r["variant"]): r for r in result["summary"]}
+    expected = {(r["num_labeled"], r["variant"]): r for r in committed["summary"]}
+    assert rows == expected  # the same statistics as the committed summary (rows in another order)
+    assert rows[(2, "cluster_guided@3000")]["dice_diff_to_random"]["mean"] == pytest.approx(0.0172, abs=5e-4)
+    assert "| 2 | cluster_guided@3000 | 10 |" in capsys.readouterr().out and (tmp_path / "h.png").is_file()
+    # the written report is read again by the next --report-only under the same hash
+    again = le.main([*HEART_64, "--report-only", "--out", str(tmp_path / "h.json")])
+    assert again["config_hash"] == "8f7eae96559b" and len(again["runs"]) == 119
 
 
-def test_learning_curve_writes_json_table_and_plot(tmp_path):
-    root = _acdc_like(tmp_path / "acdc")
-    out = tmp_path / "curve.json"
-    argv = ["--dataset", "heart", "--pipeline", "tensors", "--train-dir", str(root), "--num-test", "2", "--methods", "random",
-            "--learning-curve", "--val-patients", "3", "--curve-labeled", "1", "0", "--curve-steps", "4", "6",
-            "--curve-every", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
-    argv[argv.index("--seeds") + 1 : argv.index("--seeds") + 3] = ["0"]
-    result = le.main(argv)
-    assert len(result["validation"]["units"]) == 3
-    assert {(e["num_labeled"], e["budget"]) for e in result["curve"]} == {(1, 4), (1, 6), (5, 4), (5, 6)}
-    longest = [e for e in result["curve"] if e["budget"] == 6][0]
-    assert [e["step"] for e in longest["evals"]] == [2, 4, 6] and longest["dice_evals"] == [
-        round(e["dice"], 4) for e in longest["evals"][-2:]]
-    assert set(longest["dice_per_class"]) == {"RV", "Myo", "LV"}
-    table = out.with_suffix(".md").read_text()
-    assert "| 4 |" in table and "| 6 |" in table and "5 labeled" in table
-    assert out.with_suffix(".png").stat().st_size > 1000
-    assert json.loads(out.read_text())["config_hash"] == result["config_hash"]
-    with pytest.raises(ValueError, match="--methods random"):
-        le.main([*argv, "--methods", "random", "simclr"])
-
-
-def test_heart_random_end_to_end(tmp_path):
-    root = _acdc_like(tmp_path / "acdc")
-    out = tmp_path / "heart.json"
-    argv = ["--dataset", "heart", "--pipeline", "tensors", "--train-dir", str(root), "--num-test", "5", "--num-labeled", "1", "5",
-            "--methods", "random", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
-    argv[argv.index("--finetune-steps") + 1] = "1:4"
-    argv[argv.index("--finetune-steps") + 1 : argv.index("--finetune-steps") + 1] = ["5:6"]
-    result = le.main(argv)
-    runs = {(r["num_labeled"], r["seed"]): r for r in result["runs"]}
-    assert set(runs) == {(1, 0), (1, 1), (5, 0), (5, 1)}
-    assert runs[(1, 0)]["steps"] == 4 and runs[(5, 0)]["steps"] == 6
-    assert runs[(5, 0)]["labeled_units"] == runs[(5, 1)]["labeled_units"] == [0, 1, 2, 3, 4]
-    assert len(runs[(1, 0)]["labeled_patients"]) == 1 and runs[(1, 0)]["loaded_tensors"] == 0
-    rows = {r["num_labeled"]: r for r in result["summary"]}
-    assert set(rows[5]["dice_per_class"]) == {"RV", "Myo", "LV"} and rows[5]["dice"]["n"] == 2
-    table = le.format_table(result["summary"], "patients")
-    assert "| RV | Myo | LV |" in table and "| 5 | random | 2 |" in table
-    assert "Chaitanya" not in le.reference_line(result["summary"], "patients")  # no 2-patient setting
+def test_an_in_memory_record_is_not_rerun_nor_overwritten(tmp_path):
+    record = json.loads((RECORDS / "le_heart_ft_n2_random.json").read_text())
+    out = tmp_path / "n2_random.json"
+    shutil.copy(RECORDS / "le_heart_ft_n2_random.json", out)
+    argv = shlex.split(record["command"])[2:]
+    argv = [*argv[: argv.index("--out")], "--train-dir", record["config"]["train_dir"][0], "--out", str(out)]
+    refused = re.escape(str(out)) + r": the in-memory pipeline .* not rerun or extended.*cf400c9"
+    with pytest.raises(ValueError, match=refused):
+        le.main(argv)
+    with pytest.raises(ValueError, match=r"le_heart_ft_n2_random.json: the in-memory pipeline .*cf400c9"):
+        le.main([*argv[:-1], str(tmp_path / "new.json"), "--merge", str(RECORDS / "le_heart_ft_n2_random.json")])
+    with pytest.raises(ValueError, match=r"hash 8f7eae96559b\) is not these arguments'"):
+        le.main([*argv, "--report-only", "--eval-last", "3"])  # another configuration would overwrite it
+    assert json.loads(out.read_text()) == record  # refused before anything was written
+    reported = le.main([*argv, "--report-only"])
+    assert reported["config_hash"] == record["config_hash"] and reported["runs"] == record["runs"]
 
 
 def _t_interval(diffs) -> tuple[float, float, float, float]:
@@ -236,36 +163,6 @@ def test_summaries_pair_by_seed():
     assert "cluster_guided@10 − simclr@10" in le.format_pairwise(pairwise, "patients")
     line = le.reference_line(rows, "patients")
     assert "Chaitanya" in line and f"random {0.52 / 0.82:.1%}" in line  # mean of seed_base, without and with +0.3
-
-
-def test_dermoscopy_run_is_paired_and_resumable(tmp_path):
-    make_synthetic_dermoscopy(tmp_path / "derm", n=10, size=32, seed=0)
-    out = tmp_path / "out.json"
-    argv = ["--dataset", "dermoscopy", "--pipeline", "tensors", "--train-dir", str(tmp_path / "derm"), "--unlabeled-dir",
-            "--num-test", "4", "--num-labeled", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), *TINY]
-    result = le.main(argv)
-    runs = result["runs"]
-    assert len(runs) == 2 * len(le.METHODS)
-    for seed in (0, 1):
-        per = {r["method"]: r for r in runs if r["seed"] == seed}
-        assert set(per) == set(le.METHODS)
-        assert len({tuple(r["labeled_units"]) for r in per.values()}) == 1  # same labeled subset for every method
-        assert per["random"]["loaded_tensors"] == 0
-        assert 0 < per["simclr"]["loaded_tensors"] < per["cluster_guided"]["loaded_tensors"]
-        assert all(0.0 <= r["dice"] <= 1.0 and len(r["dice_evals"]) == 2 for r in per.values())
-        assert set(per["random"]["dice_per_class"]) == {"lesion"}
-    summary = {(r["num_labeled"], r["variant"]): r for r in result["summary"]}
-    diff = summary[(2, "cluster_guided@2")]["dice_diff_to_random"]
-    assert diff["n"] == 2 and diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
-    assert any(p["a"] == "cluster_guided@2" and p["b"] == "simclr@2" for p in result["pairwise"])
-    saved = json.loads(out.read_text())
-    assert saved["config_hash"] == result["config_hash"]
-    assert saved["pretrain"]["pseudo_classes"]["num_clusters"] == [2, 4]
-    windows = saved["pretrain"]["cluster_guided"]["stage1"]["windows"]
-    assert windows[-1]["step"] == 2 and "local" in windows[-1] and "acc" in windows[-1]
-    # a second call reuses checkpoints and finished runs: the same numbers, nothing retrained
-    again = le.main(argv)
-    assert [r["dice"] for r in again["runs"]] == [r["dice"] for r in runs]
 
 
 def test_plot_paired_writes_one_panel_per_setting(tmp_path):

@@ -1,4 +1,5 @@
-"""Toy-size tests of the ACDC protocol through the bundles (``label_efficiency.py --dataset heart``)."""
+"""Toy-size tests of the label-efficiency protocols through the bundles (``label_efficiency.py``, ACDC and
+dermoscopy): paired runs, semi-supervised variants, and the validation learning curves."""
 
 from __future__ import annotations
 
@@ -82,9 +83,7 @@ def test_bundle_pipeline_refuses_what_it_cannot_run(tmp_path):
     leb.check_bundle_args(le.parse_args([*base, "--learning-curve", "--methods", "random"]))  # runs now
     with pytest.raises(ValueError, match="--epochs"):
         leb.check_bundle_args(le.parse_args([*base, "--epochs", "3"]))
-    with pytest.raises(ValueError, match="--learning-curve runs through the bundles for --dataset heart"):
-        le.parse_args(["--dataset", "dermoscopy", "--learning-curve", "--methods", "random"])
-    assert le.parse_args(["--dataset", "dermoscopy"]).pipeline == "bundles"
+    assert le.parse_args(["--dataset", "dermoscopy", "--learning-curve", "--methods", "random"]).learning_curve
     with pytest.raises(ValueError, match=r"--methods \['local_discrimination'\] have no bundle pretraining for --dataset dermoscopy"):
         le.parse_args(["--dataset", "dermoscopy", "--methods", "random", "local_discrimination"])
 
@@ -159,12 +158,27 @@ def test_semi_supervised_variants_run_through_the_bundle_options_paired_by_seed(
 
 
 def test_semi_supervised_variants_are_refused_where_they_cannot_run(tmp_path):
-    with pytest.raises(ValueError, match="--semi-supervised"):
-        le.parse_args(["--dataset", "dermoscopy", "--pipeline", "tensors", "--semi-supervised", "copy_paste"])
     base = ["--dataset", "heart", "--train-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
             "--out", str(tmp_path / "o.json"), "--methods", "random"]  # fmt: skip
     with pytest.raises(ValueError, match="ema_decay"):
         le.parse_args([*base, "--semi-supervised", "mean_teacher", "--ema-decay", "1.5"])
+
+
+def _with(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with the value after ``flag`` replaced by ``value``."""
+    i = argv.index(flag) + 1
+    return [*argv[:i], value, *argv[i + 1 :]]
+
+
+def _assert_curve_resumes(argv: list[str], module, monkeypatch, entries: int) -> None:
+    """A second ``--learning-curve`` call keeps the ``entries`` finished runs and trains none (``module.run_bundle``
+    refuses)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished curve run was trained again")
+
+    monkeypatch.setattr(module, "run_bundle", refuse)
+    assert len(le.main(argv)["curve"]) == entries
 
 
 CURVE_TOY = [
@@ -198,13 +212,9 @@ def test_learning_curve_runs_through_the_bundle_on_validation_patients_only(tmp_
     md = (tmp_path / "c.md").read_text()
     assert all(name in md for name in val) and (tmp_path / "c.png").is_file()
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("a finished curve run was trained again")
-
-    monkeypatch.setattr(leb, "run_bundle", refuse)
-    assert len(le.main(argv)["curve"]) == 4
+    _assert_curve_resumes(argv, leb, monkeypatch, entries=4)
     with pytest.raises(ValueError, match="--val-patients 5 leaves no pool patient"):
-        le.main([*argv[:argv.index("--val-patients") + 1], "5", *argv[argv.index("--val-patients") + 2:]])
+        le.main(_with(argv, "--val-patients", "5"))
 
 
 DERM_TOY = [
@@ -249,6 +259,61 @@ def test_dermoscopy_runs_through_the_bundles_paired_by_seed(tmp_path, monkeypatc
 
     monkeypatch.setattr(ldb, "run_bundle", refuse)
     assert len(le.main(argv)["runs"]) == 4
+
+
+DERM_CURVE_TOY = [
+    "--dataset", "dermoscopy", "--image-size", "32", "--num-test", "2", "--methods", "random", "--learning-curve",
+    "--val-patients", "3", "--curve-labeled", "2", "0", "--curve-steps", "4", "6", "--curve-every", "2", "--seeds",
+    "0", "--finetune-batch", "2", "--eval-every", "1", "--eval-last", "2", "--features", "4", "4", "8", "8", "16", "4",
+]  # fmt: skip
+
+
+def test_dermoscopy_learning_curve_runs_through_the_bundle_on_validation_images_only(tmp_path, monkeypatch, capsys):
+    import _label_efficiency_dermoscopy_bundles as ldb
+
+    from monai_cluster.data import make_synthetic_dermoscopy
+
+    make_synthetic_dermoscopy(tmp_path / "derm", n=10, size=32, seed=0)
+    out = tmp_path / "dc.json"
+    argv = [*DERM_CURVE_TOY, "--train-dir", str(tmp_path / "derm"), "--unlabeled-dir", "--out", str(out),
+            "--work-dir", str(tmp_path / "w")]  # fmt: skip
+    passed = []
+    run_bundle = ldb.run_bundle
+    monkeypatch.setattr(ldb, "run_bundle", lambda *a, **kw: passed.append(kw) or run_bundle(*a, **kw))
+    result = le.main(argv)
+    assert result["config"]["pipeline"] == "bundles" and result["config"]["val_patients"] == 3
+    curve = {(e["num_labeled"], e["budget"]): e for e in result["curve"]}
+    assert set(curve) == {(2, 4), (2, 6), (5, 4), (5, 6)}  # 0 = the rest: 8 pool images - 3 validation
+    val, test = set(result["validation"]["names"]), set(result["data"]["test_images"])
+    assert len(val) == 3 and len(test) == 2 and not val & test and val <= set(result["data"]["pool_images"])
+    datalist = json.loads((tmp_path / "w" / "split" / "curve.json").read_text())
+    assert {Path(item["image"]).name for item in datalist["validation"]} == val and len(datalist["training"]) == 5
+    assert not {Path(item["image"]).name for item in datalist["training"]} & (val | test)
+    assert all(kw["datalist"] == str(tmp_path / "w" / "split" / "curve.json") and kw["eval_curve_every"] == 2
+               and kw["use_pretrained"] is False for kw in passed) and len(passed) == 4  # fmt: skip
+    for (n, budget), e in curve.items():
+        assert len(e["labeled_images"]) == n and not set(e["labeled_images"]) & val
+        assert e["test_images"] == 3 and e["validation_images"] == result["validation"]["names"]
+        assert e["evaluated_steps"] == [budget - 1, budget]
+        assert [v["step"] for v in e["evals"]] == sorted({*range(2, budget + 1, 2), budget - 1, budget})
+        scored = [v["dice"] for v in e["evals"] if v["step"] in e["evaluated_steps"]]
+        assert e["dice"] == pytest.approx(sum(scored) / len(scored))  # the curve's extra steps are not averaged
+        assert e["dice_per_class"] == {"lesion": e["dice"]} and e["epochs"] == pytest.approx(budget * 2 / n, abs=0.05)
+    assert curve[(2, 4)]["labeled_images"] != curve[(5, 4)]["labeled_images"]
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("Validation images:") and "2 labeled" in md and "5 labeled" in md
+    assert out.with_suffix(".png").is_file()
+    # --choose-steps reads it as it reads the heart curve: the shortest budget within 0.005 of the best
+    means = {b: curve[(5, b)]["dice"] for b in (4, 6)}
+    few = {b: curve[(2, b)]["dice"] for b in (4, 6)}
+    expect = [min(b for b in (4, 6) if d[b] >= max(d.values()) - 0.005) for d in (few, means)]
+    capsys.readouterr()
+    chosen = le.main(["--dataset", "dermoscopy", "--choose-steps", str(out)])["finetune_steps"]
+    assert chosen == ["1:%d" % expect[0], "2:%d" % expect[0], "5:%d" % expect[1], str(expect[1])]
+
+    _assert_curve_resumes(argv, ldb, monkeypatch, entries=4)
+    with pytest.raises(ValueError, match="--val-patients 8 must leave a pool image to label"):
+        le.main(_with(argv, "--val-patients", "8"))
 
 
 def test_the_pre_registered_rule_chooses_the_shortest_budget_near_the_best(tmp_path, capsys):

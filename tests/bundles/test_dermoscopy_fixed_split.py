@@ -1,5 +1,6 @@
 """The dermoscopy bundle's fixed-split options at toy size: ``datalist``, ``fov_dir``, ``crop_size``, step budget,
-scoring at chosen steps, ``pretrained_exclude``; each bad value refused naming the option."""
+scoring at chosen steps, the learning curve (``eval_curve_every``), ``pretrained_exclude``; each bad value refused
+naming the option."""
 
 from __future__ import annotations
 
@@ -73,6 +74,19 @@ def test_fixed_split_crops_step_budget_and_scoring_within_the_fov(fixed_split, t
     assert record["crop_size"] == 32 and record["max_steps"] == 5 and record["optimizer_name"] == "Adam"
 
 
+def test_eval_curve_every_records_the_curve_without_scoring_it(fixed_split, tmp_path):
+    _run(tmp_path, **_settings(fixed_split, max_steps=6, eval_every_steps=1, eval_last=2, eval_curve_every=2))
+    metrics = json.loads((tmp_path / "eval_steps" / "metrics.json").read_text())
+    steps = {s: json.loads((tmp_path / "eval_steps" / f"step_{s}.json").read_text()) for s in (2, 4, 5, 6)}
+    assert sorted(int(p.stem[5:]) for p in (tmp_path / "eval_steps").glob("step_*.json")) == [2, 4, 5, 6]
+    assert metrics["steps"] == [5, 6]  # the scored steps alone are averaged, the curve's 2 and 4 are not
+    assert metrics["mean_dice"] == pytest.approx(np.mean([steps[5]["mean_dice"], steps[6]["mean_dice"]]))
+    assert [e["step"] for e in metrics["evaluations"]] == [2, 4, 5, 6]
+    assert [e["mean_dice"] for e in metrics["evaluations"]] == pytest.approx([steps[s]["mean_dice"] for s in steps])
+    record = json.loads((tmp_path / "models" / "run_settings.json").read_text())["stages"]["train"]
+    assert "eval_curve_every" not in record  # changes no weight: not a run setting
+
+
 def test_pretrained_exclude_keeps_the_decoder_at_the_seed(fixed_split, tmp_path):
     from monai.networks.nets import BasicUNet
 
@@ -92,7 +106,9 @@ def test_pretrained_exclude_keeps_the_decoder_at_the_seed(fixed_split, tmp_path)
     [({"crop_size": 64}, "'crop_size'"), ({"fov_dir": "/no/such/folder"}, "'fov_dir'"),
      ({"datalist": "/no/such.json"}, "'datalist'"), ({"max_steps": 4, "eval_every_steps": 2, "eval_last": 3},
                                                      "'eval_every_steps'"),
-     ({"pretrained_exclude": 3}, "'pretrained_exclude'"), ({"max_steps": 0}, "'max_steps'")],
+     ({"pretrained_exclude": 3}, "'pretrained_exclude'"), ({"max_steps": 0}, "'max_steps'"),
+     ({"max_steps": 4, "eval_curve_every": 2}, "'eval_curve_every' (--eval_curve_every 2) records a learning curve"),
+     ({"eval_curve_every": 0}, "'eval_curve_every'")],
 )
 def test_bad_options_are_refused_naming_them(fixed_split, tmp_path, override, message):
     with pytest.raises(Exception) as info:

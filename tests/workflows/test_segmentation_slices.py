@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +22,6 @@ from monai_cluster.workflows.segmentation_slices import (
 from monai_cluster.workflows.segmentation_slices_eval import evaluate_volumes, volume_metrics
 
 REPO = Path(__file__).resolve().parents[2]
-ACDC = Path(os.environ.get("MONAI_CLUSTER_DATA", REPO.parent / "shared" / "data")) / "heart" / "acdc"
 
 
 def _acdc_like(numbers) -> list[dict]:
@@ -74,22 +72,20 @@ def test_selection_without_groups_and_its_errors():
         select_patients(table, num_val_patients=4)
 
 
-@pytest.mark.skipif(not (ACDC / "images").is_dir(), reason=f"ACDC volumes not found under {ACDC}")
-def test_selection_is_the_acdc_benchmarks():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from _label_efficiency_data import _strata, labeled_subset, stratified_split
-
-    from monai_cluster.data import list_image_mask_pairs
-
-    table = patient_table(list_image_mask_pairs(ACDC))
-    names = table["names"]
-    train, test = stratified_split(_strata(names), 20, 0)
-    pool = [names[i] for i in train]
-    for seed in (0, 3):
-        chosen = select_patients(table, num_val_patients=20, num_labeled=2, seed=seed, split_seed=0)
-        assert chosen["val"] == [names[i] for i in test]
-        _, units = labeled_subset(np.arange(len(pool)), 2, seed, _strata(pool))
-        assert chosen["labeled"] == [pool[u] for u in units]
+@pytest.mark.parametrize("record", ["le_heart_ft_n1_random.json", "le_heart_ft_n2_random.json"])
+def test_selection_is_the_one_of_the_acdc_records(record):
+    """The bundle holds out the test patients and labels the patients of the 2026-12-04 records (measured by the
+    removed in-memory pipeline) for every seed: the same 70 ACDC patients, ``split_seed`` 0, 20 held out."""
+    record = json.loads((REPO / "benchmarks" / "records" / record).read_text())
+    names = record["data"]["train"] + record["data"]["test"]
+    table = patient_table(_acdc_like(sorted(int(name.removeprefix("patient")) for name in names)))
+    assert table["names"] == sorted(names) and len(names) == 70
+    for run in record["runs"]:
+        chosen = select_patients(table, num_val_patients=20, num_labeled=run["num_labeled"], seed=run["seed"],
+                                 split_seed=0)  # fmt: skip
+        assert chosen["val"] == record["data"]["test"] and chosen["pool"] == record["data"]["train"]
+        assert chosen["labeled"] == run["labeled_patients"] and len(chosen["labeled"]) == run["num_labeled"]
+    assert len({tuple(run["labeled_patients"]) for run in record["runs"]}) > 5  # the seeds draw other patients
 
 
 # ------------------------------------------------------------------------------------------------------ options
