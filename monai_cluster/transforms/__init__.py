@@ -1,7 +1,7 @@
 """MONAI-style array and dictionary transforms: multi-view augmentation, recorded crops, pseudo-classes, partitions,
 slices and percentile intensity scaling."""
 
-from .compose import NoMetaCompose
+from .compose import NoMetaCompose, NoMetaRandomCompose, first_random_index
 from .copy_paste import (
     RandCopyPaste,
     RandCopyPasted,
@@ -62,6 +62,7 @@ __all__ = [
     "LocalDiscriminationViewsDict",
     "MultiView",
     "NoMetaCompose",
+    "NoMetaRandomCompose",
     "MultiViewd",
     "MultiViewD",
     "MultiViewDict",
@@ -107,6 +108,7 @@ __all__ = [
     "identity_geometry",
     "map_points",
     "find_spatial_transforms",
+    "first_random_index",
     "undo_flip_rot90",
     "view_key",
 ]

@@ -15,7 +15,7 @@ def run_and_check_teacher(workflow, trainer, ckpt_dir: Path) -> dict[str, torch.
     the newest checkpoint in ``ckpt_dir`` holds that teacher (its step and every tensor). Returns the teacher's
     state."""
     losses: list[float] = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     workflow.run()
     workflow.finalize()
     assert losses and all(torch.isfinite(torch.tensor(losses)))

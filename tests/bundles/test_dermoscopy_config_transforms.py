@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from monai.transforms import Compose, Lambda
+from monai.transforms import Activationsd, AsDiscreted, Compose, Lambda
 from PIL import Image
 
+from monai_cluster.transforms import NoMetaRandomCompose
 from monai_cluster.workflows.segmentation_transforms import dermoscopy_transforms, restrict_to_fov
 from monai_cluster.workflows.semi_supervised import unlabeled_transforms
 
@@ -78,10 +79,12 @@ def test_validation_chain_is_the_function(sample, tmp_path, fov):
     assert_same_chains(merged.get_parsed_content("validate#preprocessing"), old, {key: sample[key] for key in keys})
 
 
-def test_validation_postprocessing_is_the_train_one_restricted_to_the_fov(tmp_path):
+def test_validation_postprocessing_is_the_per_sample_one_restricted_to_the_fov(tmp_path):
+    """The evaluator's chain: per decollated sample, softmax, argmax and one-hot, then the field of view (the
+    trainer's chain works on the whole batch instead, see ``test_cheap_training_step.py``)."""
     new = _parsed("train.json", "validate#postprocessing", tmp_path)
-    train = _parsed("train.json", "train#postprocessing", tmp_path)
-    old = Compose(list(train.transforms) + [Lambda(restrict_to_fov)])
+    per_sample = [Activationsd("pred", softmax=True), AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=2)]
+    old = Compose(per_sample + [Lambda(restrict_to_fov)])
     pred = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0))
     label = (torch.arange(30).reshape(1, 6, 5) % 3 == 0).float()
     fov = (torch.arange(30).reshape(1, 6, 5) < 18).float()
@@ -100,7 +103,8 @@ def test_inference_chain_is_the_function(sample, tmp_path):
 def test_unlabeled_chain_draws_as_the_function(sample, tmp_path, fov):
     overrides = {"image_size": 32, "fov_dir": str(sample["root"] / "fov_dir") if fov else None}
     new = _parsed("train.json", "unlabeled#preprocessing", tmp_path, **overrides)
-    old = unlabeled_transforms("dermoscopy", 32)
+    assert isinstance(new, NoMetaRandomCompose) and new.first_random == 1  # flips untracked, plain tensors out
+    old = NoMetaRandomCompose(unlabeled_transforms("dermoscopy", 32).transforms)  # the function's chain, run alike
     outputs = []
     for seed in SEEDS:
         outputs += assert_same_chains(new, old, {"image": sample["image"]}, draws=4, seed=seed)

@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     start = {k: v.clone() for k, v in network.state_dict().items()}
     trainer = workflow.parser.get_parsed_content("train#trainer")
     losses = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     workflow.run()
     workflow.finalize()
     data = workflow.parser.get_parsed_content("data")
