@@ -359,8 +359,8 @@ def slice_segmentation_transforms(
     The deterministic part is the pretraining overlay's slice chain
     (:func:`~monai_cluster.workflows.slice_base_transforms` with the label: same intensity scaling, crop and grid,
     so pretrained weights see the slices they were trained on). ``"train"`` with ``augment`` adds the ACDC
-    protocol's augmentation: flips of both axes, an affine (rotation up to 15 degrees, scale 0.85-1.15, shift up to
-    5% of the side; labels nearest neighbour, background brought in), gamma 0.7-1.5, intensity scale and shift,
+    protocol's augmentation: flips of both axes, an affine (rotation up to 15 degrees, scale 0.85-1.15 drawn for
+    each axis, shift up to 5% of the side; labels nearest neighbour, background brought in), gamma 0.7-1.5, intensity scale and shift,
     and Gaussian noise. ``"unlabeled"`` is the weak view of the unlabelled slices of semi-supervised fine-tuning
     (:mod:`~monai_cluster.workflows.segmentation_slices_semi`): the same chain without a label and, with
     ``augment``, random flips of both axes (the trainer makes the strong view from it, voxel-aligned).
@@ -389,7 +389,7 @@ def slice_segmentation_transforms(
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandFlipd(keys, prob=0.5, spatial_axis=1),
             RandAffined(
-                keys, prob=1.0, rotate_range=math.pi / 12, scale_range=0.15,
+                keys, prob=1.0, rotate_range=math.pi / 12, scale_range=(0.15, 0.15),
                 translate_range=[0.05 * s for s in size], mode=["bilinear", "nearest"], padding_mode="zeros",
             ),  # fmt: skip
             RandAdjustContrastd("image", prob=1.0, gamma=(0.7, 1.5)),

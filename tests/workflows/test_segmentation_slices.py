@@ -18,6 +18,7 @@ from monai_cluster.workflows.segmentation_slices import (
     check_segmentation_slice_options,
     patient_table,
     select_patients,
+    slice_segmentation_transforms,
 )
 from monai_cluster.workflows.segmentation_slices_eval import evaluate_volumes, volume_metrics
 
@@ -251,3 +252,40 @@ def test_training_grid_dice_scores_the_same_prediction_against_the_resampled_lab
     means = [np.mean([r["dice_training_grid"][f"class{c}"] for r in summary["volumes"]]) for c in (1, 2, 3)]
     assert summary["mean_dice_training_grid"] == pytest.approx(np.mean(means))
     assert summary["mean_dice_training_grid"] != pytest.approx(summary["mean_dice"], abs=1e-3)  # two grids, two scores
+
+
+def _affine_extents(chain, draws: int = 120) -> tuple[float, float]:
+    """Spread (standard deviation, pixels) of the height and the width of a centred square after ``chain``'s affine."""
+    from monai.transforms import RandAffined
+
+    affine = next(t for t in chain.transforms if isinstance(t, RandAffined))
+    affine.set_random_state(0)
+    square = torch.zeros(1, 64, 64)
+    square[0, 22:42, 22:42] = 1
+    heights, widths = [], []
+    for _ in range(draws):
+        out = torch.as_tensor(affine({"image": square.clone(), "label": square.clone()})["label"])[0] > 0.5
+        heights.append(int(out.any(1).sum()))
+        widths.append(int(out.any(0).sum()))
+    return float(np.std(heights)), float(np.std(widths))
+
+
+def test_training_affine_scales_both_axes_in_the_function_and_the_config():
+    """The ACDC protocol's scale 0.85-1.15 applies to both axes of a slice. MONAI's ``RandAffined`` reads a single
+    ``scale_range`` number as the first axis only (it pads the others with 1), which stretched the height alone;
+    with rotation off the width must vary as much as the height, in the function and in the bundle's config."""
+    from monai.bundle import ConfigParser
+
+    chain = slice_segmentation_transforms("train", (64, 64), augment=True)
+    for t in chain.transforms:
+        if type(t).__name__ == "RandAffined":
+            t.rand_affine.rand_affine_grid.rotate_range = ()  # rotation mixes the axes; measure the scale alone
+    height, width = _affine_extents(chain)
+    assert height > 1.0 and width > 1.0, (height, width)
+    assert 0.5 < width / height < 2.0, (height, width)
+
+    root = Path(__file__).resolve().parents[2] / "bundles" / "heart_ct_segmentation" / "configs"
+    config = ConfigParser()
+    config.read_config([str(root / "train.json"), str(root / "train_slices.json")])
+    entry = next(t for t in config["train#preprocessing"]["transforms"] if t["_target_"] == "RandAffined")
+    assert list(entry["scale_range"]) == [0.15, 0.15]
