@@ -360,8 +360,8 @@ def slice_segmentation_transforms(
     (:func:`~monai_cluster.workflows.slice_base_transforms` with the label: same intensity scaling, crop and grid,
     so pretrained weights see the slices they were trained on). ``"train"`` with ``augment`` adds the ACDC
     protocol's augmentation: flips of both axes, an affine (rotation up to 15 degrees, scale 0.85-1.15 drawn for
-    each axis, shift up to 5% of the side; labels nearest neighbour, background brought in), gamma 0.7-1.5, intensity scale and shift,
-    and Gaussian noise. ``"unlabeled"`` is the weak view of the unlabelled slices of semi-supervised fine-tuning
+    each axis, shift up to 5% of the side; labels nearest neighbour, background brought in), gamma 0.7-1.5,
+    intensity scale and shift, and Gaussian noise. ``"unlabeled"`` is the weak view of the unlabelled slices of semi-supervised fine-tuning
     (:mod:`~monai_cluster.workflows.segmentation_slices_semi`): the same chain without a label and, with
     ``augment``, random flips of both axes (the trainer makes the strong view from it, voxel-aligned).
 
