@@ -194,13 +194,14 @@ def unlabeled_transforms(
 
     Returns:
         a ``Compose`` mapping ``{"image": path}`` to ``image`` ``(C, *size)`` float (a list of ``num_samples``
-        such dicts for ``"heart"``).
+        such dicts for ``"heart"``). Its steps form one flat list, the deterministic ones first, so a
+        ``CacheDataset`` caches the loaded and scaled image (a nested ``Compose`` counts as random to it).
     """
     kind = check_choice(kind, "kind", ["dermoscopy", "heart"])
     if kind == "dermoscopy":
         return Compose(
             [
-                dermoscopy_transforms("val", size),
+                *dermoscopy_transforms("val", size).transforms,
                 RandFlipd("image", prob=0.5, spatial_axis=0),
                 RandFlipd("image", prob=0.5, spatial_axis=1),
                 RandRotate90d("image", prob=0.5, max_k=3),
@@ -209,7 +210,7 @@ def unlabeled_transforms(
     roi = [size] * 3 if isinstance(size, int) else list(size)
     return Compose(
         [
-            heart_transforms("val", roi, num_classes, intensity, ct_window),
+            *heart_transforms("val", roi, num_classes, intensity, ct_window).transforms,
             SpatialPadd("image", spatial_size=roi),
             RandSpatialCropSamplesd("image", roi_size=roi, num_samples=num_samples, random_size=False),
             EnsureTyped("image", track_meta=False),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
+from monai.transforms import Compose, SpatialPad
 
 from monai_cluster.engines import SemiSupervisedTrainer
 from monai_cluster.workflows.segmentation_bundle import bundle_workflow
@@ -59,6 +60,28 @@ def test_method_trains_with_the_unlabelled_pool_and_checkpoints_the_teacher(kind
     assert any(not torch.equal(teacher[k], start[k]) for k in start)  # the teacher moved ...
     assert any(not torch.equal(teacher[k], student[k]) for k in start)  # ... and is not the student
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("kind", ["dermoscopy", "heart"])
+def test_unlabelled_images_are_loaded_and_scaled_once_into_the_cache(kind, tmp_path):
+    """The unlabelled chain is the validation steps followed by the random ones in one flat list, so
+    ``CacheDataset`` caches the loaded, scaled (and resized or padded) image; a nested ``Compose`` counts as random
+    to MONAI's cache, which then cached nothing and re-read every image at every step."""
+    parser = _workflow(kind, tmp_path, semi_supervised="mean_teacher", epochs=1).parser
+    chain = parser.get_parsed_content("unlabeled#preprocessing")
+    assert not any(isinstance(t, Compose) for t in chain.transforms)
+    dataset = parser.get_parsed_content("unlabeled#dataset")
+    item = parser.get_parsed_content("unlabeled#data")[0]
+    validate = parser.get_parsed_content("validate#preprocessing")
+    expected = validate({"image": item["image"]})["image"]
+    if kind == "heart":  # the padding to the crop size is deterministic and cached as well
+        expected = SpatialPad(parser.get_parsed_content("options")["roi_size"])(expected)
+    cached = dataset._cache[0]["image"]
+    assert isinstance(cached, torch.Tensor) and cached.dtype == torch.float32
+    assert cached.shape == expected.shape and torch.equal(torch.as_tensor(cached), torch.as_tensor(expected))
+    sample = dataset[0]
+    sample = sample[0] if isinstance(sample, list) else sample  # the 3D chain crops num_samples patches
+    assert sample["image"].ndim == (3 if kind == "dermoscopy" else 4)
 
 
 def test_default_is_supervised_and_builds_nothing_unlabelled(tmp_path):
