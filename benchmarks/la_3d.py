@@ -10,7 +10,11 @@ pre-registered", issue 22). Every run is a bundle run built from the bundle's ow
   those weights or from scratch (``random``), the labeled volumes drawn by the bundle (``num_labeled``,
   ``seed``) from the pool of the split's datalist;
 - scoring: the same bundle's ``evaluate.json`` on the datalist's ``"validation"`` (test) volumes: Dice,
-  Jaccard, HD95 and ASD, the distances in mm (``metric_spacing``).
+  Jaccard, HD95 and ASD, the distances in mm (``metric_spacing``);
+- semi-supervised fine-tuning (issue 23; ``--semi-supervised mean_teacher copy_paste``): the same fine-tuning with
+  the bundle's ``semi_supervised`` option at its default settings, the unlabelled volumes the bundle's default (the
+  pool volumes the seed left without a label, never a test volume); a run is keyed ``method+semi/n8/s0`` beside
+  the labeled-only ``method/n8/s0`` and paired with it by seed.
 
 This script keeps only the protocol: the fixed split (written once as a datalist), the seeds and their pairing,
 the statistics (:func:`_stats.mean_ci`), the tables and a per-seed plot. Results (JSON) are resumable: a finished
@@ -51,7 +55,8 @@ for _p in (str(REPO), str(Path(__file__).resolve().parent)):
 from _label_efficiency_plots import plot_paired  # noqa: E402
 from _stats import mean_ci  # noqa: E402
 
-__all__ = ["PROTOCOL", "PROTOCOL_GPU", "fine_tune", "format_report", "main", "pretrain", "summarize", "write_split"]
+__all__ = ["PROTOCOL", "PROTOCOL_GPU", "SEMI_METHODS", "fine_tune", "format_report", "main", "pretrain", "summarize",
+           "variant_name", "write_split"]
 
 PRETRAIN_BUNDLE = REPO / "bundles" / "cluster_contrastive_pretrain"
 HEART_BUNDLE = REPO / "bundles" / "heart_ct_segmentation"
@@ -119,6 +124,13 @@ TOY = {
     },
     "finetune_epochs": {"2": 1, "all": 1},
 }
+#: the bundle's semi-supervised methods (``none``: labeled-only fine-tuning)
+SEMI_METHODS = ("none", "mean_teacher", "copy_paste")
+
+
+def variant_name(method: str, semi: str = "none") -> str:
+    """``method`` for labeled-only fine-tuning, ``method+semi`` with a semi-supervised method."""
+    return method if semi == "none" else f"{method}+{semi}"
 
 
 def _data_root() -> Path:
@@ -194,10 +206,11 @@ def pretrain(method: str, args: argparse.Namespace, protocol: dict, split_path: 
 
 
 def fine_tune(method: str, seed: int, labeled: str, args: argparse.Namespace, protocol: dict, split_path: Path,
-              weights: str | None) -> dict:  # fmt: skip
-    """Fine-tune ``heart_ct_segmentation`` (``labeled``: a count or ``"all"``) from ``weights`` (``None``: random)
-    and score its final weights with ``evaluate.json`` on the test volumes; returns the run's record."""
-    root = args.work_dir / f"ft_{method}_n{labeled}_s{seed}"
+              weights: str | None, semi: str = "none") -> dict:  # fmt: skip
+    """Fine-tune ``heart_ct_segmentation`` (``labeled``: a count or ``"all"``) from ``weights`` (``None``: random),
+    with the bundle's ``semi_supervised`` method ``semi`` unless it is ``"none"``, and score its final weights with
+    ``evaluate.json`` on the test volumes; returns the run's record."""
+    root = args.work_dir / f"ft_{variant_name(method, semi)}_n{labeled}_s{seed}"
     if root.exists():  # a stopped fine-tuning is redone from the start (it is short); only ours live here
         shutil.rmtree(root)
     epochs = protocol["finetune_epochs"][labeled]
@@ -214,8 +227,11 @@ def fine_tune(method: str, seed: int, labeled: str, args: argparse.Namespace, pr
     }
     if weights is not None:
         overrides["pretrained_path"] = weights
+    if semi != "none":
+        overrides["semi_supervised"] = semi
     train_wf, train_wall = _timed_bundle(HEART_BUNDLE, ("train.json",), root, **overrides)
     labeled_keys = [item["key"] for item in train_wf.parser.get_parsed_content("data")["train"]]
+    unlabeled_keys = [str(item["image"]) for item in train_wf.parser.get_parsed_content("unlabeled#data")]
     transfer = root / "models" / "pretrained_transfer.json"
     del train_wf
     eval_overrides = {k: v for k, v in overrides.items() if k != "pretrained_path"}
@@ -224,10 +240,13 @@ def fine_tune(method: str, seed: int, labeled: str, args: argparse.Namespace, pr
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     return {
         "method": method,
+        "semi_supervised": semi,
+        "variant": variant_name(method, semi),
         "seed": seed,
         "labeled": labeled,
         "num_labeled": len(labeled_keys),
         "labeled_keys": labeled_keys,
+        "num_unlabeled": len(unlabeled_keys),
         "epochs": epochs,
         "dice": metrics["mean_dice"],
         "jaccard": metrics["mean_jaccard"],
@@ -249,20 +268,36 @@ def _fmt(summary: dict, digits: int = 3) -> str:
     return f"{summary['mean']:.{digits}f}{sd}"
 
 
+def _variant(run: dict) -> str:
+    return run.get("variant") or run["method"]  # records from before --semi-supervised hold no variant
+
+
+def _variant_order(variant: str) -> tuple[int, int]:
+    method, _, semi = variant.partition("+")
+    return METHODS.index(method), SEMI_METHODS.index(semi or "none")
+
+
 def summarize(runs: list[dict], reference: str = "random") -> dict:
-    """Per (labeled, method): mean, sd and interval of each score over seeds; per pretrained method, the paired
-    differences (method minus ``reference``, same seed) of every score, and cluster-guided minus SimCLR."""
+    """Per (labeled, variant): mean, sd and interval of each score over seeds; the paired differences (same seed)
+    of every score: each pretrained method minus ``reference`` and cluster-guided minus SimCLR (labeled-only, with
+    the goal of the protocol: at least +0.03 Dice, interval above 0), each semi-supervised variant minus the
+    labeled-only ``reference``, and each pretrained semi-supervised variant minus the same method from
+    ``reference``."""
     out: dict = {"methods": {}, "paired": {}}
     for labeled in sorted({r["labeled"] for r in runs}):
         at = [r for r in runs if r["labeled"] == labeled]
-        for method in [m for m in METHODS if any(r["method"] == m for r in at)]:
-            rows = [r for r in at if r["method"] == method]
-            out["methods"][f"{method}/n{labeled}"] = {
-                "labeled": labeled, "method": method, "seeds": sorted(r["seed"] for r in rows),
+        variants = sorted({_variant(r) for r in at}, key=_variant_order)
+        for variant in variants:
+            rows = [r for r in at if _variant(r) == variant]
+            out["methods"][f"{variant}/n{labeled}"] = {
+                "labeled": labeled, "method": variant, "seeds": sorted(r["seed"] for r in rows),
                 **{k: mean_ci([r[k] for r in rows]) for k in ("dice", "jaccard", "hd95_mm", "asd_mm")},
             }  # fmt: skip
-        by = {(r["method"], r["seed"]): r for r in at}
+        by = {(_variant(r), r["seed"]): r for r in at}
         pairs = [(m, reference) for m in ("simclr", "cluster_guided")] + [("cluster_guided", "simclr")]
+        for semi in SEMI_METHODS[1:]:
+            pairs += [(variant_name(reference, semi), reference)]
+            pairs += [(variant_name(m, semi), variant_name(reference, semi)) for m in ("simclr", "cluster_guided")]
         for method, base in pairs:
             seeds = sorted(s for (m, s) in by if m == method and (base, s) in by)
             if not seeds:
@@ -273,7 +308,7 @@ def summarize(runs: list[dict], reference: str = "random") -> dict:
                    for k in ("dice", "jaccard", "hd95_mm", "asd_mm")},
                 "goal_met": None,
             }  # fmt: skip
-            if base == reference:
+            if base == reference and "+" not in method:
                 d = out["paired"][f"{method}-{base}/n{labeled}"]["dice"]
                 out["paired"][f"{method}-{base}/n{labeled}"]["goal_met"] = bool(
                     d.get("n", 0) > 1 and d["mean"] >= 0.03 and d["ci95"][0] > 0
@@ -319,6 +354,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="default: $MONAI_CLUSTER_DATA/heart/la")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    p.add_argument("--semi-supervised", nargs="+", default=["none"], choices=SEMI_METHODS,
+                   help="fine-tuning variants: none (labeled only), mean_teacher, copy_paste (the bundle's option)")
     p.add_argument("--labeled", default=None, help="labeled volumes per run (default: the protocol's, 8)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the run with every pool volume labeled")
     p.add_argument("--pretrain-only", action="store_true")
@@ -379,16 +416,18 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"pretraining {method}", flush=True)
                 results["pretrain"][method] = pretrain(method, args, protocol, split_path)
                 _save(results, args)
-        todo = [] if args.pretrain_only else [(m, s, labeled) for s in args.seeds for m in args.methods]
-        if not args.pretrain_only and not args.no_ceiling:
-            todo.append(("random", min(args.seeds), "all"))
-        for method, seed, n in todo:
-            key = f"{method}/n{n}/s{seed}"
+        todo = [] if args.pretrain_only else [
+            (m, s, labeled, semi) for s in args.seeds for m in args.methods for semi in args.semi_supervised
+        ]
+        if not args.pretrain_only and not args.no_ceiling and "none" in args.semi_supervised:
+            todo.append(("random", min(args.seeds), "all", "none"))
+        for method, seed, n, semi in todo:
+            key = f"{variant_name(method, semi)}/n{n}/s{seed}"
             if key in results["runs"]:
                 continue
             print(f"fine-tuning {key}", flush=True)
             weights = results["pretrain"][method]["weights"] if method in PRETRAIN_METHODS else None
-            results["runs"][key] = fine_tune(method, seed, n, args, protocol, split_path, weights)
+            results["runs"][key] = fine_tune(method, seed, n, args, protocol, split_path, weights, semi)
             _save(results, args)
             r = results["runs"][key]
             print(f"{key}: Dice {r['dice']:.4f} Jaccard {r['jaccard']:.4f} HD95 {r['hd95_mm']} ASD {r['asd_mm']} mm "
@@ -399,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
     if runs:
         print(format_report(results["summary"]))
         plot = args.plot or ((args.records or args.out.parent) / "la3d_paired.png")
-        paired = [{**r, "variant": r["method"], "num_labeled": r["labeled"]} for r in runs]
+        paired = [{**r, "variant": _variant(r), "num_labeled": r["labeled"]} for r in runs]
         title = "labeled volumes: test Dice per seed (lines join a seed)"
         plot_paired(paired, plot, ylabel="Dice (left atrium)", title=title)
     return results

@@ -120,3 +120,30 @@ def test_protocols_are_chosen_by_name_and_the_gpu_one_differs_only_in_size():
         k: v for k, v in cpu.items() if k not in ("pretrain", "finetune")}  # split, seeds, epochs: the same
     assert gpu["pretrain"]["epochs"] == cpu["pretrain"]["epochs"] and gpu["finetune"]["features"][1] == 32
     assert all(s % 16 == 0 for s in gpu["pretrain"]["image_size"] + gpu["finetune"]["roi_size"])
+
+
+def test_semi_supervised_variants_pair_with_labeled_only_runs(toy_run):
+    """``--semi-supervised copy_paste`` adds ``method+copy_paste`` runs on the same labeled volumes, trained with
+    the pool's other volumes unlabelled (never a test volume), paired by seed with the labeled-only runs."""
+    driver, argv, results, tmp = toy_run
+    out = tmp / "results" / "la3d_toy_semi.json"
+    out.write_text((tmp / "results" / "la3d_toy.json").read_text())  # the finished labeled-only runs, reused
+    argv = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2:]]
+    semi = driver.main([*argv, "--seeds", "0", "--methods", "random", "cluster_guided",
+                        "--semi-supervised", "none", "copy_paste"])  # fmt: skip
+    runs = semi["runs"]
+    assert set(runs) - set(results["runs"]) == {"random+copy_paste/n2/s0", "cluster_guided+copy_paste/n2/s0"}
+    for method in ("random", "cluster_guided"):
+        run = runs[f"{method}+copy_paste/n2/s0"]
+        assert run["semi_supervised"] == "copy_paste" and run["variant"] == f"{method}+copy_paste"
+        assert run["labeled_keys"] == runs["random/n2/s0"]["labeled_keys"]
+        assert run["num_unlabeled"] == 2  # the 4 pool volumes less the 2 labeled; the 2 test volumes never
+        assert {p["key"] for p in run["per_image"]} == {e["image"] for e in semi["split"]["validation"]}
+    assert runs["cluster_guided+copy_paste/n2/s0"]["transfer"]["matched"]
+    assert runs["random/n2/s0"].get("semi_supervised", "none") == "none"
+    paired = semi["summary"]["paired"]
+    diff = runs["random+copy_paste/n2/s0"]["dice"] - runs["random/n2/s0"]["dice"]
+    assert paired["random+copy_paste-random/n2"]["dice"]["mean"] == pytest.approx(diff)
+    assert paired["random+copy_paste-random/n2"]["goal_met"] is None  # the +0.03 goal is the pretraining's
+    assert paired["cluster_guided+copy_paste-random+copy_paste/n2"]["seeds"] == [0]
+    assert "random+copy_paste" in driver.format_report(semi["summary"])
