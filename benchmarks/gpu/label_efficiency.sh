@@ -7,6 +7,9 @@
 #         initialisation fine-tuned at LABELED patients with SEEDS, one process per initialisation; then the report.
 #   LA    "Left atrium (3D)": benchmarks/la_3d.py --protocol gpu (the same split, seeds and scores as the CPU
 #         protocol, with the full-width network on whole volumes; reported apart from the CPU results).
+#   SEMI  the fine-tuning variants of both protocols (default "none": labeled only); SEMI="none mean_teacher
+#         copy_paste" adds issue 23's semi-supervised fine-tuning ("Semi-supervised fine-tuning, composed with
+#         pretraining", arm B) to every initialisation, paired by seed with the labeled-only runs.
 #
 #   bash benchmarks/gpu/label_efficiency.sh                      # on the GPU machine
 #   DEVICE=cpu SIZE=32 PRE_STEPS=2 SEEDS=0 LABELED=1 CURVE_LABELED="1 2" CURVE_STEPS="2 4" CURVE_EVERY=2 \
@@ -36,6 +39,7 @@ EXTRA=${EXTRA:-}
 ACDC=${ACDC:-1}
 LA=${LA:-1}
 LA_ARGS=${LA_ARGS:-}
+SEMI=${SEMI:-none}
 mkdir -p "$OUT/logs"
 
 AMP=""
@@ -79,12 +83,14 @@ if [ "$ACDC" = "1" ]; then
   pids=()
   for m in random $METHODS; do
     "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --methods "$m" --pretrain-steps "$PRE_STEPS" --seeds $SEEDS \
-        --num-labeled $LABELED --finetune-steps $FT_STEPS --out "$OUT/acdc_ft_$m.json" > "$OUT/logs/acdc_ft_$m.log" 2>&1 &
+        --num-labeled $LABELED --finetune-steps $FT_STEPS --semi-supervised $SEMI \
+        --out "$OUT/acdc_ft_$m.json" > "$OUT/logs/acdc_ft_$m.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || { echo "a fine-tuning process failed; see $OUT/logs"; exit 1; }; done
   "$PY" benchmarks/label_efficiency.py "${COMMON[@]}" --methods random $METHODS --pretrain-steps "$PRE_STEPS" \
-      --seeds $SEEDS --num-labeled $LABELED --finetune-steps $FT_STEPS --report-only --merge "$OUT"/acdc_ft_*.json \
+      --seeds $SEEDS --num-labeled $LABELED --finetune-steps $FT_STEPS --semi-supervised $SEMI \
+      --report-only --merge "$OUT"/acdc_ft_*.json \
       --out "$OUT/acdc_label_efficiency_gpu.json" --plot "$OUT/acdc_paired.png" | tee "$OUT/acdc_label_efficiency_gpu.md"
   echo "ACDC done at $(( $(date +%s) - start )) s"
 fi
@@ -92,7 +98,7 @@ fi
 if [ "$LA" = "1" ]; then
   echo "LA: la_3d.py on $DEVICE"
   # shellcheck disable=SC2086
-  "$PY" benchmarks/la_3d.py --device "$DEVICE" ${LA_ARGS:---protocol gpu} --work-dir "$OUT/la_work" \
+  "$PY" benchmarks/la_3d.py --device "$DEVICE" ${LA_ARGS:---protocol gpu} --semi-supervised $SEMI --work-dir "$OUT/la_work" \
       --out "$OUT/la3d_gpu.json" --records "$OUT" --plot "$OUT/la3d_gpu_paired.png" 2>&1 | tee "$OUT/logs/la3d.log"
   echo "LA done at $(( $(date +%s) - start )) s"
 fi

@@ -1,4 +1,5 @@
-"""benchmarks/gpu/label_efficiency.sh at toy size on the CPU: both protocols through the bundles in one go."""
+"""benchmarks/gpu/label_efficiency.sh at toy size on the CPU: both protocols through the bundles in one go, with
+a semi-supervised variant beside labeled-only fine-tuning (SEMI)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_gpu_script_runs_both_protocols_through_the_bundles_at_toy_size(tmp_path
     env = dict(
         os.environ, PY=sys.executable, DEVICE="cpu", SIZE="32", PRE_STEPS="2", SEEDS="0 1", LABELED="1",
         CURVE_LABELED="1 2", CURVE_STEPS="2 4", CURVE_EVERY="2", METHODS="simclr", TRAIN_DIR=str(acdc), OUT=str(out),
-        OMP_NUM_THREADS="1", LA_ARGS=f"--toy --data-dir {la} --seeds 0 --methods random simclr --no-ceiling",
+        OMP_NUM_THREADS="1", SEMI="none copy_paste", LA_ARGS=f"--toy --data-dir {la} --seeds 0 --methods random simclr --no-ceiling",
         EXTRA="--num-test 5 --val-patients 2 --eval-every 1 --eval-last 2 --ae-steps 2 --num-clusters 2 4 "
               "--pretrain-batch 8 --finetune-batch 4 --local-locations 8 --features 4 4 8 8 16 4",
     )  # fmt: skip
@@ -36,10 +37,14 @@ def test_gpu_script_runs_both_protocols_through_the_bundles_at_toy_size(tmp_path
     assert chosen[:2] == [f"1:{expect}", f"2:{expect}"] and "fine-tuning steps by the pre-registered rule" in proc.stdout
     result = json.loads((out / "acdc_label_efficiency_gpu.json").read_text())
     runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
-    assert set(runs) == {(v, s) for v in ("random", "simclr@2") for s in (0, 1)}
+    variants = ("random", "simclr@2", "random+copy_paste", "simclr@2+copy_paste")
+    assert set(runs) == {(v, s) for v in variants for s in (0, 1)}
     assert all(r["steps"] == expect and r["num_labeled"] == 1 for r in runs.values())
+    assert runs[("random+copy_paste", 1)]["labeled_patients"] == runs[("random", 1)]["labeled_patients"]
+    assert runs[("random+copy_paste", 1)]["semi_supervised"] == "copy_paste" and runs[("random", 1)]["unlabeled_slices"] == 0
     assert runs[("random", 0)]["labeled_patients"] == runs[("simclr@2", 0)]["labeled_patients"]
     assert "simclr@2" in (out / "acdc_label_efficiency_gpu.md").read_text() and (out / "acdc_paired.png").is_file()
     la3d = json.loads((out / "la3d_gpu.json").read_text())
-    assert set(la3d["runs"]) == {"random/n2/s0", "simclr/n2/s0"} and set(la3d["pretrain"]) == {"simclr"}
+    assert set(la3d["runs"]) == {f"{m}{s}/n2/s0" for m in ("random", "simclr") for s in ("", "+copy_paste")}
+    assert set(la3d["pretrain"]) == {"simclr"}
     assert "total" in proc.stdout
