@@ -124,8 +124,8 @@ TOY = {
     },
     "finetune_epochs": {"2": 1, "all": 1},
 }
-#: the bundle's semi-supervised methods (``none``: labeled-only fine-tuning)
-SEMI_METHODS = ("none", "mean_teacher", "copy_paste")
+#: the bundle's semi-supervised methods (``none``: labeled-only fine-tuning), as the bundle's option check knows them
+from monai_cluster.workflows.semi_supervised import SEMI_SUPERVISED_CHOICES as SEMI_METHODS  # noqa: E402
 
 
 def variant_name(method: str, semi: str = "none") -> str:
@@ -231,7 +231,7 @@ def fine_tune(method: str, seed: int, labeled: str, args: argparse.Namespace, pr
         overrides["semi_supervised"] = semi
     train_wf, train_wall = _timed_bundle(HEART_BUNDLE, ("train.json",), root, **overrides)
     labeled_keys = [item["key"] for item in train_wf.parser.get_parsed_content("data")["train"]]
-    unlabeled_keys = [str(item["image"]) for item in train_wf.parser.get_parsed_content("unlabeled#data")]
+    num_unlabeled = len(train_wf.parser.get_parsed_content("unlabeled#data"))
     transfer = root / "models" / "pretrained_transfer.json"
     del train_wf
     eval_overrides = {k: v for k, v in overrides.items() if k != "pretrained_path"}
@@ -246,7 +246,7 @@ def fine_tune(method: str, seed: int, labeled: str, args: argparse.Namespace, pr
         "labeled": labeled,
         "num_labeled": len(labeled_keys),
         "labeled_keys": labeled_keys,
-        "num_unlabeled": len(unlabeled_keys),
+        "num_unlabeled": num_unlabeled,
         "epochs": epochs,
         "dice": metrics["mean_dice"],
         "jaccard": metrics["mean_jaccard"],
