@@ -14,7 +14,7 @@ from .checkpoint import (
 )
 from .ema_teacher import EMATeacherHandler, ema_decay, make_teacher, unwrap_network
 from .ld_warmup import LocalDiscriminationWarmupHandler
-from .loss_components import LossComponentsLogger
+from .loss_components import LossComponentsLogger, OutputScalars
 from .metrics import BestClusterDice
 from .non_finite_loss import NonFiniteLossHandler
 from .pretrain_progress import PretrainProgress
@@ -41,6 +41,7 @@ __all__ = [
     "LocalDiscriminationWarmupHandler",
     "LossComponentsLogger",
     "NonFiniteLossHandler",
+    "OutputScalars",
     "PeriodicEvaluationHandler",
     "PretrainProgress",
     "PseudoClassUpdateHandler",

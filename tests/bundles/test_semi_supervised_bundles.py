@@ -60,6 +60,28 @@ def test_method_trains_with_the_unlabelled_pool_and_checkpoints_the_teacher(kind
     assert any(not torch.equal(teacher[k], start[k]) for k in start)  # the teacher moved ...
     assert any(not torch.equal(teacher[k], student[k]) for k in start)  # ... and is not the student
     assert (tmp_path / "models" / "model.pt").is_file()
+    # TensorBoard holds the semi-supervised terms beside the loss, one value per iteration
+    curves = _scalars(parser.get_parsed_content("log_dir"))
+    assert len(curves["train_loss"]) == trainer.state.iteration
+    kept = curves["train_kept_fraction"]
+    assert len(kept) == trainer.state.iteration and all(0.0 <= v <= 1.0 for v in kept)
+    if method == "mean_teacher":
+        assert {"train_loss_supervised", "train_loss_consistency", "train_consistency_weight"} <= set(curves)
+        assert any(v < 1.0 for v in kept) or kind == "dermoscopy"  # 2 classes: every max-probability passes 0.5
+    else:
+        assert kept == [1.0] * trainer.state.iteration and "train_loss_consistency" not in curves
+
+
+def _scalars(log_dir) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list[float]] = {}
+    for events in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            curves.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+    return curves
 
 
 @pytest.mark.parametrize("kind", ["dermoscopy", "heart"])
