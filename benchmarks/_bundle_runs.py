@@ -16,7 +16,8 @@ __all__ = ["SEMI_OPTIONS", "curve_runs", "epochs_for"]
 logger = logging.getLogger("label_efficiency")
 
 #: the segmentation bundles' semi-supervised settings that the benchmarks pass through (``--ema-decay`` ...)
-SEMI_OPTIONS = ("ema_decay", "consistency_threshold", "consistency_weight", "consistency_rampup", "copy_paste_fraction")
+SEMI_OPTIONS = ("ema_decay", "consistency_threshold", "consistency_weight", "consistency_rampup", "copy_paste_fraction",
+                "consistency_cutmix")
 
 
 def epochs_for(steps: int, samples: int, batch: int) -> int:

@@ -130,7 +130,7 @@ _CURVE_KEYS = (*_PRETRAIN_KEYS[:8], "features", *_FINETUNE_KEYS, "val_patients",
 SEMI_SUPERVISED_CHOICES = ("none", "mean_teacher", "copy_paste")
 #: the heart bundle's semi-supervised settings and their defaults (``--ema-decay`` ...), passed as its options
 SEMI_DEFAULTS = {"ema_decay": 0.99, "consistency_threshold": 0.95, "consistency_weight": 1.0, "consistency_rampup": 0,
-                 "copy_paste_fraction": 0.6667}  # fmt: skip
+                 "copy_paste_fraction": 0.6667, "consistency_cutmix": False}  # fmt: skip
 #: heart default: steps per labeled setting (the fallback for 8 and all 50 patients), chosen from the validation
 #: learning curve at 64 px, crop 0.66 (BENCHMARKS.md): 1-2 patients flat after 2000 steps, 8 and 40 still gaining
 #: up to 4000, where 40 patients pass the 0.85 Dice bar
@@ -203,6 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fine-tuning variants crossed with every initialisation: none = labeled only; mean_teacher "
                         "/ copy_paste also learn from the pool's unlabeled patients (issue 23)")
     for name, default in SEMI_DEFAULTS.items():
+        if isinstance(default, bool):  # a switch: --consistency-cutmix
+            p.add_argument(f"--{name.replace('_', '-')}", action="store_true",
+                           help=f"the heart bundle's {name} true (semi-supervised variants)")
+            continue
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                        help=f"the heart bundle's {name} (semi-supervised variants)")
     p.add_argument("--learning-curve", action="store_true",

@@ -11,7 +11,9 @@ draws the same unlabelled batches as an uninterrupted one), and trains the stude
   and the pseudo-labels stay aligned). Loss: ``supervised(student(x_l), y_l) + w(t) * consistency(student(strong),
   softmax(teacher(weak)))`` with the confident pseudo-label loss
   :class:`~monai_cluster.losses.PseudoLabelConsistencyLoss` and ``w(t) = consistency_weight * sigmoid_rampup(t,
-  rampup_length)`` (``t`` the iterations done).
+  rampup_length)`` (``t`` the iterations done). With ``strong_mix`` the strong views are also CutMixed in pairs
+  (UniMatch's strong view: each unlabelled image with the next one of the batch, one box of ``copy_paste_fraction``
+  per iteration) and the teacher's probabilities with the same box, so every pseudo-label stays on its pixel.
 - ``"copy_paste"`` (BCP, Bai et al. CVPR 2023): the teacher's argmax pseudo-labels on the unlabelled images; a box
   of the labelled batch is pasted into the unlabelled one and the other way round with one mask
   (:class:`~monai_cluster.transforms.RandCopyPaste`); the supervised loss on both mixed batches with the mixed
@@ -163,6 +165,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         copy_paste_fraction: the box side as a fraction of each spatial side (``"copy_paste"``; BCP: 2/3).
         strong_view: ``Randomizable`` callable making the strong view of a batch; ``None`` is
             :class:`BatchIntensityPerturbation` with its defaults.
+        strong_mix: ``"mean_teacher"``: CutMix the strong views in pairs (sample ``i`` with sample ``i + 1`` of the
+            unlabelled batch, cyclically; one box of ``copy_paste_fraction`` drawn per iteration) and the teacher's
+            probabilities with the same box. A batch of one image is mixed with itself, which changes nothing.
         unlabeled_key: key of the images in the unlabelled batches.
         seed: seed of the per-iteration draws (strong views, boxes).
         kwargs: everything else ``SupervisedTrainer`` takes (``inferer``, ``postprocessing``, ``key_train_metric``,
@@ -198,6 +203,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         rampup_length: int = 0,
         copy_paste_fraction: float | Sequence[float] = 2.0 / 3.0,
         strong_view: Callable | None = None,
+        strong_mix: bool = False,
         unlabeled_key: str = "image",
         seed: int = 0,
         **kwargs: Any,
@@ -227,9 +233,12 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.strong_view = BatchIntensityPerturbation() if strong_view is None else strong_view
         if not callable(self.strong_view):
             raise TypeError(f"strong_view must be callable, got {type(self.strong_view).__name__}.")
+        if not isinstance(strong_mix, bool):
+            raise TypeError(f"strong_mix must be a bool, got {type(strong_mix).__name__}.")
+        self.strong_mix = strong_mix
         self.copy_paste_fraction = copy_paste_fraction
         self._mixers: dict[int, RandCopyPaste] = {}
-        if self.method == "copy_paste":  # check the fraction now rather than at the first iteration
+        if self.method == "copy_paste" or strong_mix:  # check the fraction now rather than at the first iteration
             RandCopyPaste(2, copy_paste_fraction)
         if isinstance(teacher, EMATeacherHandler):
             self.ema = teacher
@@ -332,6 +341,11 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if isinstance(self.strong_view, Randomizable):
             self.strong_view.set_random_state(step_seed)
         strong = self.strong_view(unlabeled)
+        if self.strong_mix:
+            partner = torch.roll(torch.arange(strong.shape[0], device=strong.device), -1)
+            # its own stream: the box is not drawn from the numbers the strong view drew
+            mixer = self._mixer(strong.ndim - 2).set_random_state((step_seed + 1) % 2**32)
+            strong, _, teacher_probs, _ = mixer(strong, strong[partner], teacher_probs, teacher_probs[partner])
         pred = self._forward(torch.cat([inputs, strong]), args, kwargs)
         pred_l, pred_u = pred[: inputs.shape[0]], pred[inputs.shape[0] :]
         supervised = self.loss_function(pred_l, targets).mean()

@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 SEMI_SUPERVISED_CHOICES = ("none", "mean_teacher", "copy_paste")
 """Values of the bundles' ``semi_supervised`` option."""
 
+_RECORDED_WHEN_ON = ("consistency_cutmix",)
+
 _SPECS = {
     "semi_supervised": "choice:" + "|".join(SEMI_SUPERVISED_CHOICES),
     "unlabeled_dir": "path?",
@@ -67,6 +69,7 @@ _SPECS = {
     "consistency_rampup": "int>=0",
     "copy_paste_fraction": "float>0",
     "seed": "int>=0",
+    "consistency_cutmix": "bool",
 }
 
 
@@ -79,6 +82,7 @@ def check_semi_supervised_options(
     consistency_rampup: int = 0,
     copy_paste_fraction: float = 2.0 / 3.0,
     seed: int = 0,
+    consistency_cutmix: bool = False,
 ) -> dict[str, Any]:
     """Check the semi-supervised options of a segmentation bundle before anything is built.
 
@@ -89,8 +93,11 @@ def check_semi_supervised_options(
         consistency_threshold: confidence threshold of the pseudo-labels, in ``[0, 1]`` (``mean_teacher``).
         consistency_weight: weight of the consistency term, >= 0 (``mean_teacher``).
         consistency_rampup: iterations of its sigmoid ramp-up, >= 0 (``mean_teacher``).
-        copy_paste_fraction: box side as a fraction of each image side, in ``(0, 1]`` (``copy_paste``).
+        copy_paste_fraction: box side as a fraction of each image side, in ``(0, 1]`` (``copy_paste``, and the
+            CutMix box of ``consistency_cutmix``).
         seed: the run's seed (strong views and boxes are drawn from it).
+        consistency_cutmix: ``mean_teacher``: CutMix the student's strong views in pairs and the teacher's
+            probabilities with the same box (UniMatch's strong view); ``False``: intensity perturbation alone.
 
     Returns:
         the options, normalised, under the names above.
@@ -109,6 +116,7 @@ def check_semi_supervised_options(
             "consistency_rampup": consistency_rampup,
             "copy_paste_fraction": copy_paste_fraction,
             "seed": seed,
+            "consistency_cutmix": consistency_cutmix,
         },
         _SPECS,
     )
@@ -230,8 +238,9 @@ def semi_supervised_settings(
     Returns:
         ``{"semi_supervised": "none"}`` without a method (its other options change nothing); else the method,
         ``unlabeled_dir``, ``ema_decay``, ``consistency_threshold``, ``consistency_weight``, ``consistency_rampup``,
-        ``copy_paste_fraction`` and, given ``unlabeled``, ``unlabeled_data`` (its count and keys' SHA-1). The seed is
-        recorded by the bundle itself.
+        ``copy_paste_fraction``, ``consistency_cutmix: True`` when it is on (absent when off, so runs started before
+        the option existed still resume) and, given ``unlabeled``, ``unlabeled_data`` (its count and keys' SHA-1).
+        The seed is recorded by the bundle itself.
 
     Raises:
         ValueError: when ``options`` lacks one of those names.
@@ -240,10 +249,12 @@ def semi_supervised_settings(
         raise ValueError(f"options must be check_semi_supervised_options' result, got {options!r}.")
     if options["semi_supervised"] == "none":
         return {"semi_supervised": "none"}
-    missing = [name for name in _SPECS if name != "seed" and name not in options]
+    missing = [name for name in _SPECS if name not in ("seed", *_RECORDED_WHEN_ON) and name not in options]
     if missing:
         raise ValueError(f"options lack the semi-supervised settings {missing}.")
-    settings = {name: options[name] for name in _SPECS if name != "seed"}
+    settings = {name: options[name] for name in _SPECS if name != "seed" and name not in _RECORDED_WHEN_ON}
+    # options added later enter the settings only when on, so runs started before them still resume
+    settings.update({name: True for name in _RECORDED_WHEN_ON if options.get(name)})
     if settings["unlabeled_dir"] is not None:
         settings["unlabeled_dir"] = os.path.abspath(settings["unlabeled_dir"])
     if unlabeled is not None:
@@ -301,6 +312,7 @@ def segmentation_trainer(
         consistency_weight=opts["consistency_weight"],
         rampup_length=opts["consistency_rampup"],
         copy_paste_fraction=opts["copy_paste_fraction"],
+        strong_mix=opts["consistency_cutmix"],
         seed=opts["seed"],
         **kwargs,
     )

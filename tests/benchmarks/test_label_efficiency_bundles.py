@@ -147,6 +147,7 @@ def test_semi_supervised_variants_run_through_the_bundle_options_paired_by_seed(
     semi = [kw for kw in passed if "semi_supervised" in kw]
     assert sorted(kw["semi_supervised"] for kw in semi) == ["copy_paste"] * 2 + ["mean_teacher"] * 2
     assert all(kw["consistency_threshold"] == 0.5 and kw["ema_decay"] == 0.99 for kw in semi) and len(passed) == 6
+    assert all(kw["consistency_cutmix"] is False for kw in semi)
     rows = {r["variant"]: r for r in result["summary"]}
     assert rows["random+copy_paste"]["dice_diff_to_random"]["n"] == 2
     pairs = {(p["a"], p["b"]) for p in result["pairwise"]}
@@ -155,6 +156,12 @@ def test_semi_supervised_variants_run_through_the_bundle_options_paired_by_seed(
     assert result["config"]["semi_supervised_options"]["consistency_threshold"] == 0.5
     default = le.parse_args([a for a in argv if a not in ("--consistency-threshold", "0.5")])
     assert "semi_supervised_options" not in le._config(default)
+    # the CutMix switch is off by default and, when on, gives its own hash
+    assert default.consistency_cutmix is False
+    cutmix = le.parse_args([*argv, "--consistency-cutmix"])
+    assert cutmix.consistency_cutmix is True
+    assert le._config(cutmix)["semi_supervised_options"]["consistency_cutmix"] is True
+    assert le._digest(le._config(cutmix)) != le._digest(le._config(le.parse_args(argv)))
 
 
 def test_semi_supervised_variants_are_refused_where_they_cannot_run(tmp_path):

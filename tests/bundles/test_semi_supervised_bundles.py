@@ -139,6 +139,7 @@ def test_unlabeled_dir_gives_the_unlabelled_images_but_never_labelled_or_validat
         ({"semi_supervised": "mean_teacher", "ema_decay": 1.5}, "ema_decay"),
         ({"semi_supervised": "copy_paste", "copy_paste_fraction": 0}, "copy_paste_fraction"),
         ({"semi_supervised": "mean_teacher", "consistency_rampup": -1}, "consistency_rampup"),
+        ({"semi_supervised": "mean_teacher", "consistency_cutmix": "maybe"}, "consistency_cutmix"),
         ({"semi_supervised": "mean_teacher", "unlabeled_dir": "/no/such/folder"}, "unlabeled_dir"),
     ],
 )
@@ -194,3 +195,24 @@ def test_resume_with_other_semi_supervised_options_is_refused_naming_both(tmp_pa
         while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
             cause = cause.__cause__
         assert match in str(cause), str(cause)
+
+
+def test_consistency_cutmix_reaches_the_trainer_and_the_run_record_only_when_on(tmp_path):
+    from monai_cluster.workflows.semi_supervised import check_semi_supervised_options, semi_supervised_settings
+
+    on = _workflow("dermoscopy", tmp_path / "on", semi_supervised="mean_teacher", consistency_cutmix=True)
+    off = _workflow("dermoscopy", tmp_path / "off", semi_supervised="mean_teacher")
+    assert on.parser.get_parsed_content("train#trainer").strong_mix is True
+    assert off.parser.get_parsed_content("train#trainer").strong_mix is False
+    # recorded when on; absent when off, as in the records of runs from before the option
+    assert semi_supervised_settings(check_semi_supervised_options("mean_teacher", consistency_cutmix=True))[
+        "consistency_cutmix"] is True  # fmt: skip
+    assert "consistency_cutmix" not in semi_supervised_settings(check_semi_supervised_options("mean_teacher"))
+    # a run started without it is not resumed with it
+    settings = {"epochs": 1, "val_interval": 1, "semi_supervised": "mean_teacher", "consistency_threshold": 0.5}
+    first = _workflow("dermoscopy", tmp_path / "run", **settings)
+    first.run()
+    first.finalize()
+    with pytest.raises(RuntimeError) as info:
+        _workflow("dermoscopy", tmp_path / "run", resume=True, consistency_cutmix=True, **settings).run()
+    assert "consistency_cutmix" in str(info.value) + str(info.value.__cause__)

@@ -10,6 +10,7 @@ import torch
 from ignite.engine import Events
 from monai.data import DataLoader
 from monai.losses import DiceCELoss
+from monai.transforms import Randomizable
 
 from monai_cluster.engines import BatchIntensityPerturbation, SemiSupervisedTrainer
 from monai_cluster.handlers import EMATeacherHandler
@@ -105,6 +106,45 @@ def test_copy_paste_mixes_labels_and_teacher_pseudo_labels_with_the_box():
         assert not torch.equal(u, x)
 
 
+class _Same(Randomizable):
+    """A strong view that changes nothing, so what the student sees is the CutMix alone."""
+
+    def __call__(self, x):
+        return x
+
+
+@pytest.mark.parametrize("spatial", [(8, 8), (8, 8, 8)])
+@pytest.mark.parametrize("strong_mix", [True, False])
+def test_strong_mix_cutmixes_the_strong_views_and_the_teacher_probabilities_with_one_box(spatial, strong_mix):
+    seen = {}
+
+    def consistency(logits, probs):
+        seen.setdefault("probs", probs.detach().clone())
+        return ((torch.softmax(logits, 1) - probs) ** 2).mean()
+
+    trainer, net = _trainer(spatial, "mean_teacher", strong_mix=strong_mix, strong_view=_Same(),
+                            consistency_loss=consistency, copy_paste_fraction=0.5)  # fmt: skip
+    first_teacher = copy.deepcopy(trainer.teacher)
+    draw = trainer._next_unlabeled
+    trainer._next_unlabeled = lambda: seen.setdefault("unlabeled", draw())
+    net.register_forward_pre_hook(lambda m, x: seen.setdefault("input", x[0].detach().clone()))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=1), lambda e: e.terminate())
+    trainer.run()
+    u, n_labeled = seen["unlabeled"], 2
+    strong = seen["input"][n_labeled:]
+    with torch.no_grad():
+        p = torch.softmax(first_teacher(u), 1)
+    if not strong_mix:
+        assert torch.equal(strong, u) and torch.equal(seen["probs"], p)
+        return
+    m = torch.as_tensor(trainer._mixer(len(spatial)).last_mask)
+    assert m.sum() == 4 ** len(spatial)  # a box of half of each side
+    partner = torch.roll(torch.arange(u.shape[0]), -1)
+    torch.testing.assert_close(strong, u * m + u[partner] * (1 - m))
+    torch.testing.assert_close(seen["probs"], p * m + p[partner] * (1 - m))  # pseudo-labels follow their pixels
+    assert not torch.equal(strong, u)
+
+
 def test_same_seed_same_run_other_seed_other_run():
     weights = []
     for seed in (1, 1, 2):
@@ -152,6 +192,10 @@ def test_bad_arguments_are_named():
         SemiSupervisedTrainer(*args, consistency_weight=-1.0)
     with pytest.raises(ValueError, match="fraction"):
         SemiSupervisedTrainer(*args, method="copy_paste", copy_paste_fraction=2.0)
+    with pytest.raises(ValueError, match="fraction"):
+        SemiSupervisedTrainer(*args, strong_mix=True, copy_paste_fraction=0.0)
+    with pytest.raises(TypeError, match="strong_mix must be a bool"):
+        SemiSupervisedTrainer(*args, strong_mix="yes")
     with pytest.raises(ValueError, match="contrast"):
         BatchIntensityPerturbation(contrast=1.0)
     other = DataLoader([{"image": torch.rand(1, 6, 6)}], batch_size=1)
