@@ -128,6 +128,9 @@ def check_semi_supervised_options(
         raise ValueError(f"option 'unlabeled_dir' (--unlabeled_dir) must be an existing folder, got {folder!r}.")
     if folder is not None and options["semi_supervised"] == "none":
         logger.warning("unlabeled_dir %s is ignored: semi_supervised is 'none'", folder)
+    if options["consistency_cutmix"] and options["semi_supervised"] != "mean_teacher":
+        logger.warning("consistency_cutmix is ignored: it mixes mean_teacher's strong views, semi_supervised is %r",
+                       options["semi_supervised"])  # fmt: skip
     return options
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def test_resume_with_other_semi_supervised_options_is_refused_naming_both(tmp_pa
         assert match in str(cause), str(cause)
 
 
-def test_consistency_cutmix_reaches_the_trainer_and_the_run_record_only_when_on(tmp_path):
+def test_consistency_cutmix_reaches_the_trainer_and_the_run_record_only_when_on(tmp_path, caplog):
     from monai_cluster.workflows.semi_supervised import check_semi_supervised_options, semi_supervised_settings
 
     on = _workflow("dermoscopy", tmp_path / "on", semi_supervised="mean_teacher", consistency_cutmix=True)
@@ -208,6 +209,9 @@ def test_consistency_cutmix_reaches_the_trainer_and_the_run_record_only_when_on(
     assert semi_supervised_settings(check_semi_supervised_options("mean_teacher", consistency_cutmix=True))[
         "consistency_cutmix"] is True  # fmt: skip
     assert "consistency_cutmix" not in semi_supervised_settings(check_semi_supervised_options("mean_teacher"))
+    with caplog.at_level(logging.WARNING, logger="monai_cluster.workflows.semi_supervised"):
+        check_semi_supervised_options("copy_paste", consistency_cutmix=True)
+    assert "consistency_cutmix is ignored" in caplog.text and "'copy_paste'" in caplog.text
     # a run started without it is not resumed with it
     settings = {"epochs": 1, "val_interval": 1, "semi_supervised": "mean_teacher", "consistency_threshold": 0.5}
     first = _workflow("dermoscopy", tmp_path / "run", **settings)
