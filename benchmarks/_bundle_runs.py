@@ -11,13 +11,16 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["SEMI_OPTIONS", "curve_runs", "epochs_for"]
+__all__ = ["SEMI_DEFAULTS", "SEMI_OPTIONS", "curve_runs", "epochs_for"]
 
 logger = logging.getLogger("label_efficiency")
 
-#: the segmentation bundles' semi-supervised settings that the benchmarks pass through (``--ema-decay`` ...)
-SEMI_OPTIONS = ("ema_decay", "consistency_threshold", "consistency_weight", "consistency_rampup", "copy_paste_fraction",
-                "consistency_cutmix")
+#: the segmentation bundles' semi-supervised settings and their defaults, which the benchmarks pass through as the
+#: bundles' options (``--ema-decay`` ...)
+SEMI_DEFAULTS = {"ema_decay": 0.99, "consistency_threshold": 0.95, "consistency_weight": 1.0, "consistency_rampup": 0,
+                 "copy_paste_fraction": 0.6667, "consistency_cutmix": False}  # fmt: skip
+#: their names
+SEMI_OPTIONS = tuple(SEMI_DEFAULTS)
 
 
 def epochs_for(steps: int, samples: int, batch: int) -> int:

@@ -55,6 +55,8 @@ for _p in (str(REPO), str(Path(__file__).resolve().parent)):
 from _label_efficiency_plots import plot_paired  # noqa: E402
 from _stats import mean_ci  # noqa: E402
 
+from monai_cluster.workflows.semi_supervised import SEMI_SUPERVISED_CHOICES  # noqa: E402
+
 __all__ = ["PROTOCOL", "PROTOCOL_GPU", "SEMI_METHODS", "fine_tune", "format_report", "main", "pretrain", "summarize",
            "variant_name", "write_split"]
 
@@ -125,7 +127,7 @@ TOY = {
     "finetune_epochs": {"2": 1, "all": 1},
 }
 #: the bundle's semi-supervised methods (``none``: labeled-only fine-tuning), as the bundle's option check knows them
-from monai_cluster.workflows.semi_supervised import SEMI_SUPERVISED_CHOICES as SEMI_METHODS  # noqa: E402
+SEMI_METHODS = SEMI_SUPERVISED_CHOICES
 
 
 def variant_name(method: str, semi: str = "none") -> str:

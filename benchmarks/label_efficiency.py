@@ -76,6 +76,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _bundle_runs import SEMI_DEFAULTS  # noqa: E402
 from _label_efficiency_bundles import BUNDLE_METHODS, check_bundle_args, curve_bundles, run_bundles  # noqa: E402
 from _label_efficiency_dermoscopy_bundles import DERMOSCOPY_METHODS, curve_dermoscopy  # noqa: E402
 from _label_efficiency_finetune import eval_schedule, format_curve_table, parse_steps, plot_curve  # noqa: E402
@@ -90,6 +91,7 @@ from _label_efficiency_report import (  # noqa: E402
 
 from monai_cluster.utils import get_data_root  # noqa: E402
 from monai_cluster.utils.io import atomic_write, atomic_write_json  # noqa: E402
+from monai_cluster.workflows.semi_supervised import SEMI_SUPERVISED_CHOICES  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -127,10 +129,6 @@ _PRETRAIN_KEYS = (
 _FINETUNE_KEYS = ("finetune_batch", "finetune_lr", "augment", "eval_every", "eval_last", "hd95")
 _CONFIG_KEYS = (*_PRETRAIN_KEYS, *_FINETUNE_KEYS, "finetune_steps", "epochs")
 _CURVE_KEYS = (*_PRETRAIN_KEYS[:8], "features", *_FINETUNE_KEYS, "val_patients", "curve_every")
-SEMI_SUPERVISED_CHOICES = ("none", "mean_teacher", "copy_paste")
-#: the heart bundle's semi-supervised settings and their defaults (``--ema-decay`` ...), passed as its options
-SEMI_DEFAULTS = {"ema_decay": 0.99, "consistency_threshold": 0.95, "consistency_weight": 1.0, "consistency_rampup": 0,
-                 "copy_paste_fraction": 0.6667, "consistency_cutmix": False}  # fmt: skip
 #: heart default: steps per labeled setting (the fallback for 8 and all 50 patients), chosen from the validation
 #: learning curve at 64 px, crop 0.66 (BENCHMARKS.md): 1-2 patients flat after 2000 steps, 8 and 40 still gaining
 #: up to 4000, where 40 patients pass the 0.85 Dice bar
